@@ -1,0 +1,212 @@
+"""The typer app: parse options, call the public engine API, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from styleforge import engine
+from styleforge.engine import (
+    BackendUnavailableError,
+    ConfigError,
+    InputError,
+    RenderConfig,
+    RenderError,
+    RenderEvent,
+    RenderInterrupted,
+    StyleforgeError,
+    WeightsError,
+)
+
+app = typer.Typer(
+    name="styleforge",
+    help="Neural style transfer renderer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stderr = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+_DEFAULTS = RenderConfig()
+#: Options of the render command that are not RenderConfig fields but may be set in a config file.
+_CLI_FIELDS = {"content", "style", "output", "save_every", "overwrite", "bit_depth", "max_pixels"}
+
+
+def _default(name: str) -> str:
+    """Help text suffix showing RenderConfig's default, so defaults are written down once."""
+    value = getattr(_DEFAULTS, name)
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    return f"[default: {value}]"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run_guarded(debug: bool, body) -> Any:
+    """Map engine errors to one line on stderr and an exit code (traceback with --debug)."""
+    try:
+        return body()
+    except (InputError, WeightsError, BackendUnavailableError) as error:
+        if debug:
+            traceback.print_exc()
+        raise _fail(str(error), EXIT_BAD_INPUT) from None
+    except (RenderError, StyleforgeError) as error:
+        if debug:
+            traceback.print_exc()
+        raise _fail(str(error), EXIT_FAILED) from None
+
+
+def _intermediate_path(output: Path, iteration: int, iterations: int) -> Path:
+    width = len(str(iterations))
+    return output.with_name(f"{output.stem}_{iteration:0{width}d}{output.suffix}")
+
+
+@app.command()
+def render(
+    content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
+    style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default=False)] = None,
+    style_blend: Annotated[str | None, typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3.", show_default=False)] = None,
+    size: Annotated[int | None, typer.Option(help=f"Long side of the output in pixels. {_default('size')}", show_default=False)] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", "-n", help=f"Loss evaluations. {_default('iterations')}", show_default=False)] = None,
+    content_weight: Annotated[float | None, typer.Option(help=_default("content_weight"), show_default=False)] = None,
+    style_weight: Annotated[float | None, typer.Option(help=_default("style_weight"), show_default=False)] = None,
+    tv_weight: Annotated[float | None, typer.Option(help=f"Total-variation smoothing. {_default('tv_weight')}", show_default=False)] = None,
+    content_layers: Annotated[str | None, typer.Option(help=_default("content_layers"), show_default=False)] = None,
+    style_layers: Annotated[str | None, typer.Option(help=_default("style_layers"), show_default=False)] = None,
+    style_layer_weights: Annotated[str | None, typer.Option(help="One weight per style layer. [default: equal]", show_default=False)] = None,
+    style_scale: Annotated[float | None, typer.Option(help=f"Style size relative to the output. {_default('style_scale')}", show_default=False)] = None,
+    init: Annotated[str | None, typer.Option(help=f"content, noise, style or an image path. {_default('init')}", show_default=False)] = None,
+    optimizer: Annotated[str | None, typer.Option(help=f"lbfgs or adam. {_default('optimizer')}", show_default=False)] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Step size. [default: 1.0 for lbfgs, 0.02 for adam]", show_default=False)] = None,
+    pooling: Annotated[str | None, typer.Option(help=f"max or avg. {_default('pooling')}", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(help=f"Backbone and weights (see 'styleforge models'). {_default('model')}", show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights file for --model (otherwise the cache).", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(help=f"auto, cpu or cuda. {_default('device')}", show_default=False)] = None,
+    original_colors: Annotated[bool | None, typer.Option("--original-colors/--style-colors", help="Keep the content's colours (luminance-only transfer). [default: style colours]", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help=_default("seed"), show_default=False)] = None,
+    save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default=False)] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG. [default: 8]", show_default=False)] = None,
+    max_pixels: Annotated[int | None, typer.Option(help=f"Refuse inputs with more pixels. [default: {engine.DEFAULT_MAX_PIXELS}]", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any of these options; the command line overrides it.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Render CONTENT in the style of one or more --style images (Gatys et al.)."""
+    given = {name: value for name, value in locals().items()
+             if value is not None and name not in ("config", "quiet", "debug", "overwrite")}
+    if overwrite:
+        given["overwrite"] = True
+    _run_guarded(debug, lambda: _render(config, given, quiet=quiet))
+
+
+def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> None:
+    options = engine.load_config_file(config_path) if config_path is not None else {}
+    options = {key.replace("-", "_"): value for key, value in options.items()}
+    options.update({key: str(value) if isinstance(value, Path) else value for key, value in given.items()})
+    if "style" in options and isinstance(options["style"], str):
+        options["style"] = [options["style"]]
+
+    cli = {key: options.pop(key) for key in list(options) if key in _CLI_FIELDS}
+    # from_mapping rejects unknown keys with a "did you mean" hint.
+    config = RenderConfig.from_mapping(options, source=str(config_path) if config_path else "options")
+
+    if not cli.get("style"):
+        raise ConfigError("--style: at least one style image is needed")
+    if not cli.get("output"):
+        raise ConfigError("--output: an output file is needed (-o result.png)")
+    output = Path(cli["output"])
+    overwrite = bool(cli.get("overwrite", False))
+    bit_depth = int(cli.get("bit_depth", 8))
+    save_every = int(cli.get("save_every", 0))
+    if save_every < 0:
+        raise ConfigError(f"--save-every: must be >= 0, got {save_every}")
+    max_pixels = int(cli.get("max_pixels", engine.DEFAULT_MAX_PIXELS))
+
+    # Everything that can be refused is refused before any work, and nothing is written.
+    targets = [output] + [_intermediate_path(output, i, config.iterations)
+                          for i in range(save_every, config.iterations, save_every or config.iterations + 1)]
+    for target in targets:
+        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite)
+    content_path = cli.get("content")
+    content = engine.load_image(content_path, max_pixels=max_pixels) if content_path else None
+    style_paths = [str(path) for path in cli["style"]]
+    styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
+
+    metadata = {
+        "software": f"styleforge {engine.__version__}",
+        "method": "gatys",
+        "content": content_path,
+        "styles": style_paths,
+        "config": config.to_dict(),
+    }
+
+    def write(image, path: Path, **extra: Any) -> None:
+        engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite)
+
+    progress = Progress(
+        TextColumn("[bold]render"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=stderr, disable=quiet, transient=False,
+    )
+    task = progress.add_task("render", total=config.iterations, loss="-")
+    last_shown = [0.0]
+
+    def on_event(event: RenderEvent) -> None:
+        fields_ = {}
+        now = time.monotonic()
+        if now - last_shown[0] > 0.25 or event.iteration == event.iterations:
+            fields_["loss"] = f"{event.loss:.4g}"  # reads the loss back: only a few times a second
+            last_shown[0] = now
+        progress.update(task, completed=event.iteration, **fields_)
+        if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
+            write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
+                  iterations_done=event.iteration)
+
+    with progress:
+        try:
+            result = engine.render(config, content, styles, callback=on_event)
+        except RenderInterrupted as interrupted:
+            progress.stop()
+            write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
+            stderr.print(f"interrupted at iteration {interrupted.iteration}; wrote {output}", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    write(result.image, output, iterations_done=result.iterations, seconds=round(result.elapsed, 2),
+          device=result.device)
+    if not quiet:
+        height, width = result.image.shape[-2:]
+        stderr.print(f"wrote {output} ({width}x{height}, {result.iterations} iterations, "
+                     f"{result.elapsed:.1f} s on {result.device})", highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """List the models, whether their weights are present, and where."""
+    table = Table("model", "weights", "location", "description")
+    for row in engine.model_status():
+        table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

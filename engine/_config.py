@@ -1,0 +1,193 @@
+"""RenderConfig: the one source of truth for render options, shared by the API and the CLI.
+
+Defaults live here once; the CLI shows them in its help, a TOML file may set any of them, and the
+command line overrides the file. Values are checked when the config is built, and errors name the
+option as the CLI spells it (``--style-weight``) with the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ._backbone import POOLINGS, layer_infos
+from ._errors import ConfigError, check_choice
+from ._weights import DEFAULT_MODEL, MODELS
+
+__all__ = ["DEVICES", "INITS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+DEVICES = ("auto", "cpu", "cuda")
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def option_name(field_name: str) -> str:
+    """The CLI spelling of a config field: style_weight -> --style-weight."""
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderConfig:
+    """Everything that decides what a render produces (given the same inputs and seed).
+
+    Weights are relative to the normalised losses documented in styleforge.engine's objectives.
+    """
+
+    size: int = 512
+    """Long side of the output in pixels."""
+    iterations: int = 500
+    """Loss evaluations (forward + gradient), counted as neural-style counts them."""
+    content_weight: float = 1.0
+    style_weight: float = 30.0
+    tv_weight: float = 2.0
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None
+    """One weight per style layer (normalised to sum 1); None weighs them equally."""
+    style_blend: tuple[float, ...] | None = None
+    """One weight per style image (normalised to sum 1); None weighs them equally."""
+    style_scale: float = 1.0
+    """Style images are resized to this fraction of the output's long side."""
+    init: str = "content"
+    """content, noise, style, or the path of an image to start from."""
+    optimizer: str = "lbfgs"
+    learning_rate: float | None = None
+    """None: 1.0 for L-BFGS (its step scale), 0.02 for Adam (in [0, 1] pixel units)."""
+    lbfgs_history: int = 50
+    pooling: str = "max"
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    """Path of a weights file for the model (otherwise the cache, fetched on first use)."""
+    device: str = "auto"
+    original_colors: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("size", "iterations", "lbfgs_history"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"{option_name(name)}: must be a finite number >= 0, got {value}")
+        if not self.style_scale > 0:
+            raise ConfigError(f"--style-scale: must be > 0, got {self.style_scale}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--pooling", self.pooling, POOLINGS)
+        check_choice("--device", self.device, DEVICES)
+        arch = MODELS[check_choice("--model", self.model, MODELS)].arch
+        names = [info.name for info in layer_infos(arch)]
+        for option, layers in (("--content-layers", self.content_layers), ("--style-layers", self.style_layers)):
+            for layer in layers:
+                check_choice(f"{option} ({arch})", layer, names)
+        if not self.style_layers:
+            raise ConfigError("--style-layers: at least one layer is needed")
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
+            raise ConfigError(
+                f"--style-layer-weights: {len(self.style_layer_weights)} values "
+                f"for {len(self.style_layers)} style layers"
+            )
+        for option, values in (("--style-layer-weights", self.style_layer_weights), ("--style-blend", self.style_blend)):
+            if values is not None and (any(not v >= 0 for v in values) or sum(values) <= 0):
+                raise ConfigError(f"{option}: weights must be >= 0 and not all zero, got {list(values)}")
+        if self.init not in INITS and not Path(self.init).is_file():
+            raise ConfigError(
+                f"--init: {self.init!r} is neither one of {', '.join(INITS)} nor an existing image file"
+            )
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+    def layer_weights(self) -> dict[str, float]:
+        weights = self.style_layer_weights or (1.0,) * len(self.style_layers)
+        return dict(zip(self.style_layers, weights, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists), the inverse of from_mapping."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "config") -> RenderConfig:
+        """Build from a mapping (TOML table, JSON metadata); keys may be snake_ or kebab-case."""
+        return cls().replace(values, source=source)
+
+    def replace(self, values: Mapping[str, Any], *, source: str = "config") -> RenderConfig:
+        """A copy with ``values`` applied, checking every key and value type."""
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"{source}: unknown option {raw_key!r}{suggestion}")
+            changes[key] = _coerce(source, key, value, getattr(self, key), known[key].type)
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(source: str, key: str, value: Any, current: Any, annotation: str) -> Any:
+    """Check and convert one value to the field's type (TOML/JSON give lists, ints for floats)."""
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise fail("set")
+    if "tuple[str" in annotation:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise fail("a list of layer names")
+        return tuple(item.strip() for item in items if item.strip())
+    if "tuple[float" in annotation:
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return tuple(float(item) for item in items)
+        except (TypeError, ValueError):
+            raise fail("a list of numbers") from None
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if annotation.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if annotation.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise fail("a string")
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of options (render options and CLI options alike) into a flat dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    # Accept options at the top level or in a [render] table.
+    table = data.pop("render", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [render] must be a table")
+    return {**data, **table}
+

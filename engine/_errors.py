@@ -1,0 +1,64 @@
+"""Typed exceptions raised by the engine.
+
+The engine never prints or exits: it raises one of these, and the CLI maps each to one clear line
+on stderr and an exit code. Every message names the file or option at fault and the problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class StyleforgeError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InputError(StyleforgeError):
+    """The user gave something unusable: a bad file, option or value (CLI exit code 2)."""
+
+
+class ImageError(InputError):
+    """An image file cannot be read: the message names the file and the reason."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ConfigError(InputError):
+    """A render option has a value outside its domain."""
+
+
+class WeightsError(StyleforgeError):
+    """Model weights are missing, corrupt or cannot be fetched; the message says what to provide."""
+
+
+class BackendUnavailableError(StyleforgeError):
+    """A requested device or backend is not present; the message says what is missing."""
+
+
+class RenderError(StyleforgeError):
+    """The optimisation failed (a NaN or Inf in the loss or the image)."""
+
+
+class RenderInterrupted(StyleforgeError):
+    """The render was interrupted (Ctrl-C); carries the image as it stood."""
+
+    def __init__(self, image, iteration: int) -> None:
+        super().__init__(f"interrupted at iteration {iteration}")
+        self.image = image
+        self.iteration = iteration
+
+
+def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ConfigError with a hint."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    hint = difflib.get_close_matches(value, choices, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise ConfigError(
+        f"{option}: unknown value {value!r}{suggestion}; choose one of {', '.join(choices)}"
+    )

@@ -1,0 +1,291 @@
+"""Image I/O: every file the engine reads or writes goes through here.
+
+Images inside the engine are float32 tensors of shape (3, H, W), sRGB, values in [0, 1].
+
+Reading validates at the boundary (missing file, directory, empty or truncated data, unknown
+format, too many pixels), applies EXIF orientation, converts an embedded ICC profile to sRGB and
+flattens any alpha channel onto white. Writing is atomic (a temporary file in the target folder,
+then a rename), never replaces an existing file unless asked, and embeds the render's parameters
+as JSON so a render can be reproduced from its output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from ._errors import ImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "check_output_path",
+    "METADATA_KEY",
+    "OUTPUT_FORMATS",
+    "load_image",
+    "read_metadata",
+    "resize_to",
+    "resize_long_side",
+    "save_image",
+]
+
+#: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
+DEFAULT_MAX_PIXELS = 16384 * 16384
+
+#: Key of the PNG text chunk that holds the render parameters (JSON).
+METADATA_KEY = "styleforge"
+
+#: Output suffix -> (Pillow format, allowed bit depths).
+OUTPUT_FORMATS = {
+    ".png": ("PNG", (8, 16)),
+    ".jpg": ("JPEG", (8,)),
+    ".jpeg": ("JPEG", (8,)),
+    ".tif": ("TIFF", (8,)),
+    ".tiff": ("TIFF", (8,)),
+}
+
+_TIFF_IMAGE_DESCRIPTION = 270
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Read an image file as a float32 tensor (3, H, W) in sRGB, values in [0, 1].
+
+    Accepts PNG, JPEG, TIFF, WebP and BMP (and the other formats Pillow decodes) in greyscale,
+    palette, RGB(A), CMYK and 16-bit greyscale modes. 16-bit RGB files are decoded by Pillow at
+    8-bit precision. Raises ImageError naming the file and the reason for anything unusable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+
+    # Pillow's own bomb guard uses a global threshold; ours is per call, so switch Pillow's off
+    # while we check the header's size ourselves before any pixel is decoded.
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width == 0 or height == 0:
+                raise ImageError(path, f"zero-size image ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    path,
+                    f"{width}x{height} is {width * height:,} pixels, more than the limit of "
+                    f"{max_pixels:,} (raise max_pixels if this file is trusted)",
+                )
+            image.load()
+            array = _to_rgb_array(path, image)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image, or a format that cannot be decoded") from None
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as error:
+        raise ImageError(path, f"truncated or corrupt image data ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+    """Decoded Pillow image -> float32 (H, W, 3) sRGB array in [0, 1]."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if image.mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        grey = np.clip(grey / scale, 0.0, 1.0).astype(np.float32)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+
+    icc = image.info.get("icc_profile")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if icc:
+        image = _icc_to_srgb(path, image, icc, has_alpha)
+    image = image.convert("RGBA" if has_alpha else "RGB")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if has_alpha:
+        # Flatten onto white: a painting's transparent margin reads as blank canvas, not black.
+        rgb, alpha = array[:, :, :3], array[:, :, 3:]
+        array = rgb * alpha + (1.0 - alpha)
+    return np.ascontiguousarray(array)
+
+
+def _icc_to_srgb(path: Path, image: Image.Image, icc: bytes, has_alpha: bool) -> Image.Image:
+    if image.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if image.mode in ("RGBA", "LA") else "RGB"
+        if image.mode == "LA":
+            image = image.convert("RGBA")
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        raise ImageError(path, f"embedded ICC profile cannot be applied ({error})") from None
+
+
+def resize_to(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize (..., 3, H, W) to (height, width): antialiased bicubic, clamped to [0, 1]."""
+    squeeze = image.dim() == 3
+    batch = image[None] if squeeze else image
+    if batch.shape[-2:] != (height, width):
+        batch = F.interpolate(
+            batch, size=(height, width), mode="bicubic", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+    return batch[0] if squeeze else batch
+
+
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize (..., 3, H, W) so that max(H, W) == long_side, keeping the aspect ratio."""
+    height, width = image.shape[-2:]
+    scale = long_side / max(height, width)
+    return resize_to(image, max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite: bool = False) -> Path:
+    """Refuse an output path before any work: unknown format, bit depth, missing folder, or an
+    existing file (unless ``overwrite``). Returns the path."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ImageError(
+            path, f"unsupported output format {suffix or '(none)'}; use {', '.join(OUTPUT_FORMATS)}"
+        )
+    fmt, depths = OUTPUT_FORMATS[suffix]
+    if bit_depth not in depths:
+        raise ImageError(path, f"{fmt} output supports bit depth {', '.join(map(str, depths))}, not {bit_depth}")
+    if path.is_dir():
+        raise ImageError(path, "is a directory; give an output file name")
+    if path.exists() and not overwrite:
+        raise ImageError(path, "output exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ImageError(path, f"output folder {path.parent} does not exist")
+    return path
+
+
+def save_image(
+    image: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, object] | None = None,
+    bit_depth: int = 8,
+    quality: int = 95,
+    overwrite: bool = False,
+) -> Path:
+    """Write a (3, H, W) image in [0, 1] atomically as PNG (8/16-bit), JPEG or TIFF.
+
+    ``metadata`` is embedded as JSON: a PNG text chunk named "styleforge", the TIFF
+    ImageDescription, or the JPEG comment. An existing file raises ImageError unless
+    ``overwrite``; a failure leaves neither a partial output nor a temporary file behind.
+    """
+    path = check_output_path(path, bit_depth=bit_depth, overwrite=overwrite)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ImageError(path, "refusing to write an image containing NaN or Inf")
+    fmt = OUTPUT_FORMATS[path.suffix.lower()][0]
+
+    text = json.dumps(dict(metadata), sort_keys=True, default=str) if metadata is not None else None
+    hwc = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+    data = _encode(hwc, fmt, bit_depth, quality, text)
+
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; an output should read like any file
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            # link() fails if the name was taken meanwhile: never clobber a file we did not check.
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise ImageError(path, "output exists; pass --overwrite to replace it") from None
+            os.unlink(temporary)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def _encode(hwc: np.ndarray, fmt: str, bit_depth: int, quality: int, text: str | None) -> bytes:
+    if bit_depth == 16:
+        return _encode_png16(hwc, text)
+    pixels = Image.fromarray(np.round(hwc * 255.0).astype(np.uint8), mode="RGB")
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        if text is not None:
+            info.add_itxt(METADATA_KEY, text, zip=True)
+        pixels.save(buffer, "PNG", pnginfo=info)
+    elif fmt == "JPEG":
+        extra = {"comment": text.encode()} if text is not None else {}
+        pixels.save(buffer, "JPEG", quality=quality, subsampling=0, **extra)
+    else:
+        extra = {"tiffinfo": {_TIFF_IMAGE_DESCRIPTION: text}} if text is not None else {}
+        pixels.save(buffer, "TIFF", compression="tiff_deflate", **extra)
+    return buffer.getvalue()
+
+
+def _encode_png16(hwc: np.ndarray, text: str | None) -> bytes:
+    """16-bit RGB PNG, written directly: Pillow has no 16-bit RGB mode to save from."""
+    height, width, _ = hwc.shape
+    samples = np.round(hwc * 65535.0).astype(">u2").reshape(height, width * 3)
+    rows = np.zeros((height, 1 + width * 6), dtype=np.uint8)  # filter byte 0 (None) per row
+    rows[:, 1:] = samples.view(np.uint8).reshape(height, width * 6)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))]
+    if text is not None:
+        # iTXt: keyword, null, compression flag 1, method 0, empty language and translated keyword.
+        payload = METADATA_KEY.encode() + b"\x00\x01\x00\x00\x00" + zlib.compress(text.encode("utf-8"))
+        parts.append(chunk(b"iTXt", payload))
+    parts.append(chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
+    parts.append(chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def read_metadata(path: str | os.PathLike) -> dict | None:
+    """The render parameters embedded by save_image, or None when the file carries none."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                text = image.text.get(METADATA_KEY)  # type: ignore[attr-defined]
+            elif image.format == "TIFF":
+                text = image.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)  # type: ignore[attr-defined]
+            else:
+                comment = image.info.get("comment")
+                text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+    except (OSError, UnidentifiedImageError) as error:
+        raise ImageError(path, f"cannot read metadata ({error})") from None
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
