@@ -98,6 +98,7 @@ def render(
     model: Annotated[str | None, typer.Option(help=f"Backbone and weights (see 'styleforge models'). {_default('model')}", show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model (otherwise the cache).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help=f"auto, cpu or cuda. {_default('device')}", show_default=False)] = None,
+    backend: Annotated[str | None, typer.Option(help=f"torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench'). {_default('backend')}", show_default=False)] = None,
     original_colors: Annotated[bool | None, typer.Option("--original-colors/--style-colors", help="Keep the content's colours (luminance-only transfer). [default: style colours]", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help=_default("seed"), show_default=False)] = None,
     save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default=False)] = None,
@@ -203,6 +204,108 @@ def models() -> None:
     for row in engine.model_status():
         table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
     Console().print(table)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """'512' (long side, 4:3 landscape) or 'WIDTHxHEIGHT' -> (height, width)."""
+    try:
+        if "x" in text.lower():
+            width, height = (int(part) for part in text.lower().split("x"))
+        else:
+            width = int(text)
+            height = max(16, round(width * 0.75))
+    except ValueError:
+        raise ConfigError(f"--size: {text!r} is neither a number nor WIDTHxHEIGHT") from None
+    if min(width, height) < 16:
+        raise ConfigError(f"--size: {text} is smaller than 16 pixels, the deepest layer's stride")
+    return height, width
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.model,
+    format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
+    size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default=False)] = None,
+    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
+    pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.pooling,
+    layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(
+        dict.fromkeys(_DEFAULTS.content_layers + _DEFAULTS.style_layers)),
+    weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Export the VGG forward and backward graphs (ONNX) or build TensorRT engines, into the cache."""
+
+    def body() -> None:
+        taps = [layer.strip() for layer in layers.split(",") if layer.strip()]
+        engine.check_choice("--format", format, ("onnx", "tensorrt"))
+        backbone = engine.load_backbone(model, taps, pooling=pooling, weights_path=weights)
+        if format == "onnx":
+            graphs = engine.export_onnx(backbone, model=model)
+            print(graphs.forward_path)
+            print(graphs.backward_path)
+            return
+        sizes = [_parse_size(text) for text in (size or ["512"])]
+        missing = engine.tensorrt_available()
+        if missing is not None:
+            raise BackendUnavailableError(f"--format tensorrt: {missing}")
+        device = engine.resolve_device("cuda")
+        built = engine.create_backend("tensorrt", backbone, device, model=model, precision=precision, sizes=sizes)
+        for path in built.build():
+            print(path)
+
+    _run_guarded(debug, body)
+
+
+@app.command()
+def bench(
+    size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat. [default: 256, 512, 1024]", show_default=False)] = None,
+    backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat. [default: every one present]", show_default=False)] = None,
+    model: Annotated[str, typer.Option(help="Backbone (timing does not depend on the weights).")] = "vgg19-random",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Time forward + image gradient per backend, side by side; records the fastest for --backend auto."""
+
+    def body() -> None:
+        import json
+        import platform
+
+        target = engine.resolve_device(device)
+        names = backend or engine.available_backends(target)
+        sizes = [_parse_size(text) for text in (size or ["256", "512", "1024"])]
+        taps = tuple(dict.fromkeys(_DEFAULTS.content_layers + _DEFAULTS.style_layers))
+        backbone = engine.load_backbone(model, taps)
+        table = Table("backend", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s")
+        rows, by_backend = [], {}
+        for name in names:
+            built = engine.create_backend(name, backbone, target, model=model)
+            for height, width in sizes:
+                timing = engine.time_backend(built, height, width, iterations=iterations, warmup=warmup)
+                rows.append(timing.to_dict())
+                by_backend.setdefault(name, []).append(timing.ms_per_iteration)
+                table.add_row(name, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
+                              f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
+                              f"{timing.tflops:.2f}")
+        Console().print(table)
+        if len(by_backend) > 1:
+            totals = {name: sum(values) for name, values in by_backend.items()}
+            fastest = engine.record_fastest_backend(target, totals)
+            stderr.print(f"fastest here: {fastest} (used by --backend auto on this machine)", highlight=False)
+        if output is not None:
+            report = {"device": str(target), "model": model, "platform": platform.platform(),
+                      "gpu": torch_device_name(target), "results": rows}
+            output.write_text(json.dumps(report, indent=2) + "\n")
+
+    _run_guarded(debug, body)
+
+
+def torch_device_name(device) -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
 
 def main() -> None:

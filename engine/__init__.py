@@ -5,7 +5,9 @@ The engine never prints or exits: it reports through callbacks and raises typed 
 """
 
 from ._backbone import ARCHITECTURES, POOLINGS, FeatureInfo, Preprocessing, VGGFeatures, layer_infos
-from ._config import DEVICES, INITS, OPTIMIZERS, RenderConfig, load_config_file, option_name
+from ._backend import Backend, OnnxRuntimeBackend, TorchBackend, available_backends, create_backend, record_fastest_backend
+from ._config import BACKENDS, DEVICES, INITS, OPTIMIZERS, RenderConfig, load_config_file, option_name
+from ._bench import BackendTiming, conv_flops, time_backend
 from ._errors import (
     BackendUnavailableError,
     ConfigError,
@@ -15,6 +17,7 @@ from ._errors import (
     RenderInterrupted,
     StyleforgeError,
     WeightsError,
+    check_choice,
 )
 from ._image import (
     DEFAULT_MAX_PIXELS,
@@ -26,16 +29,19 @@ from ._image import (
     resize_to,
     save_image,
 )
+from ._export import ExportedGraphs, export_onnx
 from ._objectives import GatysObjective, content_loss, style_grams, style_loss, total_variation
 from ._render import RenderEvent, RenderResult, match_luminance_colors, peak_memory, render, resolve_device
+from ._tensorrt import PRECISIONS, tensorrt_available
 from ._weights import DEFAULT_MODEL, MODELS, ModelSpec, ModelStatus, cache_dir, load_backbone, model_status, resolve_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "DEVICES", "INITS", "MODELS", "OPTIMIZERS",
+    "ARCHITECTURES", "BACKENDS", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "DEVICES", "INITS", "MODELS", "OPTIMIZERS",
     "OUTPUT_FORMATS", "POOLINGS",
-    "BackendUnavailableError", "ConfigError", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
+    "Backend", "BackendUnavailableError", "ConfigError", "ExportedGraphs", "OnnxRuntimeBackend", "TorchBackend",
+    "PRECISIONS", "tensorrt_available", "BackendTiming", "available_backends", "check_choice", "conv_flops", "create_backend", "time_backend", "export_onnx", "record_fastest_backend", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
     "ModelSpec", "ModelStatus", "Preprocessing", "RenderConfig", "RenderError", "RenderEvent",
     "RenderInterrupted", "RenderResult", "StyleforgeError", "VGGFeatures", "WeightsError",
     "cache_dir", "check_output_path", "content_loss", "layer_infos", "load_backbone", "load_config_file", "load_image",

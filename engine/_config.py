@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ._backbone import POOLINGS, layer_infos
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 from ._errors import ConfigError, check_choice
 from ._weights import DEFAULT_MODEL, MODELS
 
-__all__ = ["DEVICES", "INITS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
+__all__ = ["BACKENDS", "DEVICES", "INITS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
@@ -65,6 +67,8 @@ class RenderConfig:
     weights: str | None = None
     """Path of a weights file for the model (otherwise the cache, fetched on first use)."""
     device: str = "auto"
+    backend: str = "auto"
+    """Where the VGG passes run: torch, onnxruntime, tensorrt, or auto (fastest measured here)."""
     original_colors: bool = False
     seed: int = 0
 
@@ -83,6 +87,7 @@ class RenderConfig:
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--pooling", self.pooling, POOLINGS)
         check_choice("--device", self.device, DEVICES)
+        check_choice("--backend", self.backend, BACKENDS)
         arch = MODELS[check_choice("--model", self.model, MODELS)].arch
         names = [info.name for info in layer_infos(arch)]
         for option, layers in (("--content-layers", self.content_layers), ("--style-layers", self.style_layers)):

@@ -17,13 +17,11 @@ sum to 1 within the content and the style term, so adding a layer does not chang
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from styleforge.kernels import gram
-
-from ._backbone import VGGFeatures
 
 __all__ = [
     "GatysObjective",
@@ -55,13 +53,14 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def style_grams(
-    backbone: VGGFeatures,
+    backbone: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
     styles: Sequence[torch.Tensor],
     blend: Sequence[float],
     layers: Sequence[str],
 ) -> dict[str, torch.Tensor]:
     """Blended target Grams {layer: (1, C, C)} of several (1, 3, H, W) style images.
 
+    ``backbone`` is anything mapping an image to its features (a VGGFeatures, Backend.features).
     The blend weights are normalised to sum to 1; each style may have its own size.
     """
     total = float(sum(blend))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._backbone import VGGFeatures
+from ._backend import Backend, create_backend
 from ._config import RenderConfig
 from ._errors import BackendUnavailableError, ConfigError, RenderError, RenderInterrupted
 from ._image import load_image, resize_long_side, resize_to
@@ -115,6 +116,14 @@ def _check_size(what: str, image: torch.Tensor, backbone: VGGFeatures) -> None:
         )
 
 
+def _output_shape(config: RenderConfig, content: torch.Tensor | None) -> tuple[int, int]:
+    if content is None:
+        return config.size, config.size
+    height, width = content.shape[-2:]
+    scale = config.size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def _initial_image(
     config: RenderConfig,
     content: torch.Tensor | None,
@@ -141,11 +150,13 @@ def render(
     init_image: torch.Tensor | None = None,
     callback: Callback | None = None,
     backbone: VGGFeatures | None = None,
+    backend: Backend | None = None,
 ) -> RenderResult:
     """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...] (Gatys et al.).
 
     ``content`` may be None for pure texture synthesis (a square output of ``config.size``).
-    ``backbone`` overrides the model named in the config (tests pass random-weight ones).
+    ``backbone`` overrides the model named in the config (tests pass random-weight ones);
+    ``backend`` overrides config.backend (a Backend already built, e.g. shared across renders).
     Raises RenderError on a NaN/Inf, RenderInterrupted (with the current image) on Ctrl-C.
     """
     if not styles:
@@ -153,21 +164,20 @@ def render(
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise ConfigError(f"--style-blend: {len(config.style_blend)} weights for {len(styles)} style images")
     device = resolve_device(config.device)
-    if backbone is None:
-        taps = tuple(config.content_layers) + tuple(config.style_layers)
-        backbone = load_backbone(config.model, taps, pooling=config.pooling,
-                                 weights_path=config.weights, seed=config.seed)
-    # Channels-last is the faster layout for VGG's 3x3 convolutions on CPU (oneDNN) and on
-    # tensor-core GPUs; measured on 2 CPU cores at 512 px: 1059 ms vs 1494 ms per iteration.
-    layout = torch.channels_last
-    backbone = backbone.to(device=device, memory_format=layout)
+    if backend is None:
+        if backbone is None:
+            taps = tuple(config.content_layers) + tuple(config.style_layers)
+            backbone = load_backbone(config.model, taps, pooling=config.pooling,
+                                     weights_path=config.weights, seed=config.seed)
+        backend = create_backend(config.backend, backbone, device, model=config.model,
+                                 sizes=[_output_shape(config, content)])
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
 
     # --- inputs at their working sizes -------------------------------------------------------
     if content is not None:
         content_batch = resize_long_side(content.float(), config.size)[None].to(device)
-        _check_size("the content image", content_batch, backbone)
+        _check_size("the content image", content_batch, backend.backbone)
         shape = tuple(content_batch.shape[-2:])
     else:
         content_batch = None
@@ -175,21 +185,16 @@ def render(
     style_side = max(1, math.ceil(config.style_scale * config.size))
     style_batches = [resize_long_side(style.float(), style_side)[None].to(device) for style in styles]
     for index, style in enumerate(style_batches):
-        _check_size(f"style image {index + 1}", style, backbone)
-
-    def features_of(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return backbone(image.contiguous(memory_format=layout))
+        _check_size(f"style image {index + 1}", style, backend.backbone)
 
     # --- targets, once per render ------------------------------------------------------------
     blend = config.style_blend or (1.0,) * len(styles)
     with torch.no_grad():
         content_targets = None
         if content_batch is not None and config.content_weight > 0:
-            content_features = features_of(content_batch)
+            content_features = backend.features(content_batch)
             content_targets = {layer: content_features[layer] for layer in config.content_layers}
-        style_targets = style_grams(
-            backbone, [s.contiguous(memory_format=layout) for s in style_batches], blend, config.style_layers
-        )
+        style_targets = style_grams(backend.features, style_batches, blend, config.style_layers)
     objective = GatysObjective(
         content_targets=content_targets,
         style_targets=style_targets,
@@ -209,14 +214,20 @@ def render(
     started = time.perf_counter()
 
     def evaluate() -> torch.Tensor:
-        state.optimizer.zero_grad(set_to_none=False)
-        losses = objective(features_of(image), image)
-        losses["total"].backward()
+        # The backend gives features and, from the loss gradients at them, the image gradient;
+        # autograd only sees the (small) loss graph on top of the features.
+        features = {name: value.requires_grad_(True) for name, value in backend.forward(image.detach()).items()}
+        pixels = image.detach().requires_grad_(True)
+        with torch.enable_grad():
+            losses = objective(features, pixels)
+            *tap_grads, tv_grad = torch.autograd.grad(
+                losses["total"], [*features.values(), pixels], allow_unused=True, materialize_grads=True)
+        image.grad = backend.backward(dict(zip(features, tap_grads))) + tv_grad
         state.record(losses["total"])
         if callback is not None:
             callback(RenderEvent(state.evaluations, config.iterations, {k: v.detach() for k, v in losses.items()},
                                  time.perf_counter() - started, peak_memory(device), image.detach()[0]))
-        return losses["total"]
+        return losses["total"].detach()
 
     def finish(raw: torch.Tensor) -> torch.Tensor:
         result = raw.detach().clamp(0.0, 1.0)

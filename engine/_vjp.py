@@ -1,0 +1,123 @@
+"""The VGG backward pass written out as ordinary ops, so that it exports to ONNX.
+
+torch cannot export autograd itself (``torch.autograd.grad`` inside a module fails with both
+exporters), so the vector-Jacobian product of the conv stack with respect to the image is spelt
+out: transposed convolutions with the same weights, ReLU masks saved by the forward pass,
+max-pool backward as a first-max one-hot scatter (torch's tie rule), avg-pool backward as a 2x
+nearest expand times 1/4. In eager mode this equals autograd.
+
+Two graphs rather than one, because the upstream gradients depend on the forward's features:
+
+    VGGForwardWithMasks: image -> (taps..., masks...)
+    VGGBackward:         (masks..., tap gradients...) -> image gradient
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._backbone import FeatureInfo, VGGFeatures
+
+__all__ = ["VGGBackward", "VGGForwardWithMasks", "max_pool_first_max_mask", "saved_mask_layers"]
+
+
+def saved_mask_layers(backbone: VGGFeatures) -> tuple[FeatureInfo, ...]:
+    """Layers whose backward needs a mask from the forward: every ReLU, and max pools."""
+    return tuple(info for info in backbone.layers
+                 if info.kind == "relu" or (info.kind == "pool" and backbone.pooling == "max"))
+
+
+def max_pool_first_max_mask(x: torch.Tensor) -> torch.Tensor:
+    """Bool mask (B, C, H, W) marking, in each 2x2 window, the first maximum (row-major).
+
+    Rows/columns that floor pooling drops (odd H or W) are False. Works on dynamic shapes.
+    """
+    batch, channels, height, width = x.shape
+    half_h, half_w = height // 2, width // 2
+    windows = (
+        x[:, :, : 2 * half_h, : 2 * half_w]
+        .reshape(batch, channels, half_h, 2, half_w, 2)
+        .permute(0, 1, 2, 4, 3, 5)
+        .reshape(batch, channels, half_h, half_w, 4)
+    )
+    first = windows.argmax(dim=-1, keepdim=True)  # argmax returns the first maximum
+    one_hot = first == torch.arange(4, device=x.device)
+    mask = (
+        one_hot.reshape(batch, channels, half_h, half_w, 2, 2)
+        .permute(0, 1, 2, 4, 3, 5)
+        .reshape(batch, channels, 2 * half_h, 2 * half_w)
+    )
+    return F.pad(mask.to(torch.uint8), (0, width - 2 * half_w, 0, height - 2 * half_h)).bool()
+
+
+class VGGForwardWithMasks(nn.Module):
+    """image (B, 3, H, W) -> (tap_1, ..., tap_n, mask_1, ..., mask_m), masks bool."""
+
+    def __init__(self, backbone: VGGFeatures) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.mask_layers = saved_mask_layers(backbone)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        backbone = self.backbone
+        x = backbone.preprocess(image)
+        taps: dict[str, torch.Tensor] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for info in backbone.layers:
+            if info.kind == "conv":
+                x = backbone.convs[info.name](x)
+            elif info.kind == "relu":
+                x = F.relu(x)
+                masks[info.name] = x > 0
+            elif backbone.pooling == "max":
+                masks[info.name] = max_pool_first_max_mask(x)
+                x = F.max_pool2d(x, 2)
+            else:
+                x = F.avg_pool2d(x, 2)
+            if info.name in backbone.feature_info:
+                taps[info.name] = x
+        return tuple(taps[name] for name in backbone.taps) + tuple(masks[i.name] for i in self.mask_layers)
+
+
+class VGGBackward(nn.Module):
+    """(mask_1, ..., mask_m, grad_tap_1, ..., grad_tap_n) -> d loss / d image (B, 3, H, W)."""
+
+    def __init__(self, backbone: VGGFeatures) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.mask_layers = saved_mask_layers(backbone)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        backbone = self.backbone
+        count = len(self.mask_layers)
+        masks = {info.name: mask for info, mask in zip(self.mask_layers, inputs[:count])}
+        upstream = dict(zip(backbone.taps, inputs[count:]))
+        grad: torch.Tensor | None = None
+        for index in range(len(backbone.layers) - 1, -1, -1):
+            info = backbone.layers[index]
+            if info.name in upstream:
+                grad = upstream[info.name] if grad is None else grad + upstream[info.name]
+            if grad is None:
+                continue
+            if info.kind == "conv":
+                grad = F.conv_transpose2d(grad, backbone.convs[info.name].weight, padding=1)
+            elif info.kind == "relu":
+                grad = grad * masks[info.name]
+            else:
+                # The layer before a pool is a ReLU, whose saved mask has the pool input's size.
+                below = masks[backbone.layers[index - 1].name]
+                grad = _pool_backward(grad, below.shape[2], below.shape[3], masks.get(info.name))
+        assert grad is not None
+        pre = backbone.preprocessing
+        grad = grad * (backbone.inv_std * pre.scale)
+        return grad.flip(1) if pre.channel_order == "BGR" else grad
+
+
+def _pool_backward(grad: torch.Tensor, height, width, max_mask: torch.Tensor | None) -> torch.Tensor:
+    """2x2/stride-2 pool backward: expand each gradient to its window, zero-pad the row/column
+    that floor pooling dropped, then route to the first max (max) or share by 1/4 (avg)."""
+    expanded = grad.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    expanded = F.pad(expanded, (0, width - expanded.shape[3], 0, height - expanded.shape[2]))
+    return expanded * max_mask if max_mask is not None else expanded * 0.25

@@ -1,0 +1,60 @@
+"""styleforge export and bench, and render on the onnxruntime backend, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import torch
+from typer.testing import CliRunner
+
+from styleforge.cli import app
+from styleforge.engine import load_image
+
+runner = CliRunner()
+
+
+def test_export_writes_checked_onnx_files_into_the_cache(tmp_path):
+    result = runner.invoke(app, ["export", "--model", "vgg16-random", "--layers", "relu1_1,relu2_1"])
+    assert result.exit_code == 0, result.output
+    paths = [line for line in result.output.splitlines() if line.endswith(".onnx")]
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["forward.onnx", "backward.onnx"]
+    for path in paths:
+        onnx.checker.check_model(path)
+
+
+def test_export_tensorrt_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        return
+    result = runner.invoke(app, ["export", "--model", "vgg16-random", "--format", "tensorrt"])
+    assert result.exit_code == 2
+    assert "--format tensorrt: no CUDA GPU" in result.output
+
+
+def test_export_unknown_format_is_refused():
+    result = runner.invoke(app, ["export", "--format", "onnxx"])
+    assert result.exit_code == 2 and "did you mean 'onnx'" in result.output
+
+
+def test_bench_times_each_backend_and_writes_json(tmp_path):
+    output = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--size", "32x32", "--backend", "torch", "--backend", "onnxruntime",
+                                 "-n", "1", "--warmup", "0", "--device", "cpu", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())
+    rows = {row["backend"]: row for row in report["results"]}
+    assert set(rows) == {"torch", "onnxruntime"}
+    for row in rows.values():
+        assert (row["height"], row["width"]) == (32, 32)
+        assert row["ms_per_iteration"] > 0 and row["tflops"] > 0 and row["peak_memory_bytes"] > 0
+    assert "fastest here" in result.output
+
+
+def test_render_on_onnxruntime(tmp_path, shared_images):
+    output = tmp_path / "ort.png"
+    result = runner.invoke(app, [
+        "render", str(shared_images / "content" / "tubingen.jpg"), "-s", str(shared_images / "style" / "starry_night.jpg"),
+        "-o", str(output), "--size", "40", "-n", "5", "--model", "vgg19-random", "--backend", "onnxruntime",
+        "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert load_image(output).shape == (3, 30, 40)
