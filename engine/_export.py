@@ -26,7 +26,7 @@ import torch
 from ._backbone import VGGFeatures
 from ._errors import BackendUnavailableError
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers
-from ._weights import cache_dir
+from ._weights import cache_dir, sha256_file
 
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
 
@@ -128,7 +128,7 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         for path in (staged.forward_path, staged.backward_path):
             onnx.checker.check_model(str(path), full_check=True)
         meta = {"model": model, "opset": opset, "taps": list(backbone.taps), "pooling": backbone.pooling,
-                "sha256": {name: _sha256(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
+                "sha256": {name: sha256_file(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
@@ -139,18 +139,11 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     return graphs
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _export_is_intact(graphs: ExportedGraphs) -> bool:
     """True when the cached export is complete and unmodified (a stale entry is rebuilt)."""
     try:
         recorded = json.loads((graphs.folder / "meta.json").read_text())["sha256"]
-        return all(_sha256(graphs.folder / f"{name}.onnx") == recorded[name] for name in ("forward", "backward"))
+        return all(sha256_file(graphs.folder / f"{name}.onnx") == recorded[name] for name in ("forward", "backward"))
     except (OSError, ValueError, KeyError):
         return False

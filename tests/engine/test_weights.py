@@ -86,7 +86,7 @@ def test_corrupt_cache_entry_is_not_trusted(tmp_path, rng):
     _write_hed_h5(tmp_path / "hed.h5", rng)
     cached = _weights._hed_cache_file()
     _weights.convert_hed_h5(tmp_path / "hed.h5", cached)
-    cached.with_name(cached.name + ".sha256").write_text(_weights._sha256(cached))
+    cached.with_name(cached.name + ".sha256").write_text(_weights.sha256_file(cached))
     assert resolve_weights("vgg16-hed", download=False) == cached
     with open(cached, "r+b") as handle:  # flip one byte
         handle.seek(1000)
