@@ -41,7 +41,8 @@ EXIT_INTERRUPTED = 130
 
 _DEFAULTS = RenderConfig()
 #: Options of the render command that are not RenderConfig fields but may be set in a config file.
-_CLI_FIELDS = {"content", "style", "output", "save_every", "overwrite", "bit_depth", "max_pixels"}
+_CLI_FIELDS = {"content", "style", "output", "save_every", "overwrite", "bit_depth", "max_pixels", "content_map",
+               "style_map"}
 
 
 def _default(name: str) -> str:
@@ -81,6 +82,19 @@ def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default=False)] = None,
+    method: Annotated[str | None, typer.Option(help="gram (Gatys et al.) or mrf (Li & Wand; CNNMRF's defaults: 384 px, 3 levels x 100 iterations, content weight 0.5). [default: gram]", show_default=False)] = None,
+    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours); with --method mrf. CONTENT may then be omitted.", show_default=False)] = None,
+    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it.", show_default=False)] = None,
+    mrf_layers: Annotated[str | None, typer.Option(help=_default("mrf_layers"), show_default=False)] = None,
+    mrf_weight: Annotated[float | None, typer.Option(help=_default("mrf_weight"), show_default=False)] = None,
+    patch_size: Annotated[int | None, typer.Option(help=_default("patch_size"), show_default=False)] = None,
+    style_stride: Annotated[int | None, typer.Option(help=_default("style_stride"), show_default=False)] = None,
+    synthesis_stride: Annotated[int | None, typer.Option(help=_default("synthesis_stride"), show_default=False)] = None,
+    levels: Annotated[int | None, typer.Option(help="Resolutions, coarse to fine. [default: 1 for gram, 3 for mrf]", show_default=False)] = None,
+    style_rotations: Annotated[int | None, typer.Option(help=f"MRF: also match 2n rotated copies of the style. {_default('style_rotations')}", show_default=False)] = None,
+    style_scales: Annotated[int | None, typer.Option(help=f"MRF: also match 2n scaled copies of the style. {_default('style_scales')}", show_default=False)] = None,
+    confidence: Annotated[float | None, typer.Option(help="MRF: pull only patches matched with at least this NCC. [default: off]", show_default=False)] = None,
+    map_weight: Annotated[float | None, typer.Option(help=_default("map_weight"), show_default=False)] = None,
     style_blend: Annotated[str | None, typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3.", show_default=False)] = None,
     size: Annotated[int | None, typer.Option(help=f"Long side of the output in pixels. {_default('size')}", show_default=False)] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", "-n", help=f"Loss evaluations. {_default('iterations')}", show_default=False)] = None,
@@ -109,7 +123,7 @@ def render(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Render CONTENT in the style of one or more --style images (Gatys et al.)."""
+    """Render CONTENT in the style of one or more --style images (Gatys et al., or MRF with --method mrf)."""
     given = {name: value for name, value in locals().items()
              if value is not None and name not in ("config", "quiet", "debug", "overwrite")}
     if overwrite:
@@ -121,12 +135,14 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
     options = engine.load_config_file(config_path) if config_path is not None else {}
     options = {key.replace("-", "_"): value for key, value in options.items()}
     options.update({key: str(value) if isinstance(value, Path) else value for key, value in given.items()})
-    if "style" in options and isinstance(options["style"], str):
-        options["style"] = [options["style"]]
+    for key in ("style", "style_map"):
+        if key in options and isinstance(options[key], (str, Path)):
+            options[key] = [options[key]]
 
     cli = {key: options.pop(key) for key in list(options) if key in _CLI_FIELDS}
-    # from_mapping rejects unknown keys with a "did you mean" hint.
-    config = RenderConfig.from_mapping(options, source=str(config_path) if config_path else "options")
+    # replace() rejects unknown keys with a "did you mean" hint; MRF starts from CNNMRF's defaults.
+    base = RenderConfig.mrf() if options.get("method") == "mrf" else RenderConfig()
+    config = base.replace(options, source=str(config_path) if config_path else "options")
 
     if not cli.get("style"):
         raise ConfigError("--style: at least one style image is needed")
@@ -141,20 +157,26 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
     max_pixels = int(cli.get("max_pixels", engine.DEFAULT_MAX_PIXELS))
 
     # Everything that can be refused is refused before any work, and nothing is written.
-    targets = [output] + [_intermediate_path(output, i, config.iterations)
-                          for i in range(save_every, config.iterations, save_every or config.iterations + 1)]
+    total = config.iterations * config.levels
+    targets = [output] + [_intermediate_path(output, i, total)
+                          for i in range(save_every, total, save_every or total + 1)]
     for target in targets:
         engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite)
     content_path = cli.get("content")
+    if content_path is None and cli.get("content_map") is None and config.method == "mrf":
+        raise ConfigError("CONTENT: give a content image, or a --content-map to paint from")
     content = engine.load_image(content_path, max_pixels=max_pixels) if content_path else None
     style_paths = [str(path) for path in cli["style"]]
     styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
+    content_map = engine.load_image(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
+    map_paths = [str(path) for path in cli.get("style_map") or []]
+    style_maps = [engine.load_image(path, max_pixels=max_pixels) for path in map_paths] or None
 
     metadata = {
         "software": f"styleforge {engine.__version__}",
-        "method": "gatys",
         "content": content_path,
         "styles": style_paths,
+        **({"content_map": str(cli["content_map"]), "style_maps": map_paths} if content_map is not None else {}),
         "config": config.to_dict(),
     }
 
@@ -166,7 +188,7 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=stderr, disable=quiet, transient=False,
     )
-    task = progress.add_task("render", total=config.iterations, loss="-")
+    task = progress.add_task("render", total=config.iterations * config.levels, loss="-")
     last_shown = [0.0]
 
     def on_event(event: RenderEvent) -> None:
@@ -182,7 +204,8 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
 
     with progress:
         try:
-            result = engine.render(config, content, styles, callback=on_event)
+            result = engine.render(config, content, styles, callback=on_event, content_map=content_map,
+                                   style_maps=style_maps)
         except RenderInterrupted as interrupted:
             progress.stop()
             write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)

@@ -21,12 +21,15 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 from ._errors import ConfigError, check_choice
 from ._weights import DEFAULT_MODEL, MODELS
 
-__all__ = ["BACKENDS", "DEVICES", "INITS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
+__all__ = ["BACKENDS", "DEVICES", "INITS", "METHODS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEVICES = ("auto", "cpu", "cuda")
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+METHODS = ("gram", "mrf")
+MRF_CONTENT_WEIGHT = 0.5
+MRF_TV_WEIGHT = 2.0
 
 
 def option_name(field_name: str) -> str:
@@ -41,12 +44,14 @@ class RenderConfig:
     Weights are relative to the normalised losses documented in styleforge.engine's objectives.
     """
 
+    method: str = "gram"
+    """gram (Gatys et al.) or mrf (Li & Wand, with neural-doodle's semantic maps)."""
     size: int = 512
     """Long side of the output in pixels."""
     iterations: int = 500
     """Loss evaluations (forward + gradient), counted as neural-style counts them."""
     content_weight: float = 1.0
-    style_weight: float = 30.0
+    style_weight: float = 1e4
     tv_weight: float = 2.0
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
@@ -72,11 +77,39 @@ class RenderConfig:
     original_colors: bool = False
     seed: int = 0
 
+    # --- MRF (method = "mrf"); RenderConfig.mrf() gives CNNMRF's defaults for the rest ---
+    mrf_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
+    mrf_weight: float = 1.0
+    mrf_layer_weights: tuple[float, ...] | None = None
+    patch_size: int = 3
+    style_stride: int = 2
+    """Stride between the style patches in the bank."""
+    synthesis_stride: int = 2
+    """Stride between the output's patches that are matched and pulled."""
+    levels: int = 1
+    """Resolutions, coarse to fine by factors of 2, each running `iterations` (MRF)."""
+    style_rotations: int = 0
+    """n: also match against the style rotated by k * rotation_step degrees, k = -n..n."""
+    rotation_step: float = 10.0
+    style_scales: int = 0
+    """n: also match against the style scaled by 1 + k * scale_step, k = -n..n."""
+    scale_step: float = 0.05
+    confidence: float | None = None
+    """Only pull patches whose best match has at least this normalised cross-correlation."""
+    map_weight: float = 10.0
+    """How strongly semantic maps confine matches to the same region (neural doodle)."""
+
     def __post_init__(self) -> None:
-        for name in ("size", "iterations", "lbfgs_history"):
+        check_choice("--method", self.method, METHODS)
+        for name in ("size", "iterations", "lbfgs_history", "patch_size", "style_stride", "synthesis_stride",
+                     "levels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        if self.style_rotations < 0 or self.style_scales < 0:
+            raise ConfigError("--style-rotations and --style-scales must be >= 0")
+        if self.confidence is not None and not -1.0 <= self.confidence <= 1.0:
+            raise ConfigError(f"--confidence: a normalised cross-correlation in [-1, 1], got {self.confidence}")
+        for name in ("content_weight", "style_weight", "tv_weight", "mrf_weight", "map_weight"):
             value = getattr(self, name)
             if not value >= 0 or value == float("inf"):
                 raise ConfigError(f"{option_name(name)}: must be a finite number >= 0, got {value}")
@@ -90,11 +123,17 @@ class RenderConfig:
         check_choice("--backend", self.backend, BACKENDS)
         arch = MODELS[check_choice("--model", self.model, MODELS)].arch
         names = [info.name for info in layer_infos(arch)]
-        for option, layers in (("--content-layers", self.content_layers), ("--style-layers", self.style_layers)):
+        for option, layers in (("--content-layers", self.content_layers), ("--style-layers", self.style_layers),
+                               ("--mrf-layers", self.mrf_layers)):
             for layer in layers:
                 check_choice(f"{option} ({arch})", layer, names)
         if not self.style_layers:
             raise ConfigError("--style-layers: at least one layer is needed")
+        if not self.mrf_layers:
+            raise ConfigError("--mrf-layers: at least one layer is needed")
+        if self.mrf_layer_weights is not None and len(self.mrf_layer_weights) != len(self.mrf_layers):
+            raise ConfigError(f"--mrf-layer-weights: {len(self.mrf_layer_weights)} values "
+                              f"for {len(self.mrf_layers)} MRF layers")
         if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
             raise ConfigError(
                 f"--style-layer-weights: {len(self.style_layer_weights)} values "
@@ -108,6 +147,25 @@ class RenderConfig:
                 f"--init: {self.init!r} is neither one of {', '.join(INITS)} nor an existing image file"
             )
 
+    @classmethod
+    def mrf(cls, **overrides: Any) -> RenderConfig:
+        """CNNMRF's defaults (Li & Wand's example): relu3_1 and relu4_1, 3x3 patches, strides 2,
+        content relu4_2, init from the content, 3 resolutions x 100 iterations, 384 px; weights
+        re-tuned for the normalised losses (see styleforge.engine's MRF objective)."""
+        defaults = dict(method="mrf", size=384, iterations=100, levels=3, content_weight=MRF_CONTENT_WEIGHT,
+                        tv_weight=MRF_TV_WEIGHT, init="content")
+        return cls(**{**defaults, **overrides})
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """Every layer the objective reads, in a stable order."""
+        style = self.mrf_layers if self.method == "mrf" else self.style_layers
+        return tuple(dict.fromkeys(self.content_layers + style))
+
+    def level_sizes(self) -> list[int]:
+        """Long side of each resolution, coarse to fine (one level: just `size`)."""
+        return [round(self.size / 2 ** (self.levels - 1 - level)) for level in range(self.levels)]
+
     @property
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
@@ -115,6 +173,9 @@ class RenderConfig:
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
     def layer_weights(self) -> dict[str, float]:
+        """Style (gram) or MRF layer -> weight, as configured for the method."""
+        if self.method == "mrf":
+            return dict(zip(self.mrf_layers, self.mrf_layer_weights or (1.0,) * len(self.mrf_layers), strict=True))
         weights = self.style_layer_weights or (1.0,) * len(self.style_layers)
         return dict(zip(self.style_layers, weights, strict=True))
 

@@ -24,6 +24,7 @@ import torch
 from styleforge.kernels import gram
 
 __all__ = [
+    "ContentTerm",
     "GatysObjective",
     "content_loss",
     "style_grams",
@@ -73,6 +74,27 @@ def style_grams(
     return targets
 
 
+class ContentTerm:
+    """The content loss against targets fixed once: mean over layers of content_loss.
+
+    ``__call__(features)`` -> scalar tensor (zero when there are no targets).
+    """
+
+    def __init__(self, targets: Mapping[str, torch.Tensor] | None) -> None:
+        self.targets = dict(targets) if targets is not None else {}
+        # Reciprocal target magnitudes, computed once rather than per iteration.
+        self._scale = {layer: 1.0 / t.pow(2).mean().clamp_min(_EPS) for layer, t in self.targets.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
+
+    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        terms = [(features[layer] - target).pow(2).mean() * self._scale[layer] for layer, target in self.targets.items()]
+        if not terms:
+            return next(iter(features.values())).new_zeros(())
+        return torch.stack(terms).mean()
+
+
 class GatysObjective:
     """Weighted sum of the content, style and TV terms against targets computed once.
 
@@ -90,17 +112,14 @@ class GatysObjective:
         tv_weight: float,
         style_layer_weights: Mapping[str, float],
     ) -> None:
-        self.content_targets = dict(content_targets) if content_targets is not None else {}
+        self.content = ContentTerm(content_targets)
         self.style_targets = dict(style_targets)
-        self.content_weight = content_weight if self.content_targets else 0.0
+        self.content_weight = content_weight if self.content else 0.0
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         total = sum(style_layer_weights.values())
         self.style_layer_weights = {layer: w / total for layer, w in style_layer_weights.items()}
         # Reciprocal target magnitudes, computed once rather than per iteration.
-        self._content_scale = {
-            layer: 1.0 / target.pow(2).mean().clamp_min(_EPS) for layer, target in self.content_targets.items()
-        }
         self._style_scale = {
             layer: self.style_layer_weights[layer] / target.pow(2).sum().clamp_min(_EPS)
             for layer, target in self.style_targets.items()
@@ -108,11 +127,7 @@ class GatysObjective:
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = image.new_zeros(())
-        content = zero
-        for layer, target in self.content_targets.items():
-            content = content + (features[layer] - target).pow(2).mean() * self._content_scale[layer]
-        if self.content_targets:
-            content = content / len(self.content_targets)
+        content = self.content(features)
         style = zero
         for layer, target in self.style_targets.items():
             style = style + (gram(features[layer]) - target).pow(2).sum() * self._style_scale[layer]

@@ -20,6 +20,7 @@ from ._backend import Backend, create_backend
 from ._config import RenderConfig
 from ._errors import BackendUnavailableError, ConfigError, RenderError, RenderInterrupted
 from ._image import load_image, resize_long_side, resize_to
+from ._mrf import MRFObjective, semantic_labels, shared_palette, style_variants
 from ._objectives import GatysObjective, style_grams
 from ._weights import load_backbone
 
@@ -46,6 +47,8 @@ class RenderEvent:
     elapsed: float  # seconds since the optimisation started
     peak_memory: int  # bytes: CUDA peak allocation, or the process's peak RSS on CPU
     image: torch.Tensor = field(repr=False)  # (3, H, W) current image, unclamped; do not modify
+    level: int = 0  # resolution index, coarse to fine
+    levels: int = 1
 
     @property
     def loss(self) -> float:
@@ -116,11 +119,12 @@ def _check_size(what: str, image: torch.Tensor, backbone: VGGFeatures) -> None:
         )
 
 
-def _output_shape(config: RenderConfig, content: torch.Tensor | None) -> tuple[int, int]:
-    if content is None:
-        return config.size, config.size
-    height, width = content.shape[-2:]
-    scale = config.size / max(height, width)
+def _output_shape(long_side: int, reference: torch.Tensor | None) -> tuple[int, int]:
+    """(H, W) with the given long side and the reference image's aspect (square without one)."""
+    if reference is None:
+        return long_side, long_side
+    height, width = reference.shape[-2:]
+    scale = long_side / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -151,10 +155,15 @@ def render(
     callback: Callback | None = None,
     backbone: VGGFeatures | None = None,
     backend: Backend | None = None,
+    content_map: torch.Tensor | None = None,
+    style_maps: Sequence[torch.Tensor] | None = None,
 ) -> RenderResult:
-    """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...] (Gatys et al.).
+    """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...].
 
-    ``content`` may be None for pure texture synthesis (a square output of ``config.size``).
+    ``config.method``: "gram" (Gatys et al.) or "mrf" (Li & Wand), coarse to fine over
+    ``config.levels`` resolutions. ``content`` may be None: texture synthesis, or (MRF) a render
+    from ``content_map`` alone. ``content_map`` / ``style_maps`` (one per style, same size as it)
+    are neural-doodle semantic maps, MRF only.
     ``backbone`` overrides the model named in the config (tests pass random-weight ones);
     ``backend`` overrides config.backend (a Backend already built, e.g. shared across renders).
     Raises RenderError on a NaN/Inf, RenderInterrupted (with the current image) on Ctrl-C.
@@ -163,55 +172,135 @@ def render(
         raise ConfigError("--style: at least one style image is needed")
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise ConfigError(f"--style-blend: {len(config.style_blend)} weights for {len(styles)} style images")
+    maps = _check_maps(config, content, styles, content_map, style_maps)
     device = resolve_device(config.device)
     if backend is None:
         if backbone is None:
-            taps = tuple(config.content_layers) + tuple(config.style_layers)
-            backbone = load_backbone(config.model, taps, pooling=config.pooling,
+            backbone = load_backbone(config.model, config.taps, pooling=config.pooling,
                                      weights_path=config.weights, seed=config.seed)
+        reference = content if content is not None else content_map
         backend = create_backend(config.backend, backbone, device, model=config.model,
-                                 sizes=[_output_shape(config, content)])
+                                 sizes=[_output_shape(side, reference) for side in config.level_sizes()])
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
 
-    # --- inputs at their working sizes -------------------------------------------------------
+    clock = _Clock(total=config.iterations * config.levels, device=device)
+    image: torch.Tensor | None = None
+    for level, long_side in enumerate(config.level_sizes()):
+        inputs = _level_inputs(config, content, styles, maps, long_side, device, backend)
+        objective = _objective(config, backend, inputs)
+        if image is None:
+            start = _initial_image(config, inputs.content, inputs.styles,
+                                   None if init_image is None else init_image[None], inputs.shape)
+        else:
+            start = resize_to(image, *inputs.shape)  # the coarser result initialises this level
+        image = _optimize(config, backend, objective, start.to(device), inputs, clock, level, callback)
+    assert image is not None
+    return RenderResult(
+        image=_finish(config, image, inputs),
+        iterations=clock.evaluations,
+        losses={"total": float(clock.last_loss)} if clock.last_loss is not None else {},
+        elapsed=time.perf_counter() - clock.started,
+        peak_memory=peak_memory(device),
+        device=str(device),
+    )
+
+
+@dataclass
+class _Maps:
+    palette: torch.Tensor
+    content: torch.Tensor  # (3, H, W)
+    styles: list[torch.Tensor]
+
+
+@dataclass
+class _LevelInputs:
+    content: torch.Tensor | None  # (1, 3, H, W) at this level
+    styles: list[torch.Tensor]
+    shape: tuple[int, int]
+    content_labels: torch.Tensor | None = None
+    style_labels: list[torch.Tensor] | None = None
+
+
+def _check_maps(config, content, styles, content_map, style_maps) -> _Maps | None:
+    if content_map is None and style_maps is None:
+        if content is None and config.method == "mrf":
+            raise ConfigError("--method mrf needs a content image or a --content-map")
+        return None
+    if config.method != "mrf":
+        raise ConfigError("--content-map/--style-map need --method mrf")
+    if content_map is None or style_maps is None:
+        raise ConfigError("semantic maps come in pairs: give both --content-map and --style-map")
+    if len(style_maps) != len(styles):
+        raise ConfigError(f"--style-map: {len(style_maps)} maps for {len(styles)} style images")
+    for index, (style, style_map) in enumerate(zip(styles, style_maps)):
+        if style_map.shape[-2:] != style.shape[-2:]:
+            raise ConfigError(f"--style-map {index + 1} is {style_map.shape[-1]}x{style_map.shape[-2]}, "
+                              f"its style image {style.shape[-1]}x{style.shape[-2]}: they must be the same size")
+    if content is not None and content_map.shape[-2:] != content.shape[-2:]:
+        raise ConfigError(f"--content-map is {content_map.shape[-1]}x{content_map.shape[-2]}, the content image "
+                          f"{content.shape[-1]}x{content.shape[-2]}: they must be the same size")
+    palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2))
+    return _Maps(palette, content_map, list(style_maps))
+
+
+def _level_inputs(config, content, styles, maps, long_side, device, backend) -> _LevelInputs:
+    reference = content if content is not None else (maps.content if maps is not None else None)
+    shape = _output_shape(long_side, reference)
+    content_batch = None
     if content is not None:
-        content_batch = resize_long_side(content.float(), config.size)[None].to(device)
+        content_batch = resize_to(content.float(), *shape)[None].to(device)
         _check_size("the content image", content_batch, backend.backbone)
-        shape = tuple(content_batch.shape[-2:])
-    else:
-        content_batch = None
-        shape = (config.size, config.size)
-    style_side = max(1, math.ceil(config.style_scale * config.size))
+    style_side = max(1, math.ceil(config.style_scale * long_side))
     style_batches = [resize_long_side(style.float(), style_side)[None].to(device) for style in styles]
     for index, style in enumerate(style_batches):
         _check_size(f"style image {index + 1}", style, backend.backbone)
+    inputs = _LevelInputs(content_batch, style_batches, shape)
+    if maps is not None:
+        inputs.content_labels = semantic_labels(resize_to(maps.content, *shape), maps.palette).to(device)
+        inputs.style_labels = [semantic_labels(resize_to(m, *s.shape[-2:]), maps.palette).to(device)
+                               for m, s in zip(maps.styles, style_batches)]
+    return inputs
 
-    # --- targets, once per render ------------------------------------------------------------
-    blend = config.style_blend or (1.0,) * len(styles)
+
+def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs):
+    """The method's objective with its targets computed once for this level."""
     with torch.no_grad():
         content_targets = None
-        if content_batch is not None and config.content_weight > 0:
-            content_features = backend.features(content_batch)
-            content_targets = {layer: content_features[layer] for layer in config.content_layers}
-        style_targets = style_grams(backend.features, style_batches, blend, config.style_layers)
-    objective = GatysObjective(
-        content_targets=content_targets,
-        style_targets=style_targets,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-        style_layer_weights=config.layer_weights(),
-    )
+        if inputs.content is not None and config.content_weight > 0:
+            features = backend.features(inputs.content)
+            content_targets = {layer: features[layer] for layer in config.content_layers}
+        if config.method == "gram":
+            blend = config.style_blend or (1.0,) * len(inputs.styles)
+            return GatysObjective(
+                content_targets=content_targets,
+                style_targets=style_grams(backend.features, inputs.styles, blend, config.style_layers),
+                content_weight=config.content_weight, style_weight=config.style_weight,
+                tv_weight=config.tv_weight, style_layer_weights=config.layer_weights(),
+            )
+        return MRFObjective(
+            features_of=backend.features, styles=inputs.styles, content_targets=content_targets,
+            layer_weights=config.layer_weights(), content_weight=config.content_weight,
+            mrf_weight=config.mrf_weight, tv_weight=config.tv_weight, patch_size=config.patch_size,
+            style_stride=config.style_stride, synthesis_stride=config.synthesis_stride,
+            variants=style_variants(config.style_rotations, config.rotation_step, config.style_scales,
+                                    config.scale_step),
+            style_labels=inputs.style_labels, content_labels=inputs.content_labels,
+            map_weight=config.map_weight, confidence=config.confidence,
+        )
 
-    # --- optimisation -------------------------------------------------------------------------
-    start = _initial_image(config, content_batch, style_batches,
-                           None if init_image is None else init_image[None], shape)
-    image = start.to(device).contiguous().requires_grad_(True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    state = _LoopState(config.iterations, device)
-    started = time.perf_counter()
+
+def _finish(config: RenderConfig, raw: torch.Tensor, inputs: _LevelInputs) -> torch.Tensor:
+    result = raw.detach().clamp(0.0, 1.0)
+    if config.original_colors and inputs.content is not None:
+        result = match_luminance_colors(result, inputs.content)
+    return result[0].float().cpu()
+
+
+def _optimize(config, backend, objective, start, inputs, clock, level, callback) -> torch.Tensor:
+    """Run one level's iterations on ``start`` (1, 3, H, W); returns the optimised image."""
+    image = start.contiguous().requires_grad_(True)
+    done_before = clock.evaluations
 
     def evaluate() -> torch.Tensor:
         # The backend gives features and, from the loss gradients at them, the image gradient;
@@ -223,68 +312,53 @@ def render(
             *tap_grads, tv_grad = torch.autograd.grad(
                 losses["total"], [*features.values(), pixels], allow_unused=True, materialize_grads=True)
         image.grad = backend.backward(dict(zip(features, tap_grads))) + tv_grad
-        state.record(losses["total"])
+        clock.record(losses["total"])
         if callback is not None:
-            callback(RenderEvent(state.evaluations, config.iterations, {k: v.detach() for k, v in losses.items()},
-                                 time.perf_counter() - started, peak_memory(device), image.detach()[0]))
+            callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
+                                 time.perf_counter() - clock.started, peak_memory(clock.device), image.detach()[0],
+                                 level=level, levels=config.levels))
         return losses["total"].detach()
 
-    def finish(raw: torch.Tensor) -> torch.Tensor:
-        result = raw.detach().clamp(0.0, 1.0)
-        if config.original_colors and content_batch is not None:
-            result = match_luminance_colors(result, content_batch)
-        return result[0].float().cpu()
-
-    if config.optimizer == "lbfgs":
-        # One L-BFGS iteration is one evaluation here (no line search), as in neural-style;
-        # zero tolerances: the render runs the iterations it was asked for.
-        state.optimizer = torch.optim.LBFGS(
-            [image], lr=config.resolved_learning_rate, max_iter=config.iterations,
-            max_eval=config.iterations, tolerance_grad=0.0, tolerance_change=0.0,
-            history_size=config.lbfgs_history, line_search_fn=None,
-        )
-    else:
-        state.optimizer = torch.optim.Adam([image], lr=config.resolved_learning_rate)
     try:
         if config.optimizer == "lbfgs":
-            # step() returns early when the gradient vanishes or the direction stops descending;
-            # keep the history and go on with the evaluations left.
-            while state.evaluations < config.iterations:
-                remaining = config.iterations - state.evaluations
-                state.optimizer.param_groups[0].update(max_iter=remaining, max_eval=remaining)
-                state.optimizer.step(evaluate)
+            # One L-BFGS iteration is one evaluation here (no line search), as in neural-style;
+            # zero tolerances: the render runs the iterations it was asked for. step() returns
+            # early when the direction stops descending; go on with the evaluations left.
+            optimizer = torch.optim.LBFGS(
+                [image], lr=config.resolved_learning_rate, max_iter=config.iterations,
+                max_eval=config.iterations, tolerance_grad=0.0, tolerance_change=0.0,
+                history_size=config.lbfgs_history, line_search_fn=None,
+            )
+            while (remaining := config.iterations - (clock.evaluations - done_before)) > 0:
+                optimizer.param_groups[0].update(max_iter=remaining, max_eval=remaining)
+                optimizer.step(evaluate)
         else:
+            optimizer = torch.optim.Adam([image], lr=config.resolved_learning_rate)
             for _ in range(config.iterations):
-                state.optimizer.step(evaluate)
+                optimizer.step(evaluate)
                 with torch.no_grad():
                     image.clamp_(0.0, 1.0)  # projected Adam: stay in the valid range
-        state.check_finite(force=True)
+        clock.check_finite(force=True)
         if not torch.isfinite(image).all():
             raise RenderError("the image became NaN/Inf; lower --learning-rate or the loss weights")
     except KeyboardInterrupt:
-        state.check_finite(force=True)
-        raise RenderInterrupted(finish(image), state.evaluations) from None
-
-    last = state.last_loss
-    return RenderResult(
-        image=finish(image),
-        iterations=state.evaluations,
-        losses={"total": float(last)} if last is not None else {},
-        elapsed=time.perf_counter() - started,
-        peak_memory=peak_memory(device),
-        device=str(device),
-    )
+        clock.check_finite(force=True)
+        raise RenderInterrupted(_finish(config, image, inputs), clock.evaluations) from None
+    return image.detach()
 
 
-class _LoopState:
-    """Evaluation count and a device-side non-finite flag read back only every few steps."""
+class _Clock:
+    """Evaluations across levels, and a device-side non-finite flag read back every few steps."""
 
-    def __init__(self, iterations: int, device: torch.device) -> None:
-        self.iterations = iterations
+    def __init__(self, total: int, device: torch.device) -> None:
+        self.total = total
+        self.device = device
         self.evaluations = 0
-        self.optimizer: torch.optim.Optimizer
         self.last_loss: torch.Tensor | None = None
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.started = time.perf_counter()
 
     def record(self, loss: torch.Tensor) -> None:
         self.evaluations += 1

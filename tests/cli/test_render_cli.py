@@ -165,3 +165,55 @@ def test_models_lists_every_model():
     assert result.exit_code == 0
     for name in engine.MODELS:
         assert name in result.output
+
+
+def test_mrf_render_through_the_cli_lowers_the_mrf_loss(tmp_path, small_inputs):
+    from styleforge.engine._mrf import MRFObjective
+
+    output = tmp_path / "mrf.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(output), "--method", "mrf", "--size", "48", "--levels", "2", "-n", "25",
+                                 "--mrf-layers", "relu2_1,relu3_1", "--content-weight", "0.05", "--tv-weight", "0",
+                                 *FAST])
+    assert result.exit_code == 0, result.output
+    metadata = read_metadata(output)
+    assert metadata["config"]["method"] == "mrf" and metadata["iterations_done"] == 50
+    image = load_image(output)
+    config = engine.RenderConfig.from_mapping(metadata["config"])
+    backbone = load_backbone("vgg19-random", config.taps, seed=config.seed)
+    style = engine.resize_long_side(load_image(small_inputs["style"]), 48)[None]
+    objective = MRFObjective(
+        features_of=backbone, styles=[style], content_targets=None, layer_weights=config.layer_weights(),
+        content_weight=0.0, mrf_weight=1.0, tv_weight=0.0, patch_size=3, style_stride=2, synthesis_stride=2)
+
+    def mrf_term(picture):
+        with torch.no_grad():
+            return objective(backbone(picture[None]), picture[None])["style"].item()
+
+    assert mrf_term(image) < mrf_term(resize_to(load_image(small_inputs["content"]), *image.shape[-2:])) / 3
+
+
+def test_doodle_through_the_cli_from_a_map_alone(tmp_path):
+    def write_map(path, size, left, right):
+        picture = Image.new("RGB", size, left)
+        picture.paste(right, (size[0] // 2, 0, size[0], size[1]))
+        picture.save(path)
+        return path
+
+    style = tmp_path / "style.png"
+    Image.effect_noise((40, 40), 60).convert("RGB").save(style)
+    style_map = write_map(tmp_path / "style_sem.png", (40, 40), (255, 0, 0), (0, 0, 255))
+    content_map = write_map(tmp_path / "target_sem.png", (48, 32), (0, 0, 255), (255, 0, 0))
+    output = tmp_path / "doodle.png"
+    result = runner.invoke(app, ["render", "--content-map", str(content_map), "-s", str(style), "--style-map",
+                                 str(style_map), "-o", str(output), "--method", "mrf", "--size", "48", "-n", "3",
+                                 "--levels", "1", *FAST])
+    assert result.exit_code == 0, result.output
+    assert load_image(output).shape == (3, 32, 48)
+    assert read_metadata(output)["content_map"] == str(content_map)
+
+    bad_map = write_map(tmp_path / "bad_sem.png", (40, 40), (255, 0, 0), (0, 255, 0))
+    again = runner.invoke(app, ["render", "--content-map", str(content_map), "-s", str(style), "--style-map",
+                                str(bad_map), "-o", str(tmp_path / "bad.png"), "--method", "mrf", *FAST])
+    assert again.exit_code == 2 and "#0000ff" in again.output
+    assert not (tmp_path / "bad.png").exists()
