@@ -145,23 +145,37 @@ class OnnxRuntimeBackend(Backend):
                 )
             self._sessions[which] = session
         self._masks: list[torch.Tensor] | None = None
+        self._image_size: tuple[int, int] = (0, 0)
 
     def _run(self, which: str, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         session = self._sessions[which]
         if self.device.type == "cpu":
             feeds = {name: tensor.detach().contiguous().numpy() for name, tensor in inputs.items()}
             return [torch.from_numpy(array) for array in session.run(None, feeds)]
+        # I/O binding on torch's own CUDA buffers: outputs are allocated here with the shapes the
+        # graph will produce, so nothing is copied and nothing goes through the host.
         binding = session.io_binding()
+        device_id = self.device.index or 0
+        height, width = self._image_size
+        keep = []
         for name, tensor in inputs.items():
             tensor = tensor.detach().contiguous()
-            binding.bind_input(name, "cuda", self.device.index or 0, _numpy_dtype(tensor.dtype),
-                               tuple(tensor.shape), tensor.data_ptr())
+            keep.append(tensor)
+            binding.bind_input(name, "cuda", device_id, _numpy_dtype(tensor.dtype), tuple(tensor.shape),
+                               tensor.data_ptr())
+        outputs = []
         for output in session.get_outputs():
-            binding.bind_output(output.name, "cuda", self.device.index or 0)
+            dtype = torch.bool if output.name.startswith("mask_") else torch.float32
+            tensor = torch.empty(self.graphs.shape_of(output.name, height, width), dtype=dtype, device=self.device)
+            binding.bind_output(output.name, "cuda", device_id, _numpy_dtype(dtype), tuple(tensor.shape),
+                                tensor.data_ptr())
+            outputs.append(tensor)
+        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch must be ready
         session.run_with_iobinding(binding)
-        return [torch.from_dlpack(value) for value in binding.get_outputs()]
+        return outputs
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._image_size = tuple(image.shape[-2:])
         outputs = self._run("forward", {"image": image.float()})
         count = len(self.taps)
         self._masks = outputs[count:]

@@ -52,6 +52,17 @@ class ExportedGraphs:
     taps: tuple[str, ...]
     masks: tuple[str, ...]
     strides: dict[str, int]  # tap or mask name -> stride relative to the image
+    channels: dict[str, int]  # layer name -> channels
+
+    def shape_of(self, name: str, height: int, width: int) -> tuple[int, int, int, int]:
+        """Shape of a graph tensor (image, tap, mask_*, grad_*) for a (height, width) image."""
+        if name in ("image", "image_grad"):
+            return (1, 3, height, width)
+        layer = name.split("_", 1)[1] if name.startswith(("mask_", "grad_")) else name
+        stride = self.strides[layer]
+        while stride > 1:  # floor pooling: one halving per pool
+            height, width, stride = height // 2, width // 2, stride // 2
+        return (1, self.channels[layer], height, width)
 
     @property
     def forward_path(self) -> Path:
@@ -96,7 +107,8 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     strides = {info.name: info.stride for info in backbone.layers}
     # A pool's mask has its input's size, i.e. the stride before the pool.
     strides.update({info.name: info.stride // 2 for info in mask_layers if info.kind == "pool"})
-    graphs_meta = dict(taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers), strides=strides)
+    graphs_meta = dict(taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers), strides=strides,
+                       channels={info.name: info.channels for info in backbone.layers})
     if folder is None:
         folder = cache_dir() / "onnx" / _key(model, weights_digest(backbone), backbone, opset)
     graphs = ExportedGraphs(folder=folder, **graphs_meta)

@@ -140,18 +140,6 @@ class TensorRTBackend(Backend):
         high = (max(h for h, _ in sizes), max(w for _, w in sizes))
         return low, size, high
 
-    def _shapes(self, name: str, height: int, width: int) -> tuple[int, ...]:
-        """Shape of a graph input at an image size: the image, a mask, or a tap gradient."""
-        if name == "image":
-            return (1, 3, height, width)
-        layer = name.split("_", 1)[1]
-        info = next(i for i in self.backbone.layers if i.name == layer)
-        stride = self.graphs.strides[layer]
-        size_h, size_w = height, width
-        while stride > 1:  # floor pooling, one halving per pool
-            size_h, size_w, stride = size_h // 2, size_w // 2, stride // 2
-        return (1, info.channels, size_h, size_w)
-
     def _engine(self, which: str, onnx_path: Path, profile) -> _Engine:
         trt = self.trt
         low, opt, high = profile
@@ -204,7 +192,8 @@ class TensorRTBackend(Backend):
         optimisation = builder.create_optimization_profile()
         for index in range(network.num_inputs):
             name = network.get_input(index).name
-            optimisation.set_shape(name, self._shapes(name, *low), self._shapes(name, *opt), self._shapes(name, *high))
+            shape = self.graphs.shape_of
+            optimisation.set_shape(name, shape(name, *low), shape(name, *opt), shape(name, *high))
         config.add_optimization_profile(optimisation)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:

@@ -1,0 +1,71 @@
+"""Forward + image gradient per backend, side by side in one run (what `styleforge bench` does).
+
+    python benchmarks/bench_backends.py                         # 256, 512, 1024 px, every backend present
+    python benchmarks/bench_backends.py --sizes 1024 2048 3840x2160 --device cuda
+
+Prints a table and writes JSON (ms per iteration, images per second, peak memory, achieved
+TFLOP/s from the convolutions' FLOP count). On a GPU, compare the TFLOP/s with the device's
+measured matrix rate (see RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from styleforge.engine import available_backends, create_backend, load_backbone, resolve_device, time_backend
+
+TAPS = ("relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    if "x" in text:
+        width, height = (int(part) for part in text.split("x"))
+        return height, width
+    return round(int(text) * 0.75), int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["256", "512", "1024"], help="long side or WIDTHxHEIGHT")
+    parser.add_argument("--backends", nargs="+", default=None)
+    parser.add_argument("--model", default="vgg19-random", help="timing does not depend on the weights")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "backends.json")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    names = args.backends or available_backends(device)
+    backbone = load_backbone(args.model, TAPS)
+    rows = []
+    for name in names:
+        backend = create_backend(name, backbone, device, model=args.model,
+                                 sizes=[parse_size(s) for s in args.sizes])
+        for size in args.sizes:
+            timing = time_backend(backend, *parse_size(size), iterations=args.iterations, warmup=args.warmup)
+            rows.append(timing.to_dict())
+            print(f"{name:12s} {timing.width:5d}x{timing.height:<5d} {timing.ms_per_iteration:9.1f} ms/iter "
+                  f"{timing.images_per_second:7.2f} img/s  peak {timing.peak_memory_bytes / 2**30:6.2f} GiB  "
+                  f"{timing.tflops:6.2f} TFLOP/s", flush=True)
+    report = {
+        "benchmark": "forward + image gradient per backend",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": args.model,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "results": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
