@@ -183,21 +183,29 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
     def write(image, path: Path, **extra: Any) -> None:
         engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite)
 
+    # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
+    live = stderr.is_terminal
     progress = Progress(
         TextColumn("[bold]render"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=stderr, disable=quiet, transient=False,
+        console=stderr, disable=quiet or not live, transient=False,
     )
-    task = progress.add_task("render", total=config.iterations * config.levels, loss="-")
+    task = progress.add_task("render", total=total, loss="-")
     last_shown = [0.0]
+    log_every = max(1, total // 10)
 
     def on_event(event: RenderEvent) -> None:
         fields_ = {}
         now = time.monotonic()
-        if now - last_shown[0] > 0.25 or event.iteration == event.iterations:
+        if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):
             fields_["loss"] = f"{event.loss:.4g}"  # reads the loss back: only a few times a second
             last_shown[0] = now
         progress.update(task, completed=event.iteration, **fields_)
+        if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
+            eta = event.elapsed / event.iteration * (event.iterations - event.iteration)
+            stderr.print(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
+                         f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left",
+                         highlight=False, soft_wrap=True)
         if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
             write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
                   iterations_done=event.iteration)
@@ -323,6 +331,81 @@ def bench(
             output.write_text(json.dumps(report, indent=2) + "\n")
 
     _run_guarded(debug, body)
+
+
+@app.command()
+def batch(
+    manifest: Annotated[Path | None, typer.Argument(help="Jobs: .jsonl, .csv or .toml (see README).", show_default=False)] = None,
+    glob: Annotated[str | None, typer.Option("--glob", help="Instead of a manifest: every file matching this pattern is a content image.", show_default=False)] = None,
+    style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="With --glob: style image; repeat for several.", show_default=False)] = None,
+    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="With --glob: semantic map of each style.", show_default=False)] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="With --glob: output path template with {stem}, {name} or {index}.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE render option for every job (overrides the manifest's defaults); repeat.", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(help="CPU worker processes.")] = 1,
+    devices: Annotated[str | None, typer.Option(help="GPU indices, one worker each, e.g. 0,1,2,3.", show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run as Ray tasks: auto (local or running cluster) or an address.", show_default=False)] = None,
+    report: Annotated[Path | None, typer.Option(help="JSON report of every job. [default: MANIFEST.report.json, or batch-report.json for --glob]", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs rendered with other parameters.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per finished job.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Render many jobs: validated up front, resumable, failures isolated and reported."""
+    code = _run_guarded(debug, lambda: _batch(manifest, glob, style, style_map, output, option, workers, devices,
+                                              ray, report, overwrite, verbose))
+    raise typer.Exit(code)
+
+
+def _batch(manifest, glob, style, style_map, output, option, workers, devices, ray, report, overwrite,
+           verbose) -> int:
+    overrides: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--option: expected KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = engine.parse_option_value(value.strip())
+    if (manifest is None) == (glob is None):
+        raise ConfigError("give either a MANIFEST or --glob PATTERN")
+    if manifest is not None:
+        jobs = engine.load_manifest(manifest, overrides=overrides)
+        report_path = report or manifest.with_name(manifest.stem + ".report.json")
+    else:
+        if not style or not output:
+            raise ConfigError("--glob needs --style and --output (a template such as out/{stem}.png)")
+        jobs = engine.glob_jobs(glob, styles=[str(s) for s in style], output=output, options=overrides,
+                                style_maps=[str(s) for s in style_map] if style_map else None)
+        report_path = report or Path("batch-report.json")
+    device_list = [int(d) for d in devices.split(",")] if devices else None
+
+    started = time.monotonic()
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    live = stderr.is_terminal
+    progress = Progress(
+        TextColumn("[bold]batch"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=stderr, disable=not live, transient=False,
+    )
+    task = progress.add_task("batch", total=len(jobs), counts="")
+
+    def on_outcome(outcome) -> None:
+        counts[outcome.status] += 1
+        finished = sum(counts.values())
+        rate = finished / max(time.monotonic() - started, 1e-9) * 3600
+        summary = f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, {rate:.0f} jobs/h"
+        progress.update(task, completed=finished, counts=summary)
+        if verbose or outcome.status == "failed" or not live:
+            reason = f": {outcome.reason}" if outcome.reason else ""
+            progress.console.print(f"line {outcome.line}: {outcome.status} {outcome.output}{reason}",
+                                   highlight=False, soft_wrap=True)
+
+    with progress:
+        outcomes = engine.run_batch(jobs, overwrite=overwrite, workers=workers, devices=device_list,
+                                    ray_address=ray, on_outcome=on_outcome)
+    result = engine.summarize_outcomes(outcomes)
+    result["seconds"] = round(time.monotonic() - started, 2)
+    engine.write_json_atomic(report_path, result)
+    stderr.print(f"{result['done']} done, {result['skipped']} skipped, {result['failed']} failed "
+                 f"in {result['seconds']:.0f} s; report: {report_path}", highlight=False)
+    return EXIT_FAILED if result["failed"] else 0
 
 
 def torch_device_name(device) -> str | None:

@@ -7,6 +7,20 @@ The engine never prints or exits: it reports through callbacks and raises typed 
 from ._backbone import ARCHITECTURES, POOLINGS, FeatureInfo, Preprocessing, VGGFeatures, layer_infos
 from ._backend import Backend, OnnxRuntimeBackend, TorchBackend, available_backends, create_backend, record_fastest_backend
 from ._config import BACKENDS, DEVICES, INITS, OPTIMIZERS, RenderConfig, load_config_file, option_name
+from ._batch import (
+    BatchJob,
+    JobOutcome,
+    ManifestError,
+    TargetCache,
+    glob_jobs,
+    job_hash,
+    load_manifest,
+    parse_option_value,
+    run_batch,
+    run_job,
+    write_json_atomic,
+)
+from ._batch import summarize as summarize_outcomes
 from ._bench import BackendTiming, conv_flops, time_backend
 from ._errors import (
     BackendUnavailableError,
@@ -41,6 +55,8 @@ __all__ = [
     "ARCHITECTURES", "BACKENDS", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "DEVICES", "INITS", "MODELS", "OPTIMIZERS",
     "OUTPUT_FORMATS", "POOLINGS",
     "Backend", "BackendUnavailableError", "ConfigError", "ExportedGraphs", "OnnxRuntimeBackend", "TorchBackend",
+    "BatchJob", "JobOutcome", "ManifestError", "TargetCache", "glob_jobs", "job_hash", "load_manifest",
+    "parse_option_value", "run_batch", "run_job", "summarize_outcomes", "write_json_atomic",
     "PRECISIONS", "tensorrt_available", "BackendTiming", "available_backends", "check_choice", "conv_flops", "create_backend", "time_backend", "export_onnx", "record_fastest_backend", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
     "ModelSpec", "ModelStatus", "Preprocessing", "RenderConfig", "RenderError", "RenderEvent",
     "RenderInterrupted", "RenderResult", "StyleforgeError", "VGGFeatures", "WeightsError",

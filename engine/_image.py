@@ -11,6 +11,7 @@ as JSON so a render can be reproduced from its output.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "load_image",
     "read_metadata",
+    "remove_stale_temporaries",
     "resize_to",
     "resize_long_side",
     "save_image",
@@ -178,6 +180,18 @@ def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite:
     if not path.parent.is_dir():
         raise ImageError(path, f"output folder {path.parent} does not exist")
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Delete temporary files that an interrupted save_image of ``path`` left (a kill -9 between
+    the write and the rename); returns how many. Only our own ``.NAME.*.tmp`` names are touched."""
+    path = Path(path)
+    removed = 0
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def save_image(

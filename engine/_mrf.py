@@ -99,6 +99,7 @@ class MRFObjective:
         features_of: image (1, 3, H, W) -> {layer: features}, no gradient (targets only).
         styles: (1, 3, H, W) style images at this resolution.
         style_maps / content_labels: (1, K, H, W) one-hot label maps, or None (no doodle).
+        bank_cache: given the bank's builder, returns the bank (a TargetCache lookup in batches).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class MRFObjective:
         content_labels: torch.Tensor | None = None,
         map_weight: float = 0.0,
         confidence: float | None = None,
+        bank_cache: Callable[[Callable[[], tuple[dict, dict]]], tuple[dict, dict]] | None = None,
     ) -> None:
         self.layers = tuple(layer_weights)
         total = sum(layer_weights.values())
@@ -130,21 +132,25 @@ class MRFObjective:
         self.confidence = confidence
         self.map_scale = math.sqrt(map_weight) if content_labels is not None else 0.0
 
-        # The bank: raw patches (pull targets) and normalised, label-augmented ones (matching).
-        raw: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
-        match: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
-        with torch.no_grad():
-            for index, style in enumerate(styles):
-                labels = style_labels[index] if style_labels is not None else None
-                for degrees, scale in variants:
-                    features = features_of(_transform(style, degrees, scale))
-                    turned = _transform(labels, degrees, scale) if labels is not None else None
-                    for layer in self.layers:
-                        patches = extract_patches(features[layer], patch_size, style_stride)
-                        raw[layer].append(patches)
-                        match[layer].append(self._augment(patches, turned, features[layer], style_stride))
-        self.bank = {layer: torch.cat(raw[layer]) for layer in self.layers}
-        self.bank_match = {layer: torch.cat(match[layer]) for layer in self.layers}
+
+        def build() -> tuple[dict, dict]:
+            # Raw patches (the pull targets) and normalised, label-augmented ones (for matching).
+            raw: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
+            match: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
+            with torch.no_grad():
+                for index, style in enumerate(styles):
+                    labels = style_labels[index] if style_labels is not None else None
+                    for degrees, scale in variants:
+                        features = features_of(_transform(style, degrees, scale))
+                        turned = _transform(labels, degrees, scale) if labels is not None else None
+                        for layer in self.layers:
+                            patches = extract_patches(features[layer], patch_size, style_stride)
+                            raw[layer].append(patches)
+                            match[layer].append(self._augment(patches, turned, features[layer], style_stride))
+            return ({layer: torch.cat(raw[layer]) for layer in self.layers},
+                    {layer: torch.cat(match[layer]) for layer in self.layers})
+
+        self.bank, self.bank_match = bank_cache(build) if bank_cache is not None else build()
         self._bank_scale = {layer: 1.0 / self.bank[layer].pow(2).sum(1).mean().clamp_min(_EPS) for layer in self.layers}
         self.content_labels = content_labels
 

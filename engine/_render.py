@@ -17,6 +17,7 @@ import torch
 
 from ._backbone import VGGFeatures
 from ._backend import Backend, create_backend
+from ._batch import TargetCache
 from ._config import RenderConfig
 from ._errors import BackendUnavailableError, ConfigError, RenderError, RenderInterrupted
 from ._image import load_image, resize_long_side, resize_to
@@ -157,6 +158,7 @@ def render(
     backend: Backend | None = None,
     content_map: torch.Tensor | None = None,
     style_maps: Sequence[torch.Tensor] | None = None,
+    target_cache: TargetCache | None = None,
 ) -> RenderResult:
     """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...].
 
@@ -165,7 +167,8 @@ def render(
     from ``content_map`` alone. ``content_map`` / ``style_maps`` (one per style, same size as it)
     are neural-doodle semantic maps, MRF only.
     ``backbone`` overrides the model named in the config (tests pass random-weight ones);
-    ``backend`` overrides config.backend (a Backend already built, e.g. shared across renders).
+    ``backend`` overrides config.backend (a Backend already built, e.g. shared across renders);
+    ``target_cache`` shares style targets (Grams, MRF banks) across renders of a batch.
     Raises RenderError on a NaN/Inf, RenderInterrupted (with the current image) on Ctrl-C.
     """
     if not styles:
@@ -188,7 +191,7 @@ def render(
     image: torch.Tensor | None = None
     for level, long_side in enumerate(config.level_sizes()):
         inputs = _level_inputs(config, content, styles, maps, long_side, device, backend)
-        objective = _objective(config, backend, inputs)
+        objective = _objective(config, backend, inputs, target_cache)
         if image is None:
             start = _initial_image(config, inputs.content, inputs.styles,
                                    None if init_image is None else init_image[None], inputs.shape)
@@ -263,8 +266,17 @@ def _level_inputs(config, content, styles, maps, long_side, device, backend) -> 
     return inputs
 
 
-def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs):
-    """The method's objective with its targets computed once for this level."""
+def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs, cache: TargetCache | None):
+    """The method's objective with its targets computed once for this level (or from the cache)."""
+    def cached(compute, *parts):
+        if cache is None:
+            return compute()
+        # What decides a style target: the style pixels at this size, the network and its weights,
+        # the layers, and the method's parameters.
+        key = TargetCache.key(config.method, config.model, config.weights, config.pooling, config.seed,
+                              backend.name, *parts, *inputs.styles)
+        return cache.get(key, compute)
+
     with torch.no_grad():
         content_targets = None
         if inputs.content is not None and config.content_weight > 0:
@@ -274,7 +286,8 @@ def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs):
             blend = config.style_blend or (1.0,) * len(inputs.styles)
             return GatysObjective(
                 content_targets=content_targets,
-                style_targets=style_grams(backend.features, inputs.styles, blend, config.style_layers),
+                style_targets=cached(lambda: style_grams(backend.features, inputs.styles, blend, config.style_layers),
+                                     list(blend), config.style_layers),
                 content_weight=config.content_weight, style_weight=config.style_weight,
                 tv_weight=config.tv_weight, style_layer_weights=config.layer_weights(),
             )
@@ -287,6 +300,10 @@ def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs):
                                     config.scale_step),
             style_labels=inputs.style_labels, content_labels=inputs.content_labels,
             map_weight=config.map_weight, confidence=config.confidence,
+            bank_cache=lambda build: cached(
+                build, config.mrf_layers, config.patch_size, config.style_stride, config.style_rotations,
+                config.rotation_step, config.style_scales, config.scale_step, config.map_weight,
+                inputs.content_labels is not None, *(inputs.style_labels or [])),
         )
 
 

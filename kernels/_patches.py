@@ -61,6 +61,7 @@ def mrf_nearest_reference(
             scores = block @ style_patches[column : column + chunk].T
             value, where = scores.max(dim=1)  # first maximum within the chunk
             better = value > block_best  # strict: an earlier chunk keeps a tie
-            block_best[better] = value[better]
-            block_index[better] = where[better] + column
+            # torch.where rather than boolean indexing: no host sync on a GPU.
+            block_best.copy_(torch.where(better, value, block_best))
+            block_index.copy_(torch.where(better, where + column, block_index))
     return index, best

@@ -217,3 +217,13 @@ def test_doodle_through_the_cli_from_a_map_alone(tmp_path):
                                 str(bad_map), "-o", str(tmp_path / "bad.png"), "--method", "mrf", *FAST])
     assert again.exit_code == 2 and "#0000ff" in again.output
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, small_inputs):
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(tmp_path / "o.png"), "--size", "32", "-n", "10", "--model", "vgg19-random",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("render ")]
+    assert [line.split()[1] for line in lines] == ["1/10"] + [f"{i}/10" for i in range(1, 11)][1:]
+    assert "loss" in lines[-1] and "wrote" in result.output
