@@ -109,14 +109,19 @@ def match_luminance_colors(stylised: torch.Tensor, content: torch.Tensor) -> tor
     return torch.einsum("ij,...jhw->...ihw", inverse, yiq).clamp(0.0, 1.0)
 
 
-def _check_size(what: str, image: torch.Tensor, backbone: VGGFeatures) -> None:
-    height, width = image.shape[-2:]
-    need = backbone.min_size
+def _check_size(what: str, shape: Sequence[int], backbone: VGGFeatures, config: RenderConfig) -> None:
+    """Refuse a size too small for the deepest layer (or, for MRF, for one patch per layer)."""
+    height, width = shape[-2:]
+    deepest = max(backbone.feature_info.values(), key=lambda info: info.stride)
+    need, reason = deepest.stride, f"the deepest layer {deepest.name}"
+    if config.method == "mrf":
+        stride = max(backbone.feature_info[layer].stride for layer in config.mrf_layers)
+        if config.patch_size * stride > need:
+            need, reason = config.patch_size * stride, f"a {config.patch_size}x{config.patch_size} MRF patch"
     if min(height, width) < need:
-        deepest = max(backbone.feature_info.values(), key=lambda info: info.stride).name
         raise ConfigError(
-            f"{what} is {width}x{height} after resizing; the deepest layer {deepest} "
-            f"needs at least {need}x{need} (raise --size or --style-scale)"
+            f"{what} is {width}x{height} after resizing; {reason} needs at least {need}x{need} "
+            "(raise --size, --style-scale, or lower --levels)"
         )
 
 
@@ -250,14 +255,12 @@ def _check_maps(config, content, styles, content_map, style_maps) -> _Maps | Non
 def _level_inputs(config, content, styles, maps, long_side, device, backend) -> _LevelInputs:
     reference = content if content is not None else (maps.content if maps is not None else None)
     shape = _output_shape(long_side, reference)
-    content_batch = None
-    if content is not None:
-        content_batch = resize_to(content.float(), *shape)[None].to(device)
-        _check_size("the content image", content_batch, backend.backbone)
+    _check_size("the output" if content is None else "the content image", shape, backend.backbone, config)
+    content_batch = resize_to(content.float(), *shape)[None].to(device) if content is not None else None
     style_side = max(1, math.ceil(config.style_scale * long_side))
     style_batches = [resize_long_side(style.float(), style_side)[None].to(device) for style in styles]
     for index, style in enumerate(style_batches):
-        _check_size(f"style image {index + 1}", style, backend.backbone)
+        _check_size(f"style image {index + 1}", style.shape, backend.backbone, config)
     inputs = _LevelInputs(content_batch, style_batches, shape)
     if maps is not None:
         inputs.content_labels = semantic_labels(resize_to(maps.content, *shape), maps.palette).to(device)

@@ -133,3 +133,10 @@ def test_maps_need_the_mrf_method(random_vgg19, rng):
     with pytest.raises(ConfigError, match="need --method mrf"):
         render(RenderConfig(model="vgg19-random", device="cpu", size=32), torch.rand(3, 32, 32), [torch.rand(3, 32, 32)],
                backbone=random_vgg19, content_map=_two_region_map(32, 32), style_maps=[_two_region_map(32, 32)])
+
+
+def test_a_level_too_small_for_an_mrf_patch_is_refused(random_vgg19, rng):
+    config = RenderConfig.mrf(model="vgg19-random", device="cpu", size=64, levels=3)  # coarsest: 16 px
+    with pytest.raises(ConfigError, match=r"is 16x12 after resizing; a 3x3 MRF patch needs at least 24x24"):
+        render(config, torch.rand(3, 48, 64, generator=rng), [torch.rand(3, 64, 64, generator=rng)],
+               backbone=random_vgg19)
