@@ -31,7 +31,7 @@ from ._weights import cache_dir, sha256_file
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
 
 DEFAULT_OPSET = 17
-_FORMAT_VERSION = 1  # bump when the exported graphs change meaning
+_FORMAT_VERSION = 2  # bump when the exported graphs change
 
 
 def weights_digest(backbone: VGGFeatures) -> str:
