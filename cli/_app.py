@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from styleforge import engine
 from styleforge.engine import (
@@ -54,7 +55,7 @@ def _default(name: str) -> str:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -205,7 +206,7 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
             eta = event.elapsed / event.iteration * (event.iterations - event.iteration)
             stderr.print(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
                          f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left",
-                         highlight=False, soft_wrap=True)
+                         highlight=False, soft_wrap=True, markup=False)
         if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
             write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
                   iterations_done=event.iteration)
@@ -217,14 +218,15 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
         except RenderInterrupted as interrupted:
             progress.stop()
             write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
-            stderr.print(f"interrupted at iteration {interrupted.iteration}; wrote {output}", highlight=False)
+            stderr.print(f"interrupted at iteration {interrupted.iteration}; wrote {output}",
+                         highlight=False, markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     write(result.image, output, iterations_done=result.iterations, seconds=round(result.elapsed, 2),
           device=result.device)
     if not quiet:
         height, width = result.image.shape[-2:]
         stderr.print(f"wrote {output} ({width}x{height}, {result.iterations} iterations, "
-                     f"{result.elapsed:.1f} s on {result.device})", highlight=False)
+                     f"{result.elapsed:.1f} s on {result.device})", highlight=False, markup=False)
 
 
 @app.command()
@@ -309,7 +311,9 @@ def bench(
         sizes = [_parse_size(text) for text in (size or ["256", "512", "1024"])]
         taps = tuple(dict.fromkeys(_DEFAULTS.content_layers + _DEFAULTS.style_layers))
         backbone = engine.load_backbone(model, taps)
-        table = Table("backend", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s")
+        # The convolutions' achieved rate against the device's own measured matrix rate.
+        peak = engine.matrix_tflops(target, size=4096 if target.type == "cuda" else 1024)
+        table = Table("backend", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
         rows, by_backend = [], {}
         for name in names:
             built = engine.create_backend(name, backbone, target, model=model)
@@ -319,15 +323,16 @@ def bench(
                 by_backend.setdefault(name, []).append(timing.ms_per_iteration)
                 table.add_row(name, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
                               f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
-                              f"{timing.tflops:.2f}")
+                              f"{timing.tflops:.2f}", f"{timing.tflops / peak:.0%}")
         Console().print(table)
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}
             fastest = engine.record_fastest_backend(target, totals)
-            stderr.print(f"fastest here: {fastest} (used by --backend auto on this machine)", highlight=False)
+            stderr.print(f"fastest here: {fastest} (used by --backend auto on this machine)",
+                         highlight=False, markup=False)
         if output is not None:
             report = {"device": str(target), "model": model, "platform": platform.platform(),
-                      "gpu": torch_device_name(target), "results": rows}
+                      "gpu": torch_device_name(target), "matmul_tflops_fp32": peak, "results": rows}
             output.write_text(json.dumps(report, indent=2) + "\n")
 
     _run_guarded(debug, body)
@@ -395,16 +400,22 @@ def _batch(manifest, glob, style, style_map, output, option, workers, devices, r
         if verbose or outcome.status == "failed" or not live:
             reason = f": {outcome.reason}" if outcome.reason else ""
             progress.console.print(f"line {outcome.line}: {outcome.status} {outcome.output}{reason}",
-                                   highlight=False, soft_wrap=True)
+                                   highlight=False, soft_wrap=True, markup=False)
+
+    def on_event(job, event) -> None:
+        # Verbose, in-process runs: each job's own progress, a line every 25% of its iterations.
+        if event.iteration % max(1, event.iterations // 4) == 0:
+            progress.console.print(f"line {job.line}: iteration {event.iteration}/{event.iterations}, "
+                                   f"loss {event.loss:.4g}", highlight=False, markup=False)
 
     with progress:
         outcomes = engine.run_batch(jobs, overwrite=overwrite, workers=workers, devices=device_list,
-                                    ray_address=ray, on_outcome=on_outcome)
+                                    ray_address=ray, on_outcome=on_outcome, on_event=on_event if verbose else None)
     result = engine.summarize_outcomes(outcomes)
     result["seconds"] = round(time.monotonic() - started, 2)
     engine.write_json_atomic(report_path, result)
     stderr.print(f"{result['done']} done, {result['skipped']} skipped, {result['failed']} failed "
-                 f"in {result['seconds']:.0f} s; report: {report_path}", highlight=False)
+                 f"in {result['seconds']:.0f} s; report: {report_path}", highlight=False, markup=False)
     return EXIT_FAILED if result["failed"] else 0
 
 

@@ -21,7 +21,7 @@ from ._batch import (
     write_json_atomic,
 )
 from ._batch import summarize as summarize_outcomes
-from ._bench import BackendTiming, conv_flops, time_backend
+from ._bench import BackendTiming, conv_flops, matrix_tflops, time_backend
 from ._errors import (
     BackendUnavailableError,
     ConfigError,
@@ -57,7 +57,7 @@ __all__ = [
     "Backend", "BackendUnavailableError", "ConfigError", "ExportedGraphs", "OnnxRuntimeBackend", "TorchBackend",
     "BatchJob", "JobOutcome", "ManifestError", "TargetCache", "glob_jobs", "job_hash", "load_manifest",
     "parse_option_value", "run_batch", "run_job", "summarize_outcomes", "write_json_atomic",
-    "PRECISIONS", "tensorrt_available", "BackendTiming", "available_backends", "check_choice", "conv_flops", "create_backend", "time_backend", "export_onnx", "record_fastest_backend", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
+    "PRECISIONS", "tensorrt_available", "BackendTiming", "available_backends", "check_choice", "conv_flops", "create_backend", "matrix_tflops", "time_backend", "export_onnx", "record_fastest_backend", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
     "ModelSpec", "ModelStatus", "Preprocessing", "RenderConfig", "RenderError", "RenderEvent",
     "RenderInterrupted", "RenderResult", "StyleforgeError", "VGGFeatures", "WeightsError",
     "cache_dir", "check_output_path", "content_loss", "layer_infos", "load_backbone", "load_config_file", "load_image",

@@ -400,12 +400,14 @@ def run_batch(
     devices: Sequence[int] | None = None,
     ray_address: str | None = None,
     on_outcome: Callable[[JobOutcome], None] | None = None,
+    on_event: Callable[[BatchJob, Any], None] | None = None,
     cache: TargetCache | None = None,
 ) -> list[JobOutcome]:
     """Run every job, isolating failures; returns one outcome per job, in the jobs' order.
 
     One process per device in ``devices`` (GPU indices), else ``workers`` CPU processes (1: in
     this process, sharing ``cache``), else Ray tasks when ``ray_address`` is given.
+    ``on_event(job, RenderEvent)`` follows each render's iterations (in-process runs only).
     """
     if ray_address is not None:
         from ._batch_ray import run_on_ray
@@ -416,7 +418,8 @@ def run_batch(
         cache = cache if cache is not None else TargetCache()
         backends: dict = {}
         for index, job in enumerate(jobs):
-            outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends)
+            follow = (lambda event, job=job: on_event(job, event)) if on_event is not None else None
+            outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends, callback=follow)
             if on_outcome is not None:
                 on_outcome(outcomes[index])
         return [outcomes[i] for i in range(len(jobs))]

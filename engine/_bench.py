@@ -13,7 +13,7 @@ from ._backbone import VGGFeatures
 from ._backend import Backend
 from ._render import peak_memory
 
-__all__ = ["BackendTiming", "conv_flops", "time_backend"]
+__all__ = ["BackendTiming", "conv_flops", "matrix_tflops", "time_backend"]
 
 
 def conv_flops(backbone: VGGFeatures, height: int, width: int) -> int:
@@ -79,6 +79,23 @@ def time_backend(backend: Backend, height: int, width: int, *, iterations: int =
         images_per_second=1.0 / median, peak_memory_bytes=peak_memory(device),
         tflops=conv_flops(backend.backbone, height, width) / median / 1e12,
     )
+
+
+def matrix_tflops(device: torch.device, *, dtype: torch.dtype = torch.float32, size: int = 4096,
+                  repeats: int = 5) -> float:
+    """The device's measured dense matrix-multiply rate (TFLOP/s) at ``dtype``: the yardstick
+    for the convolutions' achieved rate. fp32 on a GPU follows torch's TF32 setting."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e12
 
 
 def sizes_for(long_sides: Sequence[int], aspect: float = 0.75) -> list[tuple[int, int]]:

@@ -62,6 +62,10 @@ def test_glob_batch_then_rerun_does_nothing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0_styled.png", "c1_styled.png"]
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 done, 2 skipped" in again.output
+    (tmp_path / "out" / "c1_styled.png").unlink()
+    verbose = runner.invoke(app, [*args, "--verbose"])
+    assert verbose.exit_code == 0 and "1 done, 1 skipped" in verbose.output
+    assert "line 2: iteration 3/3" in verbose.output  # the redone job's own progress
 
 
 def test_kill_9_mid_batch_then_rerun_finishes_every_job(tmp_path):

@@ -48,6 +48,7 @@ def test_bench_times_each_backend_and_writes_json(tmp_path):
         assert (row["height"], row["width"]) == (32, 32)
         assert row["ms_per_iteration"] > 0 and row["tflops"] > 0 and row["peak_memory_bytes"] > 0
     assert "fastest here" in result.output
+    assert report["matmul_tflops_fp32"] > 0
 
 
 def test_render_on_onnxruntime(tmp_path, shared_images):

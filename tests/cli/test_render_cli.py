@@ -227,3 +227,12 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, small_inputs):
     lines = [line for line in result.output.splitlines() if line.startswith("render ")]
     assert [line.split()[1] for line in lines] == ["1/10"] + [f"{i}/10" for i in range(1, 11)][1:]
     assert "loss" in lines[-1] and "wrote" in result.output
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path, small_inputs):
+    config = tmp_path / "bad.toml"
+    config.write_text("render = 3\n")  # "[render] must be a table": rich must not eat the brackets
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(tmp_path / "o.png"), "--config", str(config), *FAST])
+    assert result.exit_code == 2
+    assert "[render] must be a table" in result.output
