@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -97,7 +96,3 @@ def matrix_tflops(device: torch.device, *, dtype: torch.dtype = torch.float32, s
         times.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(times) / 1e12
 
-
-def sizes_for(long_sides: Sequence[int], aspect: float = 0.75) -> list[tuple[int, int]]:
-    """(height, width) for each long side at a 4:3 landscape aspect, as photos come."""
-    return [(max(16, round(side * aspect)), side) for side in long_sides]

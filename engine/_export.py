@@ -80,9 +80,6 @@ class ExportedGraphs:
     def backward_inputs(self) -> tuple[str, ...]:
         return tuple(f"mask_{name}" for name in self.masks) + tuple(f"grad_{name}" for name in self.taps)
 
-    def sha256(self, which: str) -> str:
-        return json.loads((self.folder / "meta.json").read_text())["sha256"][which]
-
 
 def _key(model: str, digest: str, backbone: VGGFeatures, opset: int) -> str:
     spec = json.dumps([_FORMAT_VERSION, model, digest, backbone.arch, list(backbone.taps), backbone.pooling,

@@ -153,6 +153,12 @@ class MRFObjective:
         self.bank, self.bank_match = bank_cache(build) if bank_cache is not None else build()
         self._bank_scale = {layer: 1.0 / self.bank[layer].pow(2).sum(1).mean().clamp_min(_EPS) for layer in self.layers}
         self.content_labels = content_labels
+        self._content_label_patches: dict[tuple, torch.Tensor] = {}
+
+    def _label_patches(self, labels: torch.Tensor, shape: Sequence[int], stride: int) -> torch.Tensor:
+        """Normalised k x k patches of one-hot labels downsampled to a layer's (H, W)."""
+        small = F.adaptive_avg_pool2d(labels, tuple(shape[-2:]))
+        return normalize_patches(extract_patches(small, self.patch_size, stride))
 
     def _augment(self, patches: torch.Tensor, labels: torch.Tensor | None, features: torch.Tensor,
                  stride: int) -> torch.Tensor:
@@ -160,23 +166,31 @@ class MRFObjective:
         normalized = normalize_patches(patches.float())
         if labels is None or self.map_scale == 0:
             return normalized
-        small = F.adaptive_avg_pool2d(labels, features.shape[-2:])
-        label_patches = normalize_patches(extract_patches(small, self.patch_size, stride))
+        label_patches = self._label_patches(labels, features.shape, stride)
         return torch.cat([normalized, self.map_scale * label_patches], dim=1)
 
-    def matches(self, layer: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def matches(self, layer: str, features: torch.Tensor,
+                patches: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices into the bank, NCC scores) of every synthesis patch of ``features``."""
-        patches = extract_patches(features.detach(), self.patch_size, self.synthesis_stride)
-        augmented = self._augment(patches, self.content_labels, features, self.synthesis_stride)
-        return mrf_nearest(augmented, self.bank_match[layer], normalized=True)
+        if patches is None:
+            patches = extract_patches(features, self.patch_size, self.synthesis_stride)
+        matching = normalize_patches(patches.detach().float())
+        if self.content_labels is not None and self.map_scale != 0:
+            # The output's label patches are the same every iteration of a level: cut them once.
+            key = (layer, tuple(features.shape[-2:]))
+            if key not in self._content_label_patches:
+                self._content_label_patches[key] = self.map_scale * self._label_patches(
+                    self.content_labels, features.shape, self.synthesis_stride)
+            matching = torch.cat([matching, self._content_label_patches[key]], dim=1)
+        return mrf_nearest(matching, self.bank_match[layer], normalized=True)
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = image.new_zeros(())
         content = self.content(features)
         mrf = zero
         for layer in self.layers:
-            index, score = self.matches(layer, features[layer])
             patches = extract_patches(features[layer], self.patch_size, self.synthesis_stride)
+            index, score = self.matches(layer, features[layer], patches)
             distance = (patches - self.bank[layer][index]).pow(2).sum(dim=1)
             if self.confidence is not None:
                 distance = distance * (score >= self.confidence)

@@ -52,6 +52,12 @@ def _module(name: str, expressions: tuple[str, ...] = ()):
     return cupy.RawModule(code=code, options=("-std=c++17",), name_expressions=expressions or None)
 
 
+def _gram_kernel(name: str, dtype: torch.dtype):
+    """One instantiation of a templated Gram kernel (every one is compiled together, once)."""
+    expressions = tuple(f"{kernel}<{t}>" for kernel in ("gram_upper", "gram_backward") for t in _GRAM_TYPES.values())
+    return _module("gram", expressions).get_function(f"{name}<{_GRAM_TYPES[dtype]}>")
+
+
 def _check(tensor: torch.Tensor, what: str, dtypes) -> None:
     if not tensor.is_cuda:
         raise KernelInputError(f"{what} must be a CUDA tensor, got one on {tensor.device}")
@@ -75,10 +81,7 @@ def _gram_forward(features: torch.Tensor) -> torch.Tensor:
 
     batch, channels = features.shape[:2]
     positions = features[0, 0].numel()
-    type_name = _GRAM_TYPES[features.dtype]
-    expression = f"gram_upper<{type_name}>"
-    kernel = _module("gram", tuple(f"gram_upper<{t}>" for t in _GRAM_TYPES.values())
-                     + tuple(f"gram_backward<{t}>" for t in _GRAM_TYPES.values())).get_function(expression)
+    kernel = _gram_kernel("gram_upper", features.dtype)
     out = torch.empty(batch, channels, channels, device=features.device, dtype=torch.float32)
     blocks = (channels + _TILE - 1) // _TILE
     for b in range(batch):
@@ -92,9 +95,7 @@ def _gram_backward(grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 
     batch, channels = features.shape[:2]
     positions = features[0, 0].numel()
-    kernel = _module("gram", tuple(f"gram_upper<{t}>" for t in _GRAM_TYPES.values())
-                     + tuple(f"gram_backward<{t}>" for t in _GRAM_TYPES.values())).get_function(
-        f"gram_backward<{_GRAM_TYPES[features.dtype]}>")
+    kernel = _gram_kernel("gram_backward", features.dtype)
     grad = grad.float().contiguous()
     out = torch.empty_like(features)
     grid = ((positions + _TILE - 1) // _TILE, (channels + _TILE - 1) // _TILE)
