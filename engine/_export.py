@@ -31,7 +31,7 @@ from ._weights import cache_dir, sha256_file
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
 
 DEFAULT_OPSET = 17
-_FORMAT_VERSION = 2  # bump when the exported graphs change
+_FORMAT_VERSION = 3  # bump when the exported graphs change
 
 
 def weights_digest(backbone: VGGFeatures) -> str:
@@ -51,18 +51,22 @@ class ExportedGraphs:
     folder: Path
     taps: tuple[str, ...]
     masks: tuple[str, ...]
-    strides: dict[str, int]  # tap or mask name -> stride relative to the image
-    channels: dict[str, int]  # layer name -> channels
+    strides: dict[str, int]  # layer name -> stride of its output relative to the image
+    channels: dict[str, int]  # layer name -> channels of its output
 
     def shape_of(self, name: str, height: int, width: int) -> tuple[int, int, int, int]:
-        """Shape of a graph tensor (image, tap, mask_*, grad_*) for a (height, width) image."""
+        """Shape of a graph tensor (image, tap, mask_*, grad_*) for a (height, width) image.
+
+        A ReLU's mask has its output's shape; a max pool's is window-major (4C at its output's
+        size, see max_pool_first_max_mask)."""
         if name in ("image", "image_grad"):
             return (1, 3, height, width)
         layer = name.split("_", 1)[1] if name.startswith(("mask_", "grad_")) else name
         stride = self.strides[layer]
         while stride > 1:  # floor pooling: one halving per pool
             height, width, stride = height // 2, width // 2, stride // 2
-        return (1, self.channels[layer], height, width)
+        factor = 4 if name.startswith("mask_pool") else 1
+        return (1, factor * self.channels[layer], height, width)
 
     @property
     def forward_path(self) -> Path:
@@ -102,8 +106,6 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     backbone = backbone.float().cpu().eval()
     mask_layers = saved_mask_layers(backbone)
     strides = {info.name: info.stride for info in backbone.layers}
-    # A pool's mask has its input's size, i.e. the stride before the pool.
-    strides.update({info.name: info.stride // 2 for info in mask_layers if info.kind == "pool"})
     graphs_meta = dict(taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers), strides=strides,
                        channels={info.name: info.channels for info in backbone.layers})
     if folder is None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ._backbone import FeatureInfo, VGGFeatures
 
-__all__ = ["VGGBackward", "VGGForwardWithMasks", "max_pool_first_max_mask", "saved_mask_layers"]
+__all__ = ["VGGBackward", "VGGForwardWithMasks", "expand_windows", "max_pool_first_max_mask", "saved_mask_layers"]
 
 
 def saved_mask_layers(backbone: VGGFeatures) -> tuple[FeatureInfo, ...]:
@@ -30,26 +30,32 @@ def saved_mask_layers(backbone: VGGFeatures) -> tuple[FeatureInfo, ...]:
 
 
 def max_pool_first_max_mask(x: torch.Tensor) -> torch.Tensor:
-    """Bool mask (B, C, H, W) marking, in each 2x2 window, the first maximum (row-major).
+    """Which element of each 2x2 window is its first maximum (row-major), window-major.
 
-    Rows/columns that floor pooling drops (odd H or W) are False. Works on dynamic shapes.
+    x (B, C, H, W) -> bool (B, 4C, H // 2, W // 2), channel 4c + k flagging window position
+    k = 2 * row + column of channel c, the layout pixel_shuffle (ONNX DepthToSpace) expands.
+    Built from four strided slices and comparisons, with no transposes: cheap in every runtime.
+    Rows/columns that floor pooling drops (odd H or W) have no flag. Works on dynamic shapes.
     """
-    batch, channels, height, width = x.shape
-    half_h, half_w = height // 2, width // 2
-    windows = (
-        x[:, :, : 2 * half_h, : 2 * half_w]
-        .reshape(batch, channels, half_h, 2, half_w, 2)
-        .permute(0, 1, 2, 4, 3, 5)
-        .reshape(batch, channels, half_h, half_w, 4)
-    )
-    first = windows.argmax(dim=-1, keepdim=True)  # argmax returns the first maximum
-    one_hot = first == torch.arange(4, device=x.device)
-    mask = (
-        one_hot.reshape(batch, channels, half_h, half_w, 2, 2)
-        .permute(0, 1, 2, 4, 3, 5)
-        .reshape(batch, channels, 2 * half_h, 2 * half_w)
-    )
-    return F.pad(mask.to(torch.uint8), (0, width - 2 * half_w, 0, height - 2 * half_h)).bool()
+    height, width = x.shape[2], x.shape[3]
+    even = x[:, :, : 2 * (height // 2), : 2 * (width // 2)]
+    a, b = even[:, :, 0::2, 0::2], even[:, :, 0::2, 1::2]
+    c, d = even[:, :, 1::2, 0::2], even[:, :, 1::2, 1::2]
+    top = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    first_a = a == top
+    first_b = (b == top) & ~first_a
+    first_c = (c == top) & ~(first_a | first_b)
+    first_d = ~(first_a | first_b | first_c)
+    batch, channels = x.shape[0], x.shape[1]
+    stacked = torch.stack([first_a, first_b, first_c, first_d], dim=2)  # (B, C, 4, H/2, W/2)
+    return stacked.reshape(batch, 4 * channels, height // 2, width // 2)
+
+
+def expand_windows(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 4C, h, w) window-major values -> (B, C, height, width): pixel_shuffle(2), then the
+    row/column that floor pooling dropped (odd sizes) padded with zeros."""
+    full = F.pixel_shuffle(values, 2)
+    return F.pad(full, (0, width - full.shape[3], 0, height - full.shape[2]))
 
 
 class VGGForwardWithMasks(nn.Module):
@@ -108,7 +114,7 @@ class VGGBackward(nn.Module):
                 weight = backbone.convs[info.name].weight
                 grad = F.conv2d(grad, weight.transpose(0, 1).flip([2, 3]), padding=1)
             elif info.kind == "relu":
-                grad = grad * masks[info.name]
+                grad = grad * masks[info.name]  # Cast + Mul: onnxruntime's Where took twice as long
             else:
                 # The layer before a pool is a ReLU, whose saved mask has the pool input's size.
                 below = masks[backbone.layers[index - 1].name]
@@ -120,8 +126,10 @@ class VGGBackward(nn.Module):
 
 
 def _pool_backward(grad: torch.Tensor, height, width, max_mask: torch.Tensor | None) -> torch.Tensor:
-    """2x2/stride-2 pool backward: expand each gradient to its window, zero-pad the row/column
-    that floor pooling dropped, then route to the first max (max) or share by 1/4 (avg)."""
-    expanded = grad.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    expanded = F.pad(expanded, (0, width - expanded.shape[3], 0, height - expanded.shape[2]))
-    return expanded * max_mask if max_mask is not None else expanded * 0.25
+    """2x2/stride-2 pool backward: each output gradient goes to its window's first maximum (max)
+    or a quarter to each element (avg); the dropped row/column of odd sizes gets zero."""
+    batch, channels = grad.shape[0], grad.shape[1]
+    four = grad.unsqueeze(2).expand(batch, channels, 4, grad.shape[2], grad.shape[3])
+    four = four.reshape(batch, 4 * channels, grad.shape[2], grad.shape[3])
+    routed = four * max_mask if max_mask is not None else four * 0.25
+    return expand_windows(routed, height, width)

@@ -24,7 +24,7 @@ from styleforge.engine import (
 )
 from styleforge.engine._backend import _auto_backend
 from styleforge.engine._backbone import CAFFE_PREPROCESSING
-from styleforge.engine._vjp import VGGBackward, VGGForwardWithMasks, max_pool_first_max_mask
+from styleforge.engine._vjp import VGGBackward, VGGForwardWithMasks, expand_windows, max_pool_first_max_mask
 
 TAPS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
 SIZES = [(32, 48), (37, 45), (16, 16), (61, 80)]
@@ -66,10 +66,13 @@ def test_max_pool_mask_routes_ties_to_the_first_maximum():
                         [5.0, 0.0, 2.0, 2.0, 9.0],
                         [7.0, 7.0, 0.0, 1.0, 9.0]]]])
     mask = max_pool_first_max_mask(x)
+    assert mask.shape == (1, 4, 1, 2)  # window-major: 4 flags per output position
+    full = expand_windows(mask.to(torch.uint8), 3, 5).bool()
     expected = torch.tensor([[[[False, True, True, False, False],
                                [False, False, False, False, False],
                                [False, False, False, False, False]]]])
-    assert torch.equal(mask, expected)  # one per window, first in row-major order; dropped edges False
+    assert torch.equal(full, expected)  # one per window, first in row-major order; dropped edges False
+    assert torch.equal(mask.reshape(1, 1, 4, 2).sum(2), torch.ones(1, 1, 2, dtype=torch.long))
 
 
 def test_export_passes_the_checker_and_is_cached(tmp_path):
@@ -80,6 +83,13 @@ def test_export_passes_the_checker_and_is_cached(tmp_path):
     forward = onnx.load(str(graphs.forward_path))
     assert [o.name for o in forward.graph.output] == ["relu1_1", "relu2_1", "mask_relu1_1", "mask_relu1_2",
                                                       "mask_pool1", "mask_relu2_1"]
+    # The shapes the GPU backends preallocate agree with what the graph produces.
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(graphs.forward_path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"image": np.random.rand(1, 3, 37, 45).astype(np.float32)})
+    for name, value in zip(graphs.forward_outputs, outputs):
+        assert graphs.shape_of(name, 37, 45) == value.shape, name
     dims = forward.graph.input[0].type.tensor_type.shape.dim
     assert dims[2].dim_param and dims[3].dim_param  # dynamic height and width
 
