@@ -113,6 +113,7 @@ def render(
     model: Annotated[str | None, typer.Option(help=f"Backbone and weights (see 'styleforge models'). {_default('model')}", show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model (otherwise the cache).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help=f"auto, cpu or cuda. {_default('device')}", show_default=False)] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Evaluate the loss exactly, tile by tile, in tiles of this many pixels (gram). [default: 0, whole image]", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option(help=f"torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench'). {_default('backend')}", show_default=False)] = None,
     original_colors: Annotated[bool | None, typer.Option("--original-colors/--style-colors", help="Keep the content's colours (luminance-only transfer). [default: style colours]", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help=_default("seed"), show_default=False)] = None,

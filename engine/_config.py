@@ -72,6 +72,9 @@ class RenderConfig:
     weights: str | None = None
     """Path of a weights file for the model (otherwise the cache, fetched on first use)."""
     device: str = "auto"
+    tile_size: int = 0
+    """Evaluate the loss tile by tile (exactly; pixels per tile side, 0 = whole image): for
+    images whose activations do not fit in memory. Gram method only, so far."""
     backend: str = "auto"
     """Where the VGG passes run: torch, onnxruntime, tensorrt, or auto (fastest measured here)."""
     original_colors: bool = False
@@ -108,6 +111,10 @@ class RenderConfig:
                      "levels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
+        if self.tile_size < 0:
+            raise ConfigError(f"--tile-size: must be >= 0, got {self.tile_size}")
+        if self.tile_size and self.method != "gram":
+            raise ConfigError("--tile-size: tiled evaluation supports --method gram only so far")
         if self.style_rotations < 0 or self.style_scales < 0:
             raise ConfigError("--style-rotations and --style-scales must be >= 0")
         if self.confidence is not None and not -1.0 <= self.confidence <= 1.0:

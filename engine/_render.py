@@ -23,6 +23,7 @@ from ._errors import BackendUnavailableError, ConfigError, RenderError, RenderIn
 from ._image import load_image, resize_long_side, resize_to
 from ._mrf import MRFObjective, semantic_labels, shared_palette, style_variants
 from ._objectives import GatysObjective, style_grams
+from ._tiling import plan_tiles, receptive_radius, tiled_gatys_evaluate
 from ._weights import load_backbone
 
 __all__ = [
@@ -321,8 +322,14 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback)
     """Run one level's iterations on ``start`` (1, 3, H, W); returns the optimised image."""
     image = start.contiguous().requires_grad_(True)
     done_before = clock.evaluations
+    tiles = None
+    if config.tile_size:
+        tiles = plan_tiles(*image.shape[-2:], config.tile_size, receptive_radius(backend.backbone))
 
     def evaluate() -> torch.Tensor:
+        if tiles is not None:
+            losses, image.grad = tiled_gatys_evaluate(backend, objective, image.detach(), tiles)
+            return report(losses)
         # The backend gives features and, from the loss gradients at them, the image gradient;
         # autograd only sees the (small) loss graph on top of the features.
         features = {name: value.requires_grad_(True) for name, value in backend.forward(image.detach()).items()}
@@ -332,6 +339,9 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback)
             *tap_grads, tv_grad = torch.autograd.grad(
                 losses["total"], [*features.values(), pixels], allow_unused=True, materialize_grads=True)
         image.grad = backend.backward(dict(zip(features, tap_grads))) + tv_grad
+        return report(losses)
+
+    def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:
         clock.record(losses["total"])
         if callback is not None:
             callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
