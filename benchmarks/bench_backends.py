@@ -11,12 +11,9 @@ measured matrix rate (see RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 from pathlib import Path
 
-import torch
+from _report import write_report
 
 from styleforge.engine import available_backends, create_backend, load_backbone, resolve_device, time_backend
 
@@ -54,17 +51,7 @@ def main() -> None:
             print(f"{name:12s} {timing.width:5d}x{timing.height:<5d} {timing.ms_per_iteration:9.1f} ms/iter "
                   f"{timing.images_per_second:7.2f} img/s  peak {timing.peak_memory_bytes / 2**30:6.2f} GiB  "
                   f"{timing.tflops:6.2f} TFLOP/s", flush=True)
-    report = {
-        "benchmark": "forward + image gradient per backend",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": args.model,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "results": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, "forward + image gradient per backend", rows, model=args.model)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ shared by a quarter of the jobs. Each mode renders into its own folder.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from _report import write_report
 
 from styleforge.engine import TargetCache, load_manifest, run_batch
 from styleforge.engine._batch_ray import run_on_ray
@@ -70,16 +68,7 @@ def main() -> None:
                    "targets_computed": cache.computed if mode != "ray" else run_on_ray.targets_computed}
             rows.append(row)
             print(row, flush=True)
-    report = {
-        "benchmark": "styleforge batch, jobs per hour",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": vars(args) | {"output": str(args.output)},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "results": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, "styleforge batch, jobs per hour", rows, settings=vars(args) | {"output": str(args.output)})
 
 
 if __name__ == "__main__":

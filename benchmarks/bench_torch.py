@@ -13,15 +13,14 @@ Weights do not change the timing, so random-weight models are used (no download 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from _report import write_report
 
 from styleforge.engine import RenderConfig, render, resolve_device
 
@@ -88,17 +87,7 @@ def main() -> None:
                   f"{row['seconds_per_iteration'] * 1000:9.1f} ms/iter  "
                   f"peak {row['peak_memory_bytes'] / 2**30:6.2f} GiB ({row['peak_memory_kind']})", flush=True)
 
-    report = {
-        "benchmark": "torch backend, seconds per render iteration",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None},
-        "results": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, "torch backend, seconds per render iteration", rows)
 
 
 if __name__ == "__main__":
