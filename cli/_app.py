@@ -113,7 +113,9 @@ def render(
     model: Annotated[str | None, typer.Option(help=f"Backbone and weights (see 'styleforge models'). {_default('model')}", show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model (otherwise the cache).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help=f"auto, cpu or cuda. {_default('device')}", show_default=False)] = None,
-    tile_size: Annotated[int | None, typer.Option(help="Evaluate the loss exactly, tile by tile, in tiles of this many pixels (gram). [default: 0, whole image]", show_default=False)] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Evaluate the loss exactly, tile by tile, in tiles of this many pixels (gram). [default: 0, the planner decides]", show_default=False)] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Memory budget, e.g. 16G. [default: 90% of free GPU memory, 80% of available RAM]", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.")] = False,
     backend: Annotated[str | None, typer.Option(help=f"torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench'). {_default('backend')}", show_default=False)] = None,
     original_colors: Annotated[bool | None, typer.Option("--original-colors/--style-colors", help="Keep the content's colours (luminance-only transfer). [default: style colours]", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help=_default("seed"), show_default=False)] = None,
@@ -127,13 +129,13 @@ def render(
 ) -> None:
     """Render CONTENT in the style of one or more --style images (Gatys et al., or MRF with --method mrf)."""
     given = {name: value for name, value in locals().items()
-             if value is not None and name not in ("config", "quiet", "debug", "overwrite")}
+             if value is not None and name not in ("config", "quiet", "debug", "overwrite", "dry_run")}
     if overwrite:
         given["overwrite"] = True
-    _run_guarded(debug, lambda: _render(config, given, quiet=quiet))
+    _run_guarded(debug, lambda: _render(config, given, quiet=quiet, dry_run=dry_run))
 
 
-def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> None:
+def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool, dry_run: bool = False) -> None:
     options = engine.load_config_file(config_path) if config_path is not None else {}
     options = {key.replace("-", "_"): value for key, value in options.items()}
     options.update({key: str(value) if isinstance(value, Path) else value for key, value in given.items()})
@@ -148,6 +150,12 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool) -> 
 
     if not cli.get("style"):
         raise ConfigError("--style: at least one style image is needed")
+    if dry_run:
+        reference = cli.get("content") or cli.get("content_map")
+        content = engine.load_image(reference) if reference else None
+        plan = engine.plan_for(config, content, engine.resolve_device(config.device))
+        print(plan.describe())
+        return
     if not cli.get("output"):
         raise ConfigError("--output: an output file is needed (-o result.png)")
     output = Path(cli["output"])

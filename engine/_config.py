@@ -73,8 +73,10 @@ class RenderConfig:
     """Path of a weights file for the model (otherwise the cache, fetched on first use)."""
     device: str = "auto"
     tile_size: int = 0
-    """Evaluate the loss tile by tile (exactly; pixels per tile side, 0 = whole image): for
-    images whose activations do not fit in memory. Gram method only, so far."""
+    """Evaluate the loss tile by tile (exactly), in tiles of this many pixels; 0: the memory
+    planner decides (untiled when the level fits --max-memory). Gram method only, so far."""
+    max_memory: str | None = None
+    """Memory budget such as 16G; None: 90% of the free GPU memory, 80% of available RAM on CPU."""
     backend: str = "auto"
     """Where the VGG passes run: torch, onnxruntime, tensorrt, or auto (fastest measured here)."""
     original_colors: bool = False
@@ -113,6 +115,10 @@ class RenderConfig:
                 raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
         if self.tile_size < 0:
             raise ConfigError(f"--tile-size: must be >= 0, got {self.tile_size}")
+        if self.max_memory is not None:
+            from ._planner import parse_bytes
+
+            parse_bytes(self.max_memory)
         if self.tile_size and self.method != "gram":
             raise ConfigError("--tile-size: tiled evaluation supports --method gram only so far")
         if self.style_rotations < 0 or self.style_scales < 0:

@@ -23,6 +23,7 @@ from ._errors import BackendUnavailableError, ConfigError, RenderError, RenderIn
 from ._image import load_image, resize_long_side, resize_to
 from ._mrf import MRFObjective, semantic_labels, shared_palette, style_variants
 from ._objectives import GatysObjective, style_grams
+from ._planner import RenderPlan, parse_bytes, plan_render
 from ._tiling import plan_tiles, receptive_radius, tiled_gatys_evaluate
 from ._weights import load_backbone
 
@@ -31,6 +32,7 @@ __all__ = [
     "RenderResult",
     "match_luminance_colors",
     "peak_memory",
+    "plan_for",
     "render",
     "resolve_device",
 ]
@@ -126,6 +128,13 @@ def _check_size(what: str, shape: Sequence[int], backbone: VGGFeatures, config: 
         )
 
 
+def plan_for(config: RenderConfig, reference: torch.Tensor | None, device: torch.device) -> RenderPlan:
+    """The memory plan of every level (raises ConfigError, with the figures, when one cannot fit)."""
+    shapes = [_output_shape(side, reference) for side in config.level_sizes()]
+    budget = parse_bytes(config.max_memory) if config.max_memory is not None else None
+    return plan_render(config, shapes, device, budget)
+
+
 def _output_shape(long_side: int, reference: torch.Tensor | None) -> tuple[int, int]:
     """(H, W) with the given long side and the reference image's aspect (square without one)."""
     if reference is None:
@@ -183,6 +192,7 @@ def render(
         raise ConfigError(f"--style-blend: {len(config.style_blend)} weights for {len(styles)} style images")
     maps = _check_maps(config, content, styles, content_map, style_maps)
     device = resolve_device(config.device)
+    plan = plan_for(config, content if content is not None else content_map, device)
     if backend is None:
         if backbone is None:
             backbone = load_backbone(config.model, config.taps, pooling=config.pooling,
@@ -203,7 +213,8 @@ def render(
                                    None if init_image is None else init_image[None], inputs.shape)
         else:
             start = resize_to(image, *inputs.shape)  # the coarser result initialises this level
-        image = _optimize(config, backend, objective, start.to(device), inputs, clock, level, callback)
+        image = _optimize(config, backend, objective, start.to(device), inputs, clock, level, callback,
+                          plan.levels[level].tile_size)
     assert image is not None
     return RenderResult(
         image=_finish(config, image, inputs),
@@ -318,13 +329,14 @@ def _finish(config: RenderConfig, raw: torch.Tensor, inputs: _LevelInputs) -> to
     return result[0].float().cpu()
 
 
-def _optimize(config, backend, objective, start, inputs, clock, level, callback) -> torch.Tensor:
-    """Run one level's iterations on ``start`` (1, 3, H, W); returns the optimised image."""
+def _optimize(config, backend, objective, start, inputs, clock, level, callback, tile_size) -> torch.Tensor:
+    """Run one level's iterations on ``start`` (1, 3, H, W); returns the optimised image.
+    ``tile_size`` > 0 evaluates the loss tile by tile (exactly)."""
     image = start.contiguous().requires_grad_(True)
     done_before = clock.evaluations
     tiles = None
-    if config.tile_size:
-        tiles = plan_tiles(*image.shape[-2:], config.tile_size, receptive_radius(backend.backbone))
+    if tile_size:
+        tiles = plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
 
     def evaluate() -> torch.Tensor:
         if tiles is not None:

@@ -17,13 +17,14 @@ Total variation is computed on the whole image (it is cheap and local in pixel s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from styleforge.kernels import gram
 
-from ._backbone import VGGFeatures
+from ._backbone import FeatureInfo
 from ._backend import Backend
 from ._objectives import GatysObjective, total_variation
 
@@ -32,10 +33,10 @@ __all__ = ["Tile", "plan_tiles", "receptive_radius", "tiled_gatys_evaluate"]
 _ALIGN = 16
 
 
-def receptive_radius(backbone: VGGFeatures) -> int:
-    """Pixels on each side of a position that can influence the deepest tap's value there."""
+def receptive_radius(layers: Sequence[FeatureInfo]) -> int:
+    """Pixels on each side of a position that can influence the last layer's value there."""
     size, jump = 1, 1
-    for info in backbone.layers:
+    for info in layers:
         if info.kind == "conv":
             size += 2 * jump
         elif info.kind == "pool":

@@ -236,3 +236,12 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path, small_inputs):
                                  "-o", str(tmp_path / "o.png"), "--config", str(config), *FAST])
     assert result.exit_code == 2
     assert "[render] must be a table" in result.output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, small_inputs):
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
+                                 "-o", str(tmp_path / "o.png"), "--size", "3840", "--max-memory", "16G",
+                                 "--dry-run", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "level 1: 3840x2880" in result.output and "tiles of" in result.output
+    assert not (tmp_path / "o.png").exists()

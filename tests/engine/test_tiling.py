@@ -40,7 +40,7 @@ def _objective(backend, content, style, dtype):
 
 def test_receptive_radius_of_vgg16_relu5_1():
     backbone = VGGFeatures("vgg16", ["relu5_1"])
-    assert receptive_radius(backbone) == 67  # conv5_1's receptive field is 132 pixels
+    assert receptive_radius(backbone.layers) == 67  # conv5_1's receptive field is 132 pixels
 
 
 def test_tiles_partition_the_image_with_aligned_halos():
@@ -66,7 +66,7 @@ def test_tiled_gradient_equals_untiled_in_float64(pooling, size):
     objective = _objective(backend, content, style, torch.float64)
     image = torch.rand(1, 3, *size, generator=generator, dtype=torch.float64)
     expected_losses, expected = _untiled(backend, objective, image)
-    tiles = plan_tiles(*size, 32, receptive_radius(backbone))  # deliberately tiny tiles
+    tiles = plan_tiles(*size, 32, receptive_radius(backbone.layers))  # deliberately tiny tiles
     assert len(tiles) >= 9
     losses, gradient = tiled_gatys_evaluate(backend, objective, image, tiles)
     for name in ("content", "style", "tv", "total"):
@@ -85,7 +85,7 @@ def test_tiled_gradient_equals_untiled_in_float32(backend_name):
     objective = _objective(backend, content, style, torch.float32)
     image = torch.rand(1, 3, 176, 240, generator=generator)
     _, expected = _untiled(backend, objective, image)
-    _, gradient = tiled_gatys_evaluate(backend, objective, image, plan_tiles(176, 240, 48, receptive_radius(backbone)))
+    _, gradient = tiled_gatys_evaluate(backend, objective, image, plan_tiles(176, 240, 48, receptive_radius(backbone.layers)))
     assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-4
 
 
@@ -101,3 +101,38 @@ def test_a_tiled_render_matches_the_untiled_one():
 def test_tiling_is_refused_for_mrf():
     with pytest.raises(Exception, match="--tile-size"):
         RenderConfig.mrf(tile_size=64)
+
+
+def test_planner_keeps_small_renders_untiled_and_tiles_large_ones():
+    from styleforge.engine import plan_render
+
+    config = RenderConfig()
+    cpu = torch.device("cpu")
+    small = plan_render(config, [(384, 512)], cpu, budget=16 * 2**30)
+    assert small.levels[0].tile_size == 0 and "untiled" in small.describe()
+    large = plan_render(config, [(2160, 3840)], cpu, budget=16 * 2**30)
+    assert large.levels[0].tile_size > 0 and large.levels[0].total_bytes <= 16 * 2**30
+    with pytest.raises(Exception, match=r"7680x4320\) needs about .* even in 64-px tiles"):
+        plan_render(config, [(4320, 7680)], cpu, budget=16 * 2**30)
+    with pytest.raises(Exception, match="MRF renders cannot be tiled"):
+        plan_render(RenderConfig.mrf(), [(2160, 3840)], cpu, budget=2**30)
+
+
+def test_a_small_budget_makes_the_render_tile_and_gives_the_same_image():
+    generator = torch.Generator().manual_seed(3)
+    content, style = torch.rand(3, 120, 160, generator=generator), torch.rand(3, 96, 96, generator=generator)
+    # Shallow taps keep the halo small, so tiles can save memory at this size.
+    config = RenderConfig(size=160, iterations=2, model="vgg16-random", device="cpu", backend="torch",
+                          style_layers=("relu1_1", "relu2_1", "relu3_1"), content_layers=("relu3_1",), lbfgs_history=5)
+    from styleforge.engine import plan_for
+
+    budget = "30M"
+    assert plan_for(config.replace({"max_memory": budget}), content, torch.device("cpu")).levels[0].tile_size > 0
+    untiled = render(config, content, [style]).image
+    tiled = render(config.replace({"max_memory": budget}), content, [style]).image
+    assert (tiled - untiled).abs().max().item() < 1e-4
+
+
+def test_max_memory_must_be_a_size():
+    with pytest.raises(Exception, match="--max-memory: 'lots'"):
+        RenderConfig(max_memory="lots")
