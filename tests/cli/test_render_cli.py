@@ -245,3 +245,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, small_inputs):
     assert result.exit_code == 0, result.output
     assert "level 1: 3840x2880" in result.output and "tiles of" in result.output
     assert not (tmp_path / "o.png").exists()
+
+
+def test_every_render_config_field_is_a_command_line_option():
+    import dataclasses
+    import inspect
+
+    from styleforge.cli._app import render as render_command
+
+    options = set(inspect.signature(render_command).parameters)
+    assert [f.name for f in dataclasses.fields(engine.RenderConfig) if f.name not in options] == []
