@@ -197,9 +197,8 @@ def render(
         if backbone is None:
             backbone = load_backbone(config.model, config.taps, pooling=config.pooling,
                                      weights_path=config.weights, seed=config.seed)
-        reference = content if content is not None else content_map
         backend = create_backend(config.backend, backbone, device, model=config.model,
-                                 sizes=[_output_shape(side, reference) for side in config.level_sizes()])
+                                 sizes=[(level.height, level.width) for level in plan.levels])
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
 

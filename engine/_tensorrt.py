@@ -68,8 +68,8 @@ class _Engine:
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Converted inputs come from torch's stream-ordered allocator on the current stream, so
-        # releasing them after the enqueue below is safe.
+        # TensorRT reads raw pointers: converted inputs stay referenced until the enqueue below
+        # (after it, torch's stream-ordered allocator makes releasing them safe).
         keep = []
         for name in self.inputs:
             tensor = inputs[name].contiguous()

@@ -178,7 +178,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 @pytest.mark.parametrize("name", ["onnxruntime", "tensorrt"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_gpu_backends_match_torch(name, precision):
+def test_gpu_backends_match_torch(name, precision, monkeypatch):
     if name == "onnxruntime" and precision != "fp32":
         pytest.skip("onnxruntime runs the fp32 graphs; half precision is TensorRT's")
     cuda = torch.device("cuda")
@@ -188,7 +188,7 @@ def test_gpu_backends_match_torch(name, precision):
     except BackendUnavailableError as missing:
         pytest.skip(str(missing))
     reference = TorchBackend(load_backbone("vgg19-random", TAPS, seed=0), cuda)
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # an fp32 reference
     image = torch.rand(1, 3, 64, 96, device=cuda)
     ours, theirs = backend.forward(image), reference.forward(image)
     tolerance = 1e-4 if precision == "fp32" else 2e-2
