@@ -92,7 +92,10 @@ def render(
     patch_size: Annotated[int | None, typer.Option(help=_default("patch_size"), show_default=False)] = None,
     style_stride: Annotated[int | None, typer.Option(help=_default("style_stride"), show_default=False)] = None,
     synthesis_stride: Annotated[int | None, typer.Option(help=_default("synthesis_stride"), show_default=False)] = None,
-    levels: Annotated[int | None, typer.Option(help="Resolutions, coarse to fine. [default: 1 for gram, 3 for mrf]", show_default=False)] = None,
+    levels: Annotated[int | None, typer.Option(help="Resolutions, coarse to fine; 0: from about 256 px up by --level-scale. [default: 0 for gram, 3 for mrf]", show_default=False)] = None,
+    level_scale: Annotated[float | None, typer.Option(help="Size ratio between levels. [default: 1.414 for gram, 2 for mrf]", show_default=False)] = None,
+    iteration_decay: Annotated[float | None, typer.Option(help="Each finer level runs this fraction of the previous level's iterations. [default: 0.5 for gram, 1 for mrf]", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, optimiser fp32). [default: tf32 on CUDA, fp32 on CPU]", show_default=False)] = None,
     style_rotations: Annotated[int | None, typer.Option(help=f"MRF: also match 2n rotated copies of the style. {_default('style_rotations')}", show_default=False)] = None,
     rotation_step: Annotated[float | None, typer.Option(help=f"MRF: degrees between rotated copies. {_default('rotation_step')}", show_default=False)] = None,
     scale_step: Annotated[float | None, typer.Option(help=f"MRF: scale step between scaled copies. {_default('scale_step')}", show_default=False)] = None,
@@ -100,8 +103,8 @@ def render(
     confidence: Annotated[float | None, typer.Option(help="MRF: pull only patches matched with at least this NCC. [default: off]", show_default=False)] = None,
     map_weight: Annotated[float | None, typer.Option(help=_default("map_weight"), show_default=False)] = None,
     style_blend: Annotated[str | None, typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3.", show_default=False)] = None,
-    size: Annotated[int | None, typer.Option(help=f"Long side of the output in pixels. {_default('size')}", show_default=False)] = None,
-    iterations: Annotated[int | None, typer.Option("--iterations", "-n", help=f"Loss evaluations. {_default('iterations')}", show_default=False)] = None,
+    size: Annotated[str | None, typer.Option(help=f"Long side of the output (4096), or a frame the content is scaled to cover and centre-cropped to (3840x2160). {_default('size')}", show_default=False)] = None,
+    iterations: Annotated[str | None, typer.Option("--iterations", "-n", help=f"Loss evaluations at the coarsest level (finer levels: see --iteration-decay), or one count per level (500,200,100). {_default('iterations')}", show_default=False)] = None,
     content_weight: Annotated[float | None, typer.Option(help=_default("content_weight"), show_default=False)] = None,
     style_weight: Annotated[float | None, typer.Option(help=_default("style_weight"), show_default=False)] = None,
     tv_weight: Annotated[float | None, typer.Option(help=f"Total-variation smoothing. {_default('tv_weight')}", show_default=False)] = None,
@@ -171,7 +174,7 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool, dry
     max_pixels = int(cli.get("max_pixels", engine.DEFAULT_MAX_PIXELS))
 
     # Everything that can be refused is refused before any work, and nothing is written.
-    total = config.iterations * config.levels
+    total = sum(config.level_iterations())
     targets = [output] + [_intermediate_path(output, i, total)
                           for i in range(save_every, total, save_every or total + 1)]
     for target in targets:

@@ -46,7 +46,16 @@ from ._image import (
 from ._export import ExportedGraphs, export_onnx
 from ._objectives import GatysObjective, content_loss, style_grams, style_loss, total_variation
 from ._planner import LevelPlan, RenderPlan, parse_bytes, plan_render
-from ._render import RenderEvent, RenderResult, match_luminance_colors, peak_memory, plan_for, render, resolve_device
+from ._render import (
+    RenderEvent,
+    RenderResult,
+    crop_to_frame,
+    match_luminance_colors,
+    peak_memory,
+    plan_for,
+    render,
+    resolve_device,
+)
 from ._tensorrt import PRECISIONS, tensorrt_available
 from ._weights import DEFAULT_MODEL, MODELS, ModelSpec, ModelStatus, cache_dir, load_backbone, model_status, resolve_weights
 
@@ -58,7 +67,7 @@ __all__ = [
     "Backend", "BackendUnavailableError", "ConfigError", "ExportedGraphs", "OnnxRuntimeBackend", "TorchBackend",
     "BatchJob", "JobOutcome", "ManifestError", "TargetCache", "glob_jobs", "job_hash", "load_manifest",
     "parse_option_value", "run_batch", "run_job", "summarize_outcomes", "write_json_atomic",
-    "LevelPlan", "RenderPlan", "parse_bytes", "plan_for", "plan_render",
+    "LevelPlan", "RenderPlan", "crop_to_frame", "parse_bytes", "plan_for", "plan_render",
     "PRECISIONS", "tensorrt_available", "BackendTiming", "available_backends", "check_choice", "conv_flops", "create_backend", "matrix_tflops", "time_backend", "export_onnx", "record_fastest_backend", "FeatureInfo", "GatysObjective", "ImageError", "InputError",
     "ModelSpec", "ModelStatus", "Preprocessing", "RenderConfig", "RenderError", "RenderEvent",
     "RenderInterrupted", "RenderResult", "StyleforgeError", "VGGFeatures", "WeightsError",

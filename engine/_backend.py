@@ -14,6 +14,7 @@ given the loss gradients at those features, the gradient with respect to the ima
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -63,19 +64,47 @@ class Backend(abc.ABC):
         return self.forward(image)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class TorchBackend(Backend):
-    """Autograd on the torch module, channels-last (measured faster on CPU and GPU)."""
+    """Autograd on the torch module, channels-last (measured faster on CPU and GPU).
+
+    ``precision``: fp32; tf32 (cuDNN convolutions in TF32 on CUDA, fp32 on CPU); bf16 or fp16:
+    the network runs under autocast and its taps are handed out as fp32, so Gram sums and losses
+    are fp32. fp16 gradients are loss-scaled (the normalised losses give per-pixel gradients far
+    below fp16's smallest normal number) and unscaled at the image; the image, its gradient and
+    the optimiser's state are fp32 throughout.
+    """
 
     name = "torch"
 
-    def __init__(self, backbone: VGGFeatures, device: torch.device) -> None:
+    def __init__(self, backbone: VGGFeatures, device: torch.device, precision: str = "fp32") -> None:
         super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device)
+        self.precision = check_choice("--precision", precision, PRECISIONS)
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def _context(self, *, autocast: bool = True) -> contextlib.ExitStack:
+        """cuDNN's TF32 switch as --precision says (its default is on), and autocast for halves."""
+        stack = contextlib.ExitStack()
+        if self.device.type == "cuda":
+            stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=self.precision == "tf32"))
+        if autocast and self.precision in _HALF:
+            stack.enter_context(torch.autocast(self.device.type, dtype=_HALF[self.precision]))
+        return stack
+
+    def _run(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self._context():
+            features = self.backbone(image.contiguous(memory_format=torch.channels_last))
+        if self.precision not in _HALF:
+            return features
+        return {name: value.float() for name, value in features.items()}
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         leaf = image.detach().requires_grad_(True)
         with torch.enable_grad():
-            features = self.backbone(leaf.contiguous(memory_format=torch.channels_last))
+            features = self._run(leaf)
         self._saved = (leaf, features)
         return {name: value.detach() for name, value in features.items()}
 
@@ -85,12 +114,26 @@ class TorchBackend(Backend):
         leaf, features = self._saved
         self._saved = None
         names = [name for name in self.taps if name in tap_grads]
-        (grad,) = torch.autograd.grad([features[n] for n in names], leaf, [tap_grads[n] for n in names])
-        return grad.contiguous()
+        grads = [tap_grads[n] for n in names]
+        outputs = [features[n] for n in names]
+        with self._context(autocast=False):
+            if self.precision != "fp16":
+                (grad,) = torch.autograd.grad(outputs, leaf, grads)
+                return grad.contiguous()
+            # Loss scaling: a power of two bringing the largest upstream gradient to 1, lowered
+            # by 2^8 while the backward overflows (exact to undo; one host sync per iteration).
+            largest = torch.stack([g.abs().amax() for g in grads]).amax().clamp_min(1e-30)
+            scale = torch.exp2(-torch.floor(torch.log2(largest)))
+            for attempt in range(4):
+                (grad,) = torch.autograd.grad(outputs, leaf, [g * scale for g in grads], retain_graph=attempt < 3)
+                if bool(torch.isfinite(grad).all()):
+                    break
+                scale = scale / 256
+        return (grad / scale).contiguous()
 
     @torch.no_grad()
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.backbone(image.contiguous(memory_format=torch.channels_last))
+        return self._run(image)
 
 
 def _ort():
@@ -259,11 +302,17 @@ def create_backend(name: str, backbone: VGGFeatures, device: torch.device, *, mo
     ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them).
     """
     check_choice("--backend", name, BACKENDS)
+    check_choice("--precision", precision, PRECISIONS)
     if name == "auto":
         name = _auto_backend(device)
+        if name == "onnxruntime" and precision in _HALF:
+            name = "torch"
     if name == "torch":
-        return TorchBackend(backbone, device)
+        return TorchBackend(backbone, device, precision)
     if name == "onnxruntime":
+        if precision in _HALF:
+            raise BackendUnavailableError(f"--precision {precision}: the onnxruntime backend runs the fp32 graphs; "
+                                          "use --backend torch or tensorrt, or --precision fp32")
         return OnnxRuntimeBackend(backbone, device, model=model)
     from ._tensorrt import TensorRTBackend
 

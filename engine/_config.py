@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -26,6 +28,9 @@ __all__ = ["BACKENDS", "DEVICES", "INITS", "METHODS", "OPTIMIZERS", "RenderConfi
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+#: The coarsest level of an automatic pyramid has about this long side.
+PYRAMID_START = 256
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 METHODS = ("gram", "mrf")
 MRF_CONTENT_WEIGHT = 0.5
@@ -46,10 +51,13 @@ class RenderConfig:
 
     method: str = "gram"
     """gram (Gatys et al.) or mrf (Li & Wand, with neural-doodle's semantic maps)."""
-    size: int = 512
-    """Long side of the output in pixels."""
-    iterations: int = 500
-    """Loss evaluations (forward + gradient), counted as neural-style counts them."""
+    size: int | tuple[int, int] = 512
+    """Long side of the output in pixels, or (width, height): the content is scaled to cover that
+    frame and centre-cropped (``--size 3840x2160``)."""
+    iterations: int | tuple[int, ...] = 500
+    """Loss evaluations (forward + gradient, counted as neural-style counts them) at the coarsest
+    level; each finer level runs ``iteration_decay`` times the one before, never fewer than
+    1/20 of this. A tuple gives every level's count explicitly, coarse to fine."""
     content_weight: float = 1.0
     style_weight: float = 1e4
     tv_weight: float = 2.0
@@ -94,8 +102,17 @@ class RenderConfig:
     """Stride between the style patches in the bank."""
     synthesis_stride: int = 2
     """Stride between the output's patches that are matched and pulled."""
-    levels: int = 1
-    """Resolutions, coarse to fine by factors of 2, each running `iterations` (MRF)."""
+    levels: int = 0
+    """Resolutions, coarse to fine, each ``level_scale`` times the one before; 0: as many as take
+    the long side from about 256 px to ``size``."""
+    level_scale: float = 2**0.5
+    """Size ratio between successive levels."""
+    iteration_decay: float = 0.5
+    """Each finer level runs this fraction of the previous level's iterations (with
+    level_scale sqrt(2) a level has twice the pixels, so 0.5 spends about the same time per level)."""
+    precision: str = "auto"
+    """fp32, tf32 (CUDA matmuls in TF32), bf16 or fp16 (the network's features in half precision;
+    Gram sums, losses and the optimiser's state stay fp32); auto: tf32 on CUDA, fp32 on CPU."""
     style_rotations: int = 0
     """n: also match against the style rotated by k * rotation_step degrees, k = -n..n."""
     rotation_step: float = 10.0
@@ -109,18 +126,26 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         check_choice("--method", self.method, METHODS)
-        for name in ("size", "iterations", "lbfgs_history", "patch_size", "style_stride", "synthesis_stride",
-                     "levels"):
+        object.__setattr__(self, "size", parse_size(self.size))
+        object.__setattr__(self, "iterations", _parse_iterations(self.iterations))
+        for name in ("lbfgs_history", "patch_size", "style_stride", "synthesis_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
+        if self.levels < 0:
+            raise ConfigError(f"--levels: must be >= 0 (0: automatic), got {self.levels}")
+        if not 1.0 < self.level_scale <= 4.0:
+            raise ConfigError(f"--level-scale: must be in (1, 4], got {self.level_scale}")
+        if not 0.0 < self.iteration_decay <= 1.0:
+            raise ConfigError(f"--iteration-decay: must be in (0, 1], got {self.iteration_decay}")
+        check_choice("--precision", self.precision, PRECISIONS)
+        if isinstance(self.iterations, tuple) and self.levels and len(self.iterations) != self.levels:
+            raise ConfigError(f"--iterations: {len(self.iterations)} per-level counts for --levels {self.levels}")
         if self.tile_size < 0:
             raise ConfigError(f"--tile-size: must be >= 0, got {self.tile_size}")
         if self.max_memory is not None:
             from ._planner import parse_bytes
 
             parse_bytes(self.max_memory)
-        if self.tile_size and self.method != "gram":
-            raise ConfigError("--tile-size: tiled evaluation supports --method gram only so far")
         if self.style_rotations < 0 or self.style_scales < 0:
             raise ConfigError("--style-rotations and --style-scales must be >= 0")
         if self.confidence is not None and not -1.0 <= self.confidence <= 1.0:
@@ -168,8 +193,8 @@ class RenderConfig:
         """CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, init
         from the content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the
         normalised losses, and relu2_1 added to the MRF layers (see ``mrf_layers``)."""
-        defaults = dict(method="mrf", size=384, iterations=100, levels=3, content_weight=MRF_CONTENT_WEIGHT,
-                        tv_weight=MRF_TV_WEIGHT, init="content")
+        defaults = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
+                        content_weight=MRF_CONTENT_WEIGHT, tv_weight=MRF_TV_WEIGHT, init="content")
         return cls(**{**defaults, **overrides})
 
     @property
@@ -178,9 +203,43 @@ class RenderConfig:
         style = self.mrf_layers if self.method == "mrf" else self.style_layers
         return tuple(dict.fromkeys(self.content_layers + style))
 
-    def level_sizes(self) -> list[int]:
-        """Long side of each resolution, coarse to fine (one level: just `size`)."""
-        return [round(self.size / 2 ** (self.levels - 1 - level)) for level in range(self.levels)]
+    @property
+    def level_count(self) -> int:
+        """Levels of the pyramid: ``levels``, or (0) enough to start near 256 px on the long side."""
+        if self.levels:
+            return self.levels
+        if isinstance(self.iterations, tuple):
+            return len(self.iterations)
+        long_side = self.size if isinstance(self.size, int) else max(self.size)
+        return 1 + max(0, round(math.log(long_side / PYRAMID_START) / math.log(self.level_scale)))
+
+    def level_shapes(self, reference: tuple[int, int] | None) -> list[tuple[int, int]]:
+        """(height, width) of each level, coarse to fine. The last is the output: ``size`` as
+        (width, height), or ``size`` on the long side with the reference's (height, width)
+        aspect (square without one); coarser levels are smaller by ``level_scale`` each."""
+        if isinstance(self.size, tuple):
+            height, width = self.size[1], self.size[0]
+        elif reference is None:
+            height = width = self.size
+        else:
+            scale = self.size / max(reference)
+            height, width = max(1, round(reference[0] * scale)), max(1, round(reference[1] * scale))
+        count = self.level_count
+        return [(max(1, round(height / self.level_scale ** (count - 1 - level))),
+                 max(1, round(width / self.level_scale ** (count - 1 - level)))) for level in range(count)]
+
+    def level_iterations(self) -> list[int]:
+        """Iterations of each level, coarse to fine (see ``iterations``)."""
+        if isinstance(self.iterations, tuple):
+            return list(self.iterations)
+        floor = max(1, math.ceil(self.iterations / 20))
+        return [max(floor, math.ceil(self.iterations * self.iteration_decay**level))
+                for level in range(self.level_count)]
+
+    def resolved_precision(self, device_type: str) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "tf32" if device_type == "cuda" else "fp32"
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -229,6 +288,11 @@ def _coerce(source: str, key: str, value: Any, current: Any, annotation: str) ->
         if optional:
             return None
         raise fail("set")
+    if key in ("size", "iterations"):
+        try:
+            return parse_size(value) if key == "size" else _parse_iterations(value)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
     if "tuple[str" in annotation:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
@@ -255,6 +319,42 @@ def _coerce(source: str, key: str, value: Any, current: Any, annotation: str) ->
     if not isinstance(value, str):
         raise fail("a string")
     return value
+
+
+def parse_size(value: Any) -> int | tuple[int, int]:
+    """--size: a long side (4096, "4096") or a frame ("3840x2160", [3840, 2160]) -> int or (w, h)."""
+    size: int | tuple[int, int]
+    if isinstance(value, bool):
+        size = 0
+    elif isinstance(value, int):
+        size = value
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value):
+        size = (value[0], value[1])
+    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?", value)):
+        size = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
+    else:
+        raise ConfigError(f"--size: {value!r} is neither a long side such as 4096 nor a frame such as 3840x2160")
+    if min((size,) if isinstance(size, int) else size) < 1:
+        raise ConfigError(f"--size: must be at least 1 pixel, got {value!r}")
+    return size
+
+
+def _parse_iterations(value: Any) -> int | tuple[int, ...]:
+    """--iterations: 500 (the coarsest level; finer levels follow the decay) or 500,200,100."""
+    counts: list[Any]
+    if isinstance(value, str):
+        counts = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        counts = list(value)
+    else:
+        counts = [value]
+    try:
+        numbers = [int(count) if isinstance(count, str) else count for count in counts]
+    except ValueError:
+        numbers = []
+    if not numbers or any(type(n) is not int or n < 1 for n in numbers):
+        raise ConfigError(f"--iterations: {value!r} is neither a count >= 1 nor a list of them such as 500,200,100")
+    return numbers[0] if len(numbers) == 1 and not isinstance(value, (list, tuple)) else tuple(numbers)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -169,20 +169,43 @@ class MRFObjective:
         label_patches = self._label_patches(labels, features.shape, stride)
         return torch.cat([normalized, self.map_scale * label_patches], dim=1)
 
+    def label_grid(self, layer: str, shape: Sequence[int]) -> torch.Tensor | None:
+        """The output's weighted label patches for a layer's full (H, W), row-major like
+        extract_patches (None without maps). Cut once per level: they do not change."""
+        if self.content_labels is None or self.map_scale == 0:
+            return None
+        key = (layer, tuple(shape[-2:]))
+        if key not in self._content_label_patches:
+            self._content_label_patches[key] = self.map_scale * self._label_patches(
+                self.content_labels, shape, self.synthesis_stride)
+        return self._content_label_patches[key]
+
     def matches(self, layer: str, features: torch.Tensor,
                 patches: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices into the bank, NCC scores) of every synthesis patch of ``features``."""
         if patches is None:
             patches = extract_patches(features, self.patch_size, self.synthesis_stride)
+        return self._nearest(layer, patches, self.label_grid(layer, features.shape))
+
+    def _nearest(self, layer: str, patches: torch.Tensor,
+                 labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         matching = normalize_patches(patches.detach().float())
-        if self.content_labels is not None and self.map_scale != 0:
-            # The output's label patches are the same every iteration of a level: cut them once.
-            key = (layer, tuple(features.shape[-2:]))
-            if key not in self._content_label_patches:
-                self._content_label_patches[key] = self.map_scale * self._label_patches(
-                    self.content_labels, features.shape, self.synthesis_stride)
-            matching = torch.cat([matching, self._content_label_patches[key]], dim=1)
+        if labels is not None:
+            matching = torch.cat([matching, labels], dim=1)
         return mrf_nearest(matching, self.bank_match[layer], normalized=True)
+
+    def patch_distances(self, layer: str, patches: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """|p - s_NN(p)|^2 of each patch (N, D), zero below --confidence; ``labels``: the
+        patches' rows of label_grid (or None). Differentiable in ``patches``."""
+        index, score = self._nearest(layer, patches, labels)
+        distance = (patches - self.bank[layer][index]).pow(2).sum(dim=1)
+        if self.confidence is not None:
+            distance = distance * (score >= self.confidence)
+        return distance
+
+    def layer_scale(self, layer: str) -> float:
+        """A layer's weight over the bank's mean squared patch norm (multiplies the mean distance)."""
+        return self._bank_scale[layer] * self.layer_weights[layer]
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = image.new_zeros(())
@@ -190,11 +213,8 @@ class MRFObjective:
         mrf = zero
         for layer in self.layers:
             patches = extract_patches(features[layer], self.patch_size, self.synthesis_stride)
-            index, score = self.matches(layer, features[layer], patches)
-            distance = (patches - self.bank[layer][index]).pow(2).sum(dim=1)
-            if self.confidence is not None:
-                distance = distance * (score >= self.confidence)
-            mrf = mrf + distance.mean() * self._bank_scale[layer] * self.layer_weights[layer]
+            distance = self.patch_distances(layer, patches, self.label_grid(layer, features[layer].shape))
+            mrf = mrf + distance.mean() * self.layer_scale(layer)
         tv = total_variation(image) if self.tv_weight > 0 else zero
         total = self.content_weight * content + self.mrf_weight * mrf + self.tv_weight * tv
         return {"content": content, "style": mrf, "tv": tv, "total": total}

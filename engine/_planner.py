@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from ._backbone import FeatureInfo, layer_infos
 from ._config import RenderConfig
 from ._errors import ConfigError
-from ._tiling import receptive_radius
+from ._tiling import tile_halo
 from ._weights import MODELS
 
 __all__ = ["LevelPlan", "RenderPlan", "default_budget", "parse_bytes", "plan_render"]
 
 _TILE_SIZES = (2048, 1536, 1024, 768, 512, 384, 256, 192, 128, 96, 64)
+#: Corrections the planner falls back to when the L-BFGS history does not fit the budget.
+_SHORTER_HISTORIES = (20, 10, 5)
 _GIB = 1024**3
 
 
@@ -84,6 +86,7 @@ class LevelPlan:
     tiles: int
     activation_bytes: int
     state_bytes: int
+    lbfgs_history: int  # corrections kept at this level (--lbfgs-history, or fewer to fit)
 
     @property
     def total_bytes(self) -> int:
@@ -95,23 +98,39 @@ class RenderPlan:
     device: str
     budget_bytes: int
     levels: tuple[LevelPlan, ...]
+    optimizer: str = "lbfgs"
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return [(level.height, level.width) for level in self.levels]
 
     def describe(self) -> str:
         lines = [f"memory plan on {self.device}, budget {_size(self.budget_bytes)}:"]
         for plan in self.levels:
             how = "untiled" if plan.tile_size == 0 else f"{plan.tiles} tiles of {plan.tile_size} px"
-            lines.append(f"  level {plan.level + 1}: {plan.width}x{plan.height}, {how}, about "
+            history = f", L-BFGS history {plan.lbfgs_history}" if self.optimizer == "lbfgs" else ""
+            lines.append(f"  level {plan.level + 1}: {plan.width}x{plan.height}, {how}{history}, about "
                          f"{_size(plan.total_bytes)} ({_size(plan.activation_bytes)} activations + "
                          f"{_size(plan.state_bytes)} image, optimiser and targets)")
         return "\n".join(lines)
 
 
-def _state_bytes(config: RenderConfig, layers: dict[str, FeatureInfo], height: int, width: int) -> int:
+def _state_bytes(config: RenderConfig, layers: dict[str, FeatureInfo], height: int, width: int,
+                 lbfgs_history: int) -> int:
     pixels = 3 * height * width * 4
-    history = 2 * config.lbfgs_history if config.optimizer == "lbfgs" else 2
+    history = 2 * lbfgs_history if config.optimizer == "lbfgs" else 2
     content = sum(layers[name].channels * (height // layers[name].stride) * (width // layers[name].stride) * 4
                   for name in config.content_layers)
-    return (history + 4) * pixels + content
+    bank = 0
+    if config.method == "mrf":
+        # The style patch bank, raw and normalised: the style is at most a square of
+        # style_scale x the long side, in every rotated and scaled copy.
+        side = config.style_scale * max(height, width)
+        copies = (2 * config.style_rotations + 1) * (2 * config.style_scales + 1)
+        for name in config.mrf_layers:
+            per_side = max(0, (side / layers[name].stride - config.patch_size) // config.style_stride + 1)
+            bank += int(2 * copies * per_side**2 * layers[name].channels * config.patch_size**2 * 4)
+    return (history + 4) * pixels + content + bank
 
 
 def plan_render(config: RenderConfig, shapes: list[tuple[int, int]], device: torch.device,
@@ -123,32 +142,42 @@ def plan_render(config: RenderConfig, shapes: list[tuple[int, int]], device: tor
     deepest = max(index for index, info in enumerate(every) if info.name in config.taps)
     layers = every[: deepest + 1]
     by_name = {info.name: info for info in layers}
-    halo = -(-receptive_radius(layers) // 16) * 16
-    plans = []
-    for level, (height, width) in enumerate(shapes):
-        state = _state_bytes(config, by_name, height, width)
-        untiled = activation_bytes(layers, height, width)
-        forced = config.tile_size
-        if forced == 0 and untiled + state <= budget:
-            plans.append(LevelPlan(level, height, width, 0, 1, untiled, state))
-            continue
-        if config.method != "gram":
-            raise ConfigError(
-                f"level {level + 1} ({width}x{height}) needs about {_size(untiled + state)}, more than "
-                f"the {_size(budget)} budget, and MRF renders cannot be tiled yet; lower --size or "
-                "raise --max-memory")
-        candidates = (forced,) if forced else _TILE_SIZES
-        for tile in candidates:
-            crop_h, crop_w = min(height, tile + 2 * halo), min(width, tile + 2 * halo)
-            tiled = activation_bytes(layers, crop_h, crop_w)
-            if forced or tiled + state <= budget:
-                count = -(-height // tile) * -(-width // tile)
-                plans.append(LevelPlan(level, height, width, tile, count, tiled, state))
-                break
-        else:
-            smallest = activation_bytes(layers, min(height, 64 + 2 * halo), min(width, 64 + 2 * halo)) + state
-            raise ConfigError(
-                f"level {level + 1} ({width}x{height}) needs about {_size(smallest)} even in 64-px tiles "
-                f"(the optimiser state alone is {_size(state)}), more than the {_size(budget)} "
-                "budget; lower --size or --lbfgs-history, use --optimizer adam, or raise --max-memory")
-    return RenderPlan(str(device), budget, tuple(plans))
+    mrf_layers = config.mrf_layers if config.method == "mrf" else ()
+    halo = -(-tile_halo(layers, mrf_layers, config.patch_size) // 16) * 16
+    plans = [_plan_level(config, level, height, width, layers, by_name, halo, budget)
+             for level, (height, width) in enumerate(shapes)]
+    return RenderPlan(str(device), budget, tuple(plans), config.optimizer)
+
+
+def _plan_level(config: RenderConfig, level: int, height: int, width: int, layers: list[FeatureInfo],
+                by_name: dict[str, FeatureInfo], halo: int, budget: int) -> LevelPlan:
+    """Untiled if it fits; else the largest tile that does. With L-BFGS, when even 512-px tiles do
+    not fit beside the full history, fewer corrections are kept (down to 5) before smaller tiles."""
+    untiled = activation_bytes(layers, height, width)
+    forced = config.tile_size
+    histories = [config.lbfgs_history]
+    if config.optimizer == "lbfgs":
+        histories += [h for h in _SHORTER_HISTORIES if h < config.lbfgs_history]
+
+    def tiled(tile: int) -> tuple[int, int]:
+        crop_h, crop_w = min(height, tile + 2 * halo), min(width, tile + 2 * halo)
+        return activation_bytes(layers, crop_h, crop_w), -(-height // tile) * -(-width // tile)
+
+    for round_ in ("large tiles", "any tiles"):
+        for history in histories:
+            state = _state_bytes(config, by_name, height, width, history)
+            if forced:
+                return LevelPlan(level, height, width, forced, tiled(forced)[1], tiled(forced)[0], state, history)
+            if untiled + state <= budget:
+                return LevelPlan(level, height, width, 0, 1, untiled, state, history)
+            sizes = [t for t in _TILE_SIZES if t >= 512] if round_ == "large tiles" else list(_TILE_SIZES)
+            for tile in sizes:
+                activations, count = tiled(tile)
+                if activations + state <= budget:
+                    return LevelPlan(level, height, width, tile, count, activations, state, history)
+    state = _state_bytes(config, by_name, height, width, histories[-1])
+    smallest = tiled(_TILE_SIZES[-1])[0] + state
+    raise ConfigError(
+        f"level {level + 1} ({width}x{height}) needs about {_size(smallest)} even in {_TILE_SIZES[-1]}-px tiles "
+        f"(the optimiser state alone is {_size(state)}), more than the {_size(budget)} "
+        "budget; lower --size, use --optimizer adam, or raise --max-memory")

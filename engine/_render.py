@@ -7,6 +7,7 @@ host sync unless the callback asks for a number (torch's L-BFGS itself reads the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ._backbone import VGGFeatures
 from ._backend import Backend, create_backend
@@ -24,7 +26,7 @@ from ._image import load_image, resize_long_side, resize_to
 from ._mrf import MRFObjective, semantic_labels, shared_palette, style_variants
 from ._objectives import GatysObjective, style_grams
 from ._planner import RenderPlan, parse_bytes, plan_render
-from ._tiling import plan_tiles, receptive_radius, tiled_gatys_evaluate
+from ._tiling import plan_tiles, tile_halo, tiled_evaluate
 from ._weights import load_backbone
 
 __all__ = [
@@ -130,18 +132,25 @@ def _check_size(what: str, shape: Sequence[int], backbone: VGGFeatures, config: 
 
 def plan_for(config: RenderConfig, reference: torch.Tensor | None, device: torch.device) -> RenderPlan:
     """The memory plan of every level (raises ConfigError, with the figures, when one cannot fit)."""
-    shapes = [_output_shape(side, reference) for side in config.level_sizes()]
+    shapes = config.level_shapes(None if reference is None else tuple(reference.shape[-2:]))
     budget = parse_bytes(config.max_memory) if config.max_memory is not None else None
     return plan_render(config, shapes, device, budget)
 
 
-def _output_shape(long_side: int, reference: torch.Tensor | None) -> tuple[int, int]:
-    """(H, W) with the given long side and the reference image's aspect (square without one)."""
-    if reference is None:
-        return long_side, long_side
-    height, width = reference.shape[-2:]
-    scale = long_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+def crop_to_frame(image: torch.Tensor, config: RenderConfig) -> torch.Tensor:
+    """The centre of ``image`` (..., H, W) with the aspect of a ``--size WxH`` frame (unchanged
+    for a long-side size): the frame is covered, never stretched."""
+    if not isinstance(config.size, tuple):
+        return image
+    frame_w, frame_h = config.size
+    height, width = image.shape[-2:]
+    if width * frame_h > height * frame_w:  # wider than the frame: crop the sides
+        keep = max(1, round(height * frame_w / frame_h))
+        left = (width - keep) // 2
+        return image[..., :, left:left + keep]
+    keep = max(1, round(width * frame_h / frame_w))
+    top = (height - keep) // 2
+    return image[..., top:top + keep, :]
 
 
 def _initial_image(
@@ -191,29 +200,37 @@ def render(
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise ConfigError(f"--style-blend: {len(config.style_blend)} weights for {len(styles)} style images")
     maps = _check_maps(config, content, styles, content_map, style_maps)
+    if content is not None:
+        content = crop_to_frame(content, config)
+    if maps is not None:
+        maps.content = crop_to_frame(maps.content, config)
     device = resolve_device(config.device)
-    plan = plan_for(config, content if content is not None else content_map, device)
+    precision = config.resolved_precision(device.type)
+    plan = plan_for(config, content if content is not None else (maps.content if maps else None), device)
     if backend is None:
         if backbone is None:
             backbone = load_backbone(config.model, config.taps, pooling=config.pooling,
                                      weights_path=config.weights, seed=config.seed)
-        backend = create_backend(config.backend, backbone, device, model=config.model,
+        backend = create_backend(config.backend, backbone, device, model=config.model, precision=precision,
                                  sizes=[(level.height, level.width) for level in plan.levels])
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
 
-    clock = _Clock(total=config.iterations * config.levels, device=device)
+    schedule = config.level_iterations()
+    clock = _Clock(total=sum(schedule), device=device)
     image: torch.Tensor | None = None
-    for level, long_side in enumerate(config.level_sizes()):
-        inputs = _level_inputs(config, content, styles, maps, long_side, device, backend)
-        objective = _objective(config, backend, inputs, target_cache)
-        if image is None:
-            start = _initial_image(config, inputs.content, inputs.styles,
-                                   None if init_image is None else init_image[None], inputs.shape)
-        else:
-            start = resize_to(image, *inputs.shape)  # the coarser result initialises this level
-        image = _optimize(config, backend, objective, start.to(device), inputs, clock, level, callback,
-                          plan.levels[level].tile_size)
+    carried: dict[str, torch.Tensor] | None = None
+    with _matmul_precision(device, precision):
+        for level, shape in enumerate(plan.shapes):
+            inputs = _level_inputs(config, content, styles, maps, shape, device, backend)
+            objective = _objective(config, backend, inputs, target_cache)
+            if image is None:
+                start = _initial_image(config, inputs.content, inputs.styles,
+                                       None if init_image is None else init_image[None], inputs.shape)
+            else:
+                start = resize_to(image, *inputs.shape)  # the coarser result initialises this level
+            image, carried = _optimize(config, backend, objective, start.to(device), inputs, clock, level,
+                                       callback, plan.levels[level], schedule[level], carried)
     assert image is not None
     return RenderResult(
         image=_finish(config, image, inputs),
@@ -263,9 +280,8 @@ def _check_maps(config, content, styles, content_map, style_maps) -> _Maps | Non
     return _Maps(palette, content_map, list(style_maps))
 
 
-def _level_inputs(config, content, styles, maps, long_side, device, backend) -> _LevelInputs:
-    reference = content if content is not None else (maps.content if maps is not None else None)
-    shape = _output_shape(long_side, reference)
+def _level_inputs(config, content, styles, maps, shape, device, backend) -> _LevelInputs:
+    long_side = max(shape)
     _check_size("the output" if content is None else "the content image", shape, backend.backbone, config)
     content_batch = resize_to(content.float(), *shape)[None].to(device) if content is not None else None
     style_side = max(1, math.ceil(config.style_scale * long_side))
@@ -328,18 +344,51 @@ def _finish(config: RenderConfig, raw: torch.Tensor, inputs: _LevelInputs) -> to
     return result[0].float().cpu()
 
 
-def _optimize(config, backend, objective, start, inputs, clock, level, callback, tile_size) -> torch.Tensor:
-    """Run one level's iterations on ``start`` (1, 3, H, W); returns the optimised image.
-    ``tile_size`` > 0 evaluates the loss tile by tile (exactly)."""
+@contextlib.contextmanager
+def _matmul_precision(device: torch.device, precision: str):
+    """CUDA matmuls (Gram matrices, patch matching) in TF32 only when --precision tf32 asks."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _carry_adam_state(state: dict[str, torch.Tensor], shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Adam's moments resampled to the next level's size. The losses are means over positions,
+    so a pixel's gradient scales as 1 / pixels: the moments are rescaled to match, and the
+    step count carries on (no bias-correction restart)."""
+    old = state["exp_avg"].shape[-2] * state["exp_avg"].shape[-1]
+    ratio = old / (shape[0] * shape[1])
+
+    def resample(moment: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(moment, size=shape, mode="bilinear", align_corners=False)
+
+    return {"step": state["step"].clone(), "exp_avg": resample(state["exp_avg"]) * ratio,
+            "exp_avg_sq": resample(state["exp_avg_sq"]).clamp_min_(0.0) * ratio**2}
+
+
+def _optimize(config, backend, objective, start, inputs, clock, level, callback, level_plan, iterations,
+              carried) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """Run one level's ``iterations`` on ``start`` (1, 3, H, W); returns the optimised image and
+    the optimiser state to carry to the next level (Adam's; L-BFGS restarts at each level, since
+    its curvature pairs do not survive resampling). A tiled ``level_plan`` evaluates the loss tile
+    by tile (exactly)."""
     image = start.contiguous().requires_grad_(True)
     done_before = clock.evaluations
     tiles = None
-    if tile_size:
-        tiles = plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
+    if level_plan.tile_size:
+        halo = tile_halo(backend.backbone.layers, config.mrf_layers if config.method == "mrf" else (),
+                         config.patch_size)
+        tiles = plan_tiles(*image.shape[-2:], level_plan.tile_size, halo)
 
     def evaluate() -> torch.Tensor:
         if tiles is not None:
-            losses, image.grad = tiled_gatys_evaluate(backend, objective, image.detach(), tiles)
+            losses, image.grad = tiled_evaluate(backend, objective, image.detach(), tiles)
             return report(losses)
         # The backend gives features and, from the loss gradients at them, the image gradient;
         # autograd only sees the (small) loss graph on top of the features.
@@ -357,7 +406,7 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback,
         if callback is not None:
             callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
                                  time.perf_counter() - clock.started, peak_memory(clock.device), image.detach()[0],
-                                 level=level, levels=config.levels))
+                                 level=level, levels=config.level_count))
         return losses["total"].detach()
 
     try:
@@ -366,16 +415,19 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback,
             # zero tolerances: the render runs the iterations it was asked for. step() returns
             # early when the direction stops descending; go on with the evaluations left.
             optimizer = torch.optim.LBFGS(
-                [image], lr=config.resolved_learning_rate, max_iter=config.iterations,
-                max_eval=config.iterations, tolerance_grad=0.0, tolerance_change=0.0,
-                history_size=config.lbfgs_history, line_search_fn=None,
+                [image], lr=config.resolved_learning_rate, max_iter=iterations,
+                max_eval=iterations, tolerance_grad=0.0, tolerance_change=0.0,
+                history_size=level_plan.lbfgs_history, line_search_fn=None,
             )
-            while (remaining := config.iterations - (clock.evaluations - done_before)) > 0:
+            while (remaining := iterations - (clock.evaluations - done_before)) > 0:
                 optimizer.param_groups[0].update(max_iter=remaining, max_eval=remaining)
                 optimizer.step(evaluate)
+            carried = None
         else:
             optimizer = torch.optim.Adam([image], lr=config.resolved_learning_rate)
-            for _ in range(config.iterations):
+            if carried is not None:
+                optimizer.state[image] = _carry_adam_state(carried, tuple(image.shape[-2:]))
+            for _ in range(iterations):
                 optimizer.step(evaluate)
                 with torch.no_grad():
                     image.clamp_(0.0, 1.0)  # projected Adam: stay in the valid range
@@ -385,7 +437,9 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback,
     except KeyboardInterrupt:
         clock.check_finite(force=True)
         raise RenderInterrupted(_finish(config, image, inputs), clock.evaluations) from None
-    return image.detach()
+    if config.optimizer == "adam":
+        carried = {key: value.detach() for key, value in optimizer.state[image].items()}
+    return image.detach(), carried
 
 
 class _Clock:

@@ -1,4 +1,4 @@
-"""Exact tiled evaluation of the Gatys loss and its image gradient.
+"""Exact tiled evaluation of the loss (Gatys or MRF) and its image gradient.
 
 When an image's activations do not fit in memory, the loss and its gradient are evaluated tile by
 tile. Tiles are aligned to the backbone's total stride (16), and each is cropped from the image
@@ -11,6 +11,11 @@ tile's interior, so:
   positions (the global Gram gradient for style, the local error for content) and adds the
   crop's image gradient into the full gradient, halo included.
 
+MRF terms are local too: each synthesis patch belongs to the tile whose interior holds its
+top-left position, and is matched and pulled there; the halo is widened by (k - 1) feature
+positions of the coarsest MRF layer so the patch's other positions are exact as well. The mean
+over patches divides by the full image's patch count.
+
 The sum over tiles is then the untiled gradient, up to floating-point summation order.
 Total variation is computed on the whole image (it is cheap and local in pixel space).
 """
@@ -22,13 +27,14 @@ from dataclasses import dataclass
 
 import torch
 
-from styleforge.kernels import gram
+from styleforge.kernels import extract_patches, gram
 
 from ._backbone import FeatureInfo
 from ._backend import Backend
+from ._mrf import MRFObjective
 from ._objectives import GatysObjective, total_variation
 
-__all__ = ["Tile", "plan_tiles", "receptive_radius", "tiled_gatys_evaluate"]
+__all__ = ["Tile", "plan_tiles", "receptive_radius", "tile_halo", "tiled_evaluate"]
 
 _ALIGN = 16
 
@@ -43,6 +49,13 @@ def receptive_radius(layers: Sequence[FeatureInfo]) -> int:
             size += jump
             jump *= 2
     return size // 2 + 1
+
+
+def tile_halo(layers: Sequence[FeatureInfo], mrf_layers: Sequence[str] = (), patch_size: int = 1) -> int:
+    """The halo tiles need: the receptive radius, plus (MRF) a patch's extent at the coarsest
+    MRF layer, so every position of a patch whose corner is in the interior is exact."""
+    strides = [info.stride for info in layers if info.name in mrf_layers]
+    return receptive_radius(layers) + (patch_size - 1) * max(strides, default=0)
 
 
 @dataclass(frozen=True)
@@ -83,77 +96,126 @@ def _interior(tile: Tile, stride: int, features: torch.Tensor) -> tuple[slice, s
     return slice(top, bottom), slice(left, right)
 
 
-def tiled_gatys_evaluate(backend: Backend, objective: GatysObjective, image: torch.Tensor,
-                         tiles: list[Tile]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The objective's terms and d total / d image (1, 3, H, W), evaluated tile by tile."""
-    strides = {name: info.stride for name, info in backend.backbone.feature_info.items()}
-    height, width = image.shape[-2:]
-    style_layers = list(objective.style_targets)
-    content_layers = list(objective.content.targets)
-
-    # Pass 1: global Gram sums over interior positions.
-    sums = {layer: None for layer in style_layers}
-    counts = dict.fromkeys(style_layers, 0)
+def _global_grams(backend: Backend, layers: Sequence[str], image: torch.Tensor, tiles: list[Tile],
+                  strides: dict[str, int]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Pass 1: Gram matrices of the whole image from the tiles' interiors, and position counts."""
+    sums: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(layers, 0)
     with torch.no_grad():
         for tile in tiles:
-            crop = image[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1]
-            features = backend.features(crop)
-            for layer in style_layers:
+            features = backend.features(image[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1])
+            for layer in layers:
                 rows, cols = _interior(tile, strides[layer], features[layer])
                 inside = features[layer][:, :, rows, cols]
                 positions = inside.shape[2] * inside.shape[3]
                 if positions == 0:  # an edge tile narrower than this layer's stride
                     continue
                 partial = gram(inside) * positions
-                sums[layer] = partial if sums[layer] is None else sums[layer] + partial
+                sums[layer] = sums[layer] + partial if layer in sums else partial
                 counts[layer] += positions
+    return {layer: sums[layer] / counts[layer] for layer in layers}, counts
 
-    # Loss and its gradient with respect to each global Gram matrix.
+
+def _tile_content(objective, features, tile: Tile, strides: dict[str, int]) -> torch.Tensor:
+    """The content term's share from a tile's interior positions (a sum over the full mean)."""
+    term = torch.zeros((), device=next(iter(features.values())).device)
+    targets = objective.content.targets
+    for layer, target in targets.items():
+        stride = strides[layer]
+        rows, cols = _interior(tile, stride, features[layer])
+        shift_r, shift_c = tile.cy0 // stride, tile.cx0 // stride
+        local = target[:, :, rows.start + shift_r:rows.stop + shift_r, cols.start + shift_c:cols.stop + shift_c]
+        error = features[layer][:, :, rows, cols] - local
+        term = term + error.pow(2).sum() / target.numel() * objective.content._scale[layer] / len(targets)
+    return term
+
+
+def _patch_rows(start: int, stop: int, size: int, patch: int, step: int) -> range:
+    """Full-map patch corners (multiples of ``step``) in [start, stop) whose patch fits in ``size``."""
+    first = -(-start // step) * step
+    return range(first, min(stop, size - patch + 1), step)
+
+
+def _tile_mrf(objective: MRFObjective, features, tile: Tile, strides: dict[str, int],
+              image_shape: tuple[int, int]) -> torch.Tensor:
+    """The MRF term's share from the patches whose top-left corner lies in the tile's interior."""
+    term = torch.zeros((), device=next(iter(features.values())).device)
+    k, step = objective.patch_size, objective.synthesis_stride
+    for layer in objective.layers:
+        stride = strides[layer]
+        full_h, full_w = image_shape[0] // stride, image_shape[1] // stride
+        rows_all = (full_h - k) // step + 1
+        cols_all = (full_w - k) // step + 1
+        rows = _patch_rows(tile.y0 // stride, -(-tile.y1 // stride), full_h, k, step)
+        cols = _patch_rows(tile.x0 // stride, -(-tile.x1 // stride), full_w, k, step)
+        if not rows or not cols:
+            continue
+        top, left = rows[0] - tile.cy0 // stride, cols[0] - tile.cx0 // stride
+        block = features[layer][:, :, top:top + rows[-1] - rows[0] + k, left:left + cols[-1] - cols[0] + k]
+        patches = extract_patches(block, k, step)
+        labels = objective.label_grid(layer, (full_h, full_w))
+        if labels is not None:
+            grid = labels.reshape(rows_all, cols_all, -1)
+            labels = grid[rows[0] // step:rows[-1] // step + 1, cols[0] // step:cols[-1] // step + 1]
+            labels = labels.reshape(-1, grid.shape[-1])
+        distance = objective.patch_distances(layer, patches, labels)
+        term = term + distance.sum() / (rows_all * cols_all) * objective.layer_scale(layer)
+    return term
+
+
+def tiled_evaluate(backend: Backend, objective: GatysObjective | MRFObjective, image: torch.Tensor,
+                   tiles: list[Tile]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The objective's terms and d total / d image (1, 3, H, W), evaluated tile by tile."""
+    strides = {name: info.stride for name, info in backend.backbone.feature_info.items()}
     zero = image.new_zeros(())
-    style, gram_grads = zero, {}
-    for layer in style_layers:
-        total = sums[layer] / counts[layer]
-        difference = total - objective.style_targets[layer]
-        scale = objective._style_scale[layer]
-        style = style + difference.pow(2).sum() * scale
-        gram_grads[layer] = 2 * scale * objective.style_weight * difference  # dL/dG
-    content = zero
-    image_grad = torch.zeros_like(image)
+    style, content, gram_grads, counts = zero, zero, {}, {}
+    is_gram = isinstance(objective, GatysObjective)
+    if is_gram:
+        layers = list(objective.style_targets)
+        grams, counts = _global_grams(backend, layers, image, tiles, strides)
+        for layer in layers:
+            difference = grams[layer] - objective.style_targets[layer]
+            scale = objective._style_scale[layer]
+            style = style + difference.pow(2).sum() * scale
+            gram_grads[layer] = 2 * scale * objective.style_weight * difference  # dL/dG
 
-    # Pass 2: per tile, upstream gradients at interior positions only, then the crop's backward.
+    # Pass 2: per tile, upstream gradients at the positions it owns, then the crop's backward.
+    image_grad = torch.zeros_like(image)
     for tile in tiles:
-        crop = image[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1]
-        features = backend.forward(crop)
-        upstream = {name: torch.zeros_like(value) for name, value in features.items()}
-        for layer in style_layers:
+        features = {name: value.requires_grad_(True)
+                    for name, value in backend.forward(image[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1]).items()}
+        with torch.enable_grad():
+            local = _tile_content(objective, features, tile, strides)
+            content = content + local.detach()
+            weighted = objective.content_weight * local
+            if not is_gram:
+                mrf = _tile_mrf(objective, features, tile, strides, tuple(image.shape[-2:]))
+                style = style + mrf.detach()
+                weighted = weighted + objective.mrf_weight * mrf
+            names = list(features)
+            if weighted.requires_grad:
+                upstream = dict(zip(names, torch.autograd.grad(
+                    weighted, [features[n] for n in names], allow_unused=True, materialize_grads=True)))
+            else:  # no content target and a Gram objective: only the Gram gradient below
+                upstream = {name: torch.zeros_like(features[name]) for name in names}
+        for layer in gram_grads:
             rows, cols = _interior(tile, strides[layer], features[layer])
-            inside = features[layer][:, :, rows, cols]
+            inside = features[layer].detach()[:, :, rows, cols]
             flat = inside.reshape(inside.shape[0], inside.shape[1], -1)
             symmetric = gram_grads[layer] + gram_grads[layer].transpose(1, 2)
             # G = F F^T / N  =>  dL/dF = (dL/dG + dL/dG^T) F / N, N the global position count.
             grad = torch.bmm(symmetric, flat) / counts[layer]
             upstream[layer][:, :, rows, cols] += grad.reshape(inside.shape)
-        for layer in content_layers:
-            rows, cols = _interior(tile, strides[layer], features[layer])
-            target = objective.content.targets[layer][:, :, _shift(rows, tile.cy0, strides[layer]),
-                                                      _shift(cols, tile.cx0, strides[layer])]
-            error = features[layer][:, :, rows, cols] - target
-            numel = objective.content.targets[layer].numel()
-            scale = objective.content._scale[layer] / len(content_layers)
-            content = content + error.pow(2).sum() / numel * scale
-            upstream[layer][:, :, rows, cols] += 2 * error / numel * scale * objective.content_weight
         image_grad[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1] += backend.backward(upstream)
 
     pixels = image.detach().requires_grad_(True)
-    with torch.enable_grad():
-        tv = total_variation(pixels) if objective.tv_weight > 0 else pixels.new_zeros(())
-        if objective.tv_weight > 0:
+    tv = zero
+    if objective.tv_weight > 0:
+        with torch.enable_grad():
+            tv = total_variation(pixels)
             (tv_grad,) = torch.autograd.grad(tv * objective.tv_weight, pixels)
-            image_grad += tv_grad
-    total = objective.content_weight * content + objective.style_weight * style + objective.tv_weight * tv.detach()
-    return {"content": content, "style": style, "tv": tv.detach(), "total": total}, image_grad
-
-
-def _shift(part: slice, origin: int, stride: int) -> slice:
-    """A crop-coordinate slice of a feature map moved to full-image coordinates."""
-    return slice(part.start + origin // stride, part.stop + origin // stride)
+        image_grad += tv_grad
+        tv = tv.detach()
+    weight = objective.style_weight if is_gram else objective.mrf_weight
+    total = objective.content_weight * content + weight * style + objective.tv_weight * tv
+    return {"content": content, "style": style, "tv": tv, "total": total}, image_grad

@@ -240,10 +240,11 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path, small_inputs):
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, small_inputs):
     result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
-                                 "-o", str(tmp_path / "o.png"), "--size", "3840", "--max-memory", "16G",
+                                 "-o", str(tmp_path / "o.png"), "--size", "3840x2160", "--max-memory", "16G",
                                  "--dry-run", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "level 1: 3840x2880" in result.output and "tiles of" in result.output
+    assert "level 1: 240x135, untiled" in result.output
+    assert "level 9: 3840x2160" in result.output and "tiles of" in result.output
     assert not (tmp_path / "o.png").exists()
 
 

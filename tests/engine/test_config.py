@@ -17,7 +17,7 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
     ("changes", "message"),
     [
         ({"size": 0}, "--size: must be at least 1"),
-        ({"iterations": -5}, "--iterations: must be at least 1"),
+        ({"iterations": -5}, "--iterations: -5 is neither a count"),
         ({"style_weight": -1.0}, "--style-weight: must be a finite number >= 0"),
         ({"tv_weight": float("nan")}, "--tv-weight"),
         ({"optimizer": "lbgfs"}, "did you mean 'lbfgs'"),
@@ -30,6 +30,14 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
         ({"style_blend": (0.0, 0.0)}, "not all zero"),
         ({"init": "photo.jpg"}, "--init: 'photo.jpg' is neither"),
         ({"learning_rate": 0.0}, "--learning-rate"),
+        ({"size": "4kx2k"}, "--size: '4kx2k' is neither"),
+        ({"size": "0x100"}, "--size: must be at least 1 pixel"),
+        ({"iterations": "500,0"}, "--iterations: '500,0' is neither"),
+        ({"iterations": (100, 50), "levels": 3}, "--iterations: 2 per-level counts for --levels 3"),
+        ({"levels": -1}, "--levels: must be >= 0"),
+        ({"level_scale": 1.0}, "--level-scale"),
+        ({"iteration_decay": 0.0}, "--iteration-decay"),
+        ({"precision": "fp8"}, "--precision: unknown value 'fp8'"),
     ],
 )
 def test_bad_values_name_the_option(changes, message):
@@ -57,7 +65,7 @@ def test_from_mapping_accepts_kebab_case_and_strings():
     ("values", "message"),
     [
         ({"style_wieght": 1}, "unknown option 'style_wieght' (did you mean 'style_weight'?)"),
-        ({"size": "big"}, "size must be an integer"),
+        ({"size": "big"}, "--size: 'big' is neither"),
         ({"original_colors": "yes"}, "must be true or false"),
         ({"style_weight": [1]}, "must be a number"),
     ],
@@ -89,3 +97,31 @@ def test_learning_rate_default_depends_on_the_optimizer():
     assert RenderConfig().resolved_learning_rate == 1.0
     assert RenderConfig(optimizer="adam").resolved_learning_rate == 0.02
     assert RenderConfig(optimizer="adam", learning_rate=0.1).resolved_learning_rate == 0.1
+
+
+def test_size_is_a_long_side_or_a_frame():
+    assert RenderConfig(size="4096").size == 4096
+    assert RenderConfig(size="3840x2160").size == (3840, 2160)
+    assert RenderConfig.from_mapping({"size": [3840, 2160]}).size == (3840, 2160)
+    assert RenderConfig(size="3840x2160").to_dict()["size"] == [3840, 2160]
+
+
+def test_automatic_pyramid_starts_near_256_and_grows_by_sqrt2():
+    config = RenderConfig(size=2048)
+    shapes = config.level_shapes((768, 1024))
+    assert shapes[-1] == (1536, 2048) and max(shapes[0]) == 256 and len(shapes) == 7
+    for (h0, w0), (h1, w1) in zip(shapes, shapes[1:]):
+        assert w1 / w0 == pytest.approx(2**0.5, rel=0.01)
+    # Iterations halve per level (the same time per level), never below 1/20 of the first.
+    assert config.level_iterations() == [500, 250, 125, 63, 32, 25, 25]
+    assert RenderConfig(size=256).level_count == 1
+    frame = RenderConfig(size="3840x2160").level_shapes(None)
+    assert frame[-1] == (2160, 3840) and 200 <= max(frame[0]) <= 300
+
+
+def test_explicit_levels_and_per_level_iterations():
+    config = RenderConfig(size=512, levels=2, iterations="300,40")
+    assert config.level_shapes((384, 512)) == [(272, 362), (384, 512)] and config.level_iterations() == [300, 40]
+    assert RenderConfig(iterations=(200, 100, 50)).level_count == 3
+    assert RenderConfig.mrf().level_shapes((288, 384)) == [(72, 96), (144, 192), (288, 384)]
+    assert RenderConfig.mrf().level_iterations() == [100, 100, 100]

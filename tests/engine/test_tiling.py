@@ -1,4 +1,5 @@
-"""Exact tiling: the tiled loss and gradient equal the untiled ones, for every backend here."""
+"""Exact tiling: the tiled loss and gradient equal the untiled ones (Gram and MRF), for every
+backend here, with deliberately tiny tiles."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from styleforge.engine import (
     render,
     style_grams,
 )
-from styleforge.engine._tiling import plan_tiles, receptive_radius, tiled_gatys_evaluate
+from styleforge.engine._mrf import MRFObjective, semantic_labels, shared_palette
+from styleforge.engine._tiling import plan_tiles, receptive_radius, tile_halo, tiled_evaluate
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 TAPS = STYLE_LAYERS + ("relu4_2",)
@@ -68,7 +70,7 @@ def test_tiled_gradient_equals_untiled_in_float64(pooling, size):
     expected_losses, expected = _untiled(backend, objective, image)
     tiles = plan_tiles(*size, 32, receptive_radius(backbone.layers))  # deliberately tiny tiles
     assert len(tiles) >= 9
-    losses, gradient = tiled_gatys_evaluate(backend, objective, image, tiles)
+    losses, gradient = tiled_evaluate(backend, objective, image, tiles)
     for name in ("content", "style", "tv", "total"):
         assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=1e-12)
     assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-12
@@ -85,7 +87,7 @@ def test_tiled_gradient_equals_untiled_in_float32(backend_name):
     objective = _objective(backend, content, style, torch.float32)
     image = torch.rand(1, 3, 176, 240, generator=generator)
     _, expected = _untiled(backend, objective, image)
-    _, gradient = tiled_gatys_evaluate(backend, objective, image, plan_tiles(176, 240, 48, receptive_radius(backbone.layers)))
+    _, gradient = tiled_evaluate(backend, objective, image, plan_tiles(176, 240, 48, receptive_radius(backbone.layers)))
     assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-4
 
 
@@ -98,9 +100,82 @@ def test_a_tiled_render_matches_the_untiled_one():
     assert (tiled - untiled).abs().max().item() < 1e-4
 
 
-def test_tiling_is_refused_for_mrf():
-    with pytest.raises(Exception, match="--tile-size"):
-        RenderConfig.mrf(tile_size=64)
+MRF_LAYERS = ("relu2_1", "relu3_1", "relu4_1")
+
+
+def _mrf_objective(backend, content, style, maps=None):
+    content_labels = style_labels = None
+    if maps is not None:
+        content_map, style_map = maps
+        palette = shared_palette(content_map, style_map)
+        content_labels = semantic_labels(content_map, palette).to(content.dtype)
+        style_labels = [semantic_labels(style_map, palette).to(content.dtype)]
+    return MRFObjective(
+        features_of=backend.features, styles=[style],
+        content_targets={"relu4_2": backend.features(content)["relu4_2"]},
+        layer_weights=dict.fromkeys(MRF_LAYERS, 1.0), content_weight=0.5, mrf_weight=1.0, tv_weight=2.0,
+        patch_size=3, style_stride=2, synthesis_stride=2, style_labels=style_labels,
+        content_labels=content_labels, map_weight=10.0 if maps is not None else 0.0)
+
+
+def _halves(height, width):
+    """A two-colour semantic map: red left, blue right."""
+    semantic = torch.zeros(3, height, width)
+    semantic[0, :, : width // 2] = 1.0
+    semantic[2, :, width // 2:] = 1.0
+    return semantic
+
+
+@pytest.mark.parametrize("with_maps", [False, True])
+def test_tiled_mrf_gradient_equals_untiled_in_float64(with_maps):
+    generator = torch.Generator().manual_seed(4)
+    size = (112, 144)
+    backbone = load_backbone("vgg16-random", MRF_LAYERS + ("relu4_2",)).double()
+    backend = TorchBackend(backbone, torch.device("cpu"))
+    content = torch.rand(1, 3, *size, generator=generator, dtype=torch.float64)
+    style = torch.rand(1, 3, 96, 96, generator=generator, dtype=torch.float64)
+    maps = (_halves(*size), _halves(96, 96).flip(-1)) if with_maps else None
+    objective = _mrf_objective(backend, content, style, maps)
+    image = torch.rand(1, 3, *size, generator=generator, dtype=torch.float64)
+    expected_losses, expected = _untiled(backend, objective, image)
+    tiles = plan_tiles(*size, 32, tile_halo(backbone.layers, MRF_LAYERS, 3))
+    assert len(tiles) >= 12
+    losses, gradient = tiled_evaluate(backend, objective, image, tiles)
+    for name in ("content", "style", "tv", "total"):
+        assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=1e-12)
+    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-12
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
+def test_tiled_mrf_gradient_equals_untiled_in_float32(backend_name):
+    generator = torch.Generator().manual_seed(5)
+    backbone = load_backbone("vgg16-random", MRF_LAYERS + ("relu4_2",))
+    backend = (TorchBackend(backbone, torch.device("cpu")) if backend_name == "torch"
+               else OnnxRuntimeBackend(backbone, torch.device("cpu"), model="vgg16-random"))
+    content = torch.rand(1, 3, 128, 176, generator=generator)
+    style = torch.rand(1, 3, 96, 96, generator=generator)
+    objective = _mrf_objective(backend, content, style)
+    image = torch.rand(1, 3, 128, 176, generator=generator)
+    expected_losses, expected = _untiled(backend, objective, image)
+    losses, gradient = tiled_evaluate(backend, objective, image,
+                                      plan_tiles(128, 176, 48, tile_halo(backbone.layers, MRF_LAYERS, 3)))
+    assert losses["total"].item() == pytest.approx(expected_losses["total"].item(), rel=1e-4)
+    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+def test_mrf_halo_covers_a_patch_at_the_coarsest_mrf_layer():
+    backbone = VGGFeatures("vgg16", list(MRF_LAYERS))
+    # relu4_1: receptive radius 46 (VGG16 up to conv4_1), plus two positions at stride 8.
+    assert tile_halo(backbone.layers, MRF_LAYERS, 3) == receptive_radius(backbone.layers) + 2 * 8
+
+
+def test_a_tiled_mrf_render_matches_the_untiled_one():
+    generator = torch.Generator().manual_seed(6)
+    content, style = torch.rand(3, 120, 160, generator=generator), torch.rand(3, 96, 96, generator=generator)
+    config = RenderConfig.mrf(size=160, levels=1, iterations=3, model="vgg16-random", device="cpu", backend="torch")
+    untiled = render(config, content, [style]).image
+    tiled = render(config.replace({"tile_size": 48}), content, [style]).image
+    assert (tiled - untiled).abs().max().item() < 1e-4
 
 
 def test_planner_keeps_small_renders_untiled_and_tiles_large_ones():
@@ -112,10 +187,19 @@ def test_planner_keeps_small_renders_untiled_and_tiles_large_ones():
     assert small.levels[0].tile_size == 0 and "untiled" in small.describe()
     large = plan_render(config, [(2160, 3840)], cpu, budget=16 * 2**30)
     assert large.levels[0].tile_size > 0 and large.levels[0].total_bytes <= 16 * 2**30
+    mrf = plan_render(RenderConfig.mrf(), [(2160, 3840)], cpu, budget=20 * 2**30)
+    assert mrf.levels[0].tile_size > 0 and mrf.levels[0].total_bytes <= 20 * 2**30
     with pytest.raises(Exception, match=r"7680x4320\) needs about .* even in 64-px tiles"):
-        plan_render(config, [(4320, 7680)], cpu, budget=16 * 2**30)
-    with pytest.raises(Exception, match="MRF renders cannot be tiled"):
-        plan_render(RenderConfig.mrf(), [(2160, 3840)], cpu, budget=2**30)
+        plan_render(config, [(4320, 7680)], cpu, budget=2 * 2**30)
+
+
+def test_planner_shortens_the_lbfgs_history_before_using_small_tiles():
+    from styleforge.engine import plan_render
+
+    plan = plan_render(RenderConfig(), [(4320, 7680)], torch.device("cpu"), budget=16 * 2**30)
+    level = plan.levels[0]
+    assert level.lbfgs_history < 50 and level.total_bytes <= 16 * 2**30
+    assert f"L-BFGS history {level.lbfgs_history}" in plan.describe()
 
 
 def test_a_small_budget_makes_the_render_tile_and_gives_the_same_image():
