@@ -305,10 +305,14 @@ def export(
     _run_guarded(debug, body)
 
 
+_MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 @app.command()
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat. [default: 256, 512, 1024]", show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat. [default: every one present]", show_default=False)] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare. [default: tf32 on CUDA, fp32 on CPU]", show_default=False)] = None,
     model: Annotated[str, typer.Option(help="Backbone (timing does not depend on the weights).")] = "vgg19-random",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
@@ -324,22 +328,35 @@ def bench(
 
         target = engine.resolve_device(device)
         names = backend or engine.available_backends(target)
+        precisions = precision or [RenderConfig().resolved_precision(target.type)]
+        for value in precisions:
+            engine.check_choice("--precision", value, engine.PRECISIONS)
         sizes = [_parse_size(text) for text in (size or ["256", "512", "1024"])]
         taps = tuple(dict.fromkeys(_DEFAULTS.content_layers + _DEFAULTS.style_layers))
         backbone = engine.load_backbone(model, taps)
-        # The convolutions' achieved rate against the device's own measured matrix rate.
-        peak = engine.matrix_tflops(target, size=4096 if target.type == "cuda" else 1024)
-        table = Table("backend", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
+        # The convolutions' achieved rate against the device's own measured matrix rate at the
+        # precision they run in (tf32 and fp32 share fp32 operands).
+        peaks = {value: engine.matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
+                                             dtype=_MATMUL_DTYPES[value], tf32=value == "tf32")
+                 for value in precisions}
+        table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
         rows, by_backend = [], {}
         for name in names:
-            built = engine.create_backend(name, backbone, target, model=model)
-            for height, width in sizes:
-                timing = engine.time_backend(built, height, width, iterations=iterations, warmup=warmup)
-                rows.append(timing.to_dict())
-                by_backend.setdefault(name, []).append(timing.ms_per_iteration)
-                table.add_row(name, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
-                              f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
-                              f"{timing.tflops:.2f}", f"{timing.tflops / peak:.0%}")
+            for value in precisions:
+                try:
+                    built = engine.create_backend(name, backbone, target, model=model, precision=value)
+                except BackendUnavailableError as error:
+                    stderr.print(f"skipped {name} {value}: {error}", highlight=False, markup=False)
+                    continue
+                for height, width in sizes:
+                    timing = engine.time_backend(built, height, width, iterations=iterations, warmup=warmup)
+                    rows.append({**timing.to_dict(), "precision": value,
+                                 "share_of_matrix_rate": timing.tflops / peaks[value]})
+                    if value == precisions[0]:
+                        by_backend.setdefault(name, []).append(timing.ms_per_iteration)
+                    table.add_row(name, value, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
+                                  f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
+                                  f"{timing.tflops:.2f}", f"{timing.tflops / peaks[value]:.0%}")
         Console().print(table)
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}
@@ -348,7 +365,7 @@ def bench(
                          highlight=False, markup=False)
         if output is not None:
             report = {"device": str(target), "model": model, "platform": platform.platform(),
-                      "gpu": torch_device_name(target), "matmul_tflops_fp32": peak, "results": rows}
+                      "gpu": torch_device_name(target), "matmul_tflops": peaks, "results": rows}
             output.write_text(json.dumps(report, indent=2) + "\n")
 
     _run_guarded(debug, body)

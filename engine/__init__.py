@@ -56,7 +56,8 @@ from ._render import (
     render,
     resolve_device,
 )
-from ._tensorrt import PRECISIONS, tensorrt_available
+from ._config import PRECISIONS
+from ._tensorrt import tensorrt_available
 from ._weights import DEFAULT_MODEL, MODELS, ModelSpec, ModelStatus, cache_dir, load_backbone, model_status, resolve_weights
 
 __version__ = "0.1.0"

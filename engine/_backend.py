@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ._backbone import VGGFeatures
-from ._config import BACKENDS
+from ._config import BACKENDS, PRECISIONS
 from ._errors import BackendUnavailableError, check_choice
 from ._export import ExportedGraphs, export_onnx
 from ._weights import cache_dir
@@ -64,7 +64,6 @@ class Backend(abc.ABC):
         return self.forward(image)
 
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -80,19 +80,26 @@ def time_backend(backend: Backend, height: int, width: int, *, iterations: int =
     )
 
 
-def matrix_tflops(device: torch.device, *, dtype: torch.dtype = torch.float32, size: int = 4096,
-                  repeats: int = 5) -> float:
-    """The device's measured dense matrix-multiply rate (TFLOP/s) at ``dtype``: the yardstick
-    for the convolutions' achieved rate. fp32 on a GPU follows torch's TF32 setting."""
+def matrix_tflops(device: torch.device, *, dtype: torch.dtype | str = torch.float32, size: int = 4096,
+                  repeats: int = 5, tf32: bool = False) -> float:
+    """The device's measured dense matrix-multiply rate (TFLOP/s) at ``dtype`` (a torch dtype or
+    its name), fp32 in TF32 when ``tf32``: the yardstick for the convolutions' achieved rate."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
         torch.mm(a, b)
         _sync(device)
-        times.append(time.perf_counter() - start)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
     return 2 * size**3 / statistics.median(times) / 1e12
 

@@ -28,7 +28,7 @@ __all__ = ["BACKENDS", "DEVICES", "INITS", "METHODS", "OPTIMIZERS", "RenderConfi
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: The coarsest level of an automatic pyramid has about this long side.
 PYRAMID_START = 256
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -137,7 +137,7 @@ class RenderConfig:
             raise ConfigError(f"--level-scale: must be in (1, 4], got {self.level_scale}")
         if not 0.0 < self.iteration_decay <= 1.0:
             raise ConfigError(f"--iteration-decay: must be in (0, 1], got {self.iteration_decay}")
-        check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--precision", self.precision, ("auto", *PRECISIONS))
         if isinstance(self.iterations, tuple) and self.levels and len(self.iterations) != self.levels:
             raise ConfigError(f"--iterations: {len(self.iterations)} per-level counts for --levels {self.levels}")
         if self.tile_size < 0:

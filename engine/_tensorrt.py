@@ -22,13 +22,13 @@ import torch
 
 from ._backbone import VGGFeatures
 from ._backend import Backend
+from ._config import PRECISIONS
 from ._errors import BackendUnavailableError, check_choice
 from ._export import ExportedGraphs, export_onnx
 from ._weights import cache_dir, sha256_file
 
-__all__ = ["PRECISIONS", "TensorRTBackend", "tensorrt_available"]
+__all__ = ["TensorRTBackend", "tensorrt_available"]
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 _WORKSPACE_BYTES = 8 << 30
 
 

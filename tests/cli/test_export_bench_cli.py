@@ -49,7 +49,21 @@ def test_bench_times_each_backend_and_writes_json(tmp_path):
         assert (row["height"], row["width"]) == (32, 32)
         assert row["ms_per_iteration"] > 0 and row["tflops"] > 0 and row["peak_memory_bytes"] > 0
     assert "fastest here" in result.output
-    assert report["matmul_tflops_fp32"] > 0
+    assert report["matmul_tflops"]["fp32"] > 0
+
+
+def test_bench_compares_precisions_and_skips_what_a_backend_cannot_run(tmp_path):
+    output = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--size", "32x32", "--backend", "torch", "--backend", "onnxruntime",
+                                 "--precision", "fp32", "--precision", "bf16", "-n", "1", "--warmup", "0",
+                                 "--device", "cpu", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())
+    measured = {(row["backend"], row["precision"]) for row in report["results"]}
+    assert measured == {("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")}
+    assert "skipped onnxruntime bf16" in result.output
+    assert set(report["matmul_tflops"]) == {"fp32", "bf16"}
+    assert all(row["share_of_matrix_rate"] > 0 for row in report["results"])
 
 
 def test_render_on_onnxruntime(tmp_path, shared_images):
