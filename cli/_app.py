@@ -203,11 +203,13 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool, dry
     # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
     live = stderr.is_terminal
     progress = Progress(
-        TextColumn("[bold]render"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("[bold]render"), BarColumn(), TextColumn("{task.fields[step]}"),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=stderr, disable=quiet or not live, transient=False,
     )
-    task = progress.add_task("render", total=total, loss="-")
+    # The bar follows the work (evaluations weighted by pixels): a pyramid's last levels are
+    # the slow ones, so counting iterations would promise far too early a finish.
+    task = progress.add_task("render", total=1.0, loss="-", step=f"0/{total}")
     last_shown = [0.0]
     log_every = max(1, total // 10)
 
@@ -217,9 +219,9 @@ def _render(config_path: Path | None, given: dict[str, Any], *, quiet: bool, dry
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):
             fields_["loss"] = f"{event.loss:.4g}"  # reads the loss back: only a few times a second
             last_shown[0] = now
-        progress.update(task, completed=event.iteration, **fields_)
+        progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}", **fields_)
         if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
-            eta = event.elapsed / event.iteration * (event.iterations - event.iteration)
+            eta = event.elapsed / max(event.progress, 1e-9) * (1.0 - event.progress)
             stderr.print(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
                          f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left",
                          highlight=False, soft_wrap=True, markup=False)

@@ -55,6 +55,7 @@ class RenderEvent:
     image: torch.Tensor = field(repr=False)  # (3, H, W) current image, unclamped; do not modify
     level: int = 0  # resolution index, coarse to fine
     levels: int = 1
+    progress: float = 0.0  # share of the render's work done, evaluations weighted by their pixels (for ETAs)
 
     @property
     def loss(self) -> float:
@@ -217,7 +218,7 @@ def render(
         init_image = load_image(config.init)
 
     schedule = config.level_iterations()
-    clock = _Clock(total=sum(schedule), device=device)
+    clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
     image: torch.Tensor | None = None
     carried: dict[str, torch.Tensor] | None = None
     with _matmul_precision(device, precision):
@@ -402,11 +403,11 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback,
         return report(losses)
 
     def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        clock.record(losses["total"])
+        clock.record(losses["total"], level)
         if callback is not None:
             callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
                                  time.perf_counter() - clock.started, peak_memory(clock.device), image.detach()[0],
-                                 level=level, levels=config.level_count))
+                                 level=level, levels=config.level_count, progress=clock.progress))
         return losses["total"].detach()
 
     try:
@@ -445,8 +446,11 @@ def _optimize(config, backend, objective, start, inputs, clock, level, callback,
 class _Clock:
     """Evaluations across levels, and a device-side non-finite flag read back every few steps."""
 
-    def __init__(self, total: int, device: torch.device) -> None:
-        self.total = total
+    def __init__(self, iterations: Sequence[int], pixels: Sequence[int], device: torch.device) -> None:
+        self.total = sum(iterations)
+        self._pixels = list(pixels)
+        self._work = sum(count * size for count, size in zip(iterations, pixels))
+        self._done = 0
         self.device = device
         self.evaluations = 0
         self.last_loss: torch.Tensor | None = None
@@ -455,8 +459,13 @@ class _Clock:
             torch.cuda.reset_peak_memory_stats(device)
         self.started = time.perf_counter()
 
-    def record(self, loss: torch.Tensor) -> None:
+    @property
+    def progress(self) -> float:
+        return min(1.0, self._done / self._work)
+
+    def record(self, loss: torch.Tensor, level: int) -> None:
         self.evaluations += 1
+        self._done += self._pixels[level]
         self.last_loss = loss.detach()
         self._nonfinite |= ~torch.isfinite(self.last_loss)
         self.check_finite()

@@ -151,3 +151,16 @@ def test_cuda_device_without_cuda_is_a_clear_error(random_vgg19, rng):
     content, style = _images(rng)
     with pytest.raises(BackendUnavailableError, match="--device cuda"):
         render(RenderConfig(**{**FAST, "device": "cuda"}), content, [style], backbone=random_vgg19)
+
+
+def test_progress_weighs_each_evaluation_by_its_level_pixels():
+    generator = torch.Generator().manual_seed(7)
+    content, style = torch.rand(3, 96, 128, generator=generator), torch.rand(3, 64, 64, generator=generator)
+    config = RenderConfig(size=128, levels=2, level_scale=2.0, iterations=(4, 4), model="vgg16-random", device="cpu")
+    events = []
+    render(config, content, [style], callback=events.append)
+    progress = [event.progress for event in events]
+    assert [event.level for event in events] == [0] * 4 + [1] * 4
+    # Level 1 has a quarter of level 2's pixels: its 4 evaluations are a fifth of the work.
+    assert progress[3] == pytest.approx(0.2, abs=0.01) and progress[-1] == pytest.approx(1.0)
+    assert all(b > a for a, b in zip(progress, progress[1:]))
