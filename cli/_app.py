@@ -95,6 +95,7 @@ def render(
     levels: Annotated[int | None, typer.Option(help="Resolutions, coarse to fine; 0: from about 256 px up by --level-scale. [default: 0 for gram, 3 for mrf]", show_default=False)] = None,
     level_scale: Annotated[float | None, typer.Option(help="Size ratio between levels. [default: 1.414 for gram, 2 for mrf]", show_default=False)] = None,
     iteration_decay: Annotated[float | None, typer.Option(help="Each finer level runs this fraction of the previous level's iterations. [default: 0.5 for gram, 1 for mrf]", show_default=False)] = None,
+    cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the torch backend's passes as CUDA graphs. [default: off]", show_default=False)] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, optimiser fp32). [default: tf32 on CUDA, fp32 on CPU]", show_default=False)] = None,
     style_rotations: Annotated[int | None, typer.Option(help=f"MRF: also match 2n rotated copies of the style. {_default('style_rotations')}", show_default=False)] = None,
     rotation_step: Annotated[float | None, typer.Option(help=f"MRF: degrees between rotated copies. {_default('rotation_step')}", show_default=False)] = None,

@@ -65,6 +65,20 @@ class Backend(abc.ABC):
 
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Input shapes captured as CUDA graphs per backend (a pyramid's levels; tiles beyond run eagerly).
+_MAX_GRAPHS = 16
+
+
+class _TapTuple(torch.nn.Module):
+    """The backbone with its taps as a tuple (what make_graphed_callables accepts)."""
+
+    def __init__(self, backbone: VGGFeatures, taps: Sequence[str]) -> None:
+        super().__init__()
+        self.backbone, self.taps = backbone, tuple(taps)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.backbone(image)
+        return tuple(features[name] for name in self.taps)
 
 
 class TorchBackend(Backend):
@@ -79,23 +93,49 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, backbone: VGGFeatures, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, backbone: VGGFeatures, device: torch.device, precision: str = "fp32",
+                 cuda_graphs: bool = False) -> None:
         super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device)
         self.precision = check_choice("--precision", precision, PRECISIONS)
+        if cuda_graphs and device.type != "cuda":
+            raise BackendUnavailableError(f"--cuda-graphs needs a CUDA device, not {device.type}")
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
-    def _context(self, *, autocast: bool = True) -> contextlib.ExitStack:
+    def _graphed(self, image: torch.Tensor):
+        """The forward + backward for this input shape captured as CUDA graphs (one per shape,
+        the few a pyramid needs; other shapes, such as edge tiles, run eagerly)."""
+        key = tuple(image.shape)
+        if key not in self._graphs:
+            if len(self._graphs) >= _MAX_GRAPHS:
+                return None
+            sample = torch.rand(key, device=self.device).contiguous(memory_format=torch.channels_last)
+            with self._context(cache=False):
+                self._graphs[key] = torch.cuda.make_graphed_callables(
+                    _TapTuple(self.backbone, self.taps), (sample.requires_grad_(True),))
+        return self._graphs[key]
+
+    def _context(self, *, autocast: bool = True, cache: bool = True) -> contextlib.ExitStack:
         """cuDNN's TF32 switch as --precision says (its default is on), and autocast for halves."""
         stack = contextlib.ExitStack()
         if self.device.type == "cuda":
             stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=self.precision == "tf32"))
         if autocast and self.precision in _HALF:
-            stack.enter_context(torch.autocast(self.device.type, dtype=_HALF[self.precision]))
+            # CUDA graphs need autocast's weight-cast cache off (cache=False) while capturing.
+            stack.enter_context(torch.autocast(self.device.type, dtype=_HALF[self.precision], cache_enabled=cache))
         return stack
 
     def _run(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        with self._context():
-            features = self.backbone(image.contiguous(memory_format=torch.channels_last))
+        image = image.contiguous(memory_format=torch.channels_last)
+        graphed = self._graphed(image) if self.cuda_graphs and torch.is_grad_enabled() else None
+        if graphed is not None:
+            # The graph's outputs are static buffers: the next replay overwrites them, which is
+            # fine here, since a loss reads its features before the next forward.
+            features = dict(zip(self.taps, graphed(image)))
+        else:
+            with self._context():
+                features = self.backbone(image)
         if self.precision not in _HALF:
             return features
         return {name: value.float() for name, value in features.items()}
@@ -295,10 +335,13 @@ def _auto_backend(device: torch.device) -> str:
 
 
 def create_backend(name: str, backbone: VGGFeatures, device: torch.device, *, model: str,
-                   precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ((512, 512),)) -> Backend:
+                   precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ((512, 512),),
+                   cuda_graphs: bool = False) -> Backend:
     """Build the named backend (``auto`` picks as described in _auto_backend).
 
     ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them).
+    ``cuda_graphs``: capture the torch backend's passes as CUDA graphs (the exported backends
+    have their own engines and ignore it).
     """
     check_choice("--backend", name, BACKENDS)
     check_choice("--precision", precision, PRECISIONS)
@@ -307,7 +350,7 @@ def create_backend(name: str, backbone: VGGFeatures, device: torch.device, *, mo
         if name == "onnxruntime" and precision in _HALF:
             name = "torch"
     if name == "torch":
-        return TorchBackend(backbone, device, precision)
+        return TorchBackend(backbone, device, precision, cuda_graphs)
     if name == "onnxruntime":
         if precision in _HALF:
             raise BackendUnavailableError(f"--precision {precision}: the onnxruntime backend runs the fp32 graphs; "

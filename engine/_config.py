@@ -110,6 +110,9 @@ class RenderConfig:
     iteration_decay: float = 0.5
     """Each finer level runs this fraction of the previous level's iterations (with
     level_scale sqrt(2) a level has twice the pixels, so 0.5 spends about the same time per level)."""
+    cuda_graphs: bool = False
+    """Replay the torch backend's forward and backward as CUDA graphs (one capture per level size;
+    cuts the per-iteration launch overhead that dominates small renders on a fast GPU)."""
     precision: str = "auto"
     """fp32, tf32 (CUDA matmuls in TF32), bf16 or fp16 (the network's features in half precision;
     Gram sums, losses and the optimiser's state stay fp32); auto: tf32 on CUDA, fp32 on CPU."""

@@ -213,7 +213,7 @@ def render(
             backbone = load_backbone(config.model, config.taps, pooling=config.pooling,
                                      weights_path=config.weights, seed=config.seed)
         backend = create_backend(config.backend, backbone, device, model=config.model, precision=precision,
-                                 sizes=[(level.height, level.width) for level in plan.levels])
+                                 sizes=plan.shapes, cuda_graphs=config.cuda_graphs)
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
 

@@ -120,3 +120,42 @@ def test_an_adam_pyramid_carries_its_state_to_the_next_level():
         torch.optim.Adam.step = torch_adam_step
     # The second level's first step starts from the first level's 3 steps, not from scratch.
     assert seen[0] is None and seen[3] == 3.0
+
+
+def test_cuda_graphs_without_cuda_is_a_clear_error():
+    backbone = load_backbone("vgg16-random", TAPS)
+    with pytest.raises(BackendUnavailableError, match="--cuda-graphs needs a CUDA device, not cpu"):
+        TorchBackend(backbone, torch.device("cpu"), cuda_graphs=True)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_replays_give_the_eager_gradients(precision):
+    backbone = load_backbone("vgg16-random", TAPS)
+    cuda = torch.device("cuda")
+    eager = TorchBackend(backbone, cuda, precision)
+    graphed = TorchBackend(backbone, cuda, precision, cuda_graphs=True)
+    generator = torch.Generator().manual_seed(8)
+    for _ in range(3):  # replays with new inputs, not the captured sample
+        image = torch.rand(1, 3, 64, 96, generator=generator).to(cuda)
+        expected = eager.forward(image)
+        features = graphed.forward(image)
+        grads = {k: torch.randn(v.shape, generator=generator).to(cuda) for k, v in expected.items()}
+        for name in TAPS:
+            assert torch.allclose(features[name], expected[name], rtol=1e-3, atol=1e-4)
+        expected_grad = eager.backward(grads)
+        assert _relative(graphed.backward(grads), expected_grad) < 1e-3
+
+
+@needs_cuda
+def test_a_bf16_render_on_cuda_stays_close_to_fp32():
+    generator = torch.Generator().manual_seed(9)
+    content, style = torch.rand(3, 192, 256, generator=generator), torch.rand(3, 128, 128, generator=generator)
+    config = RenderConfig(size=256, levels=1, iterations=20, model="vgg16-random", device="cuda", backend="torch")
+    fp32 = render(config.replace({"precision": "fp32"}), content, [style]).image
+    bf16 = render(config.replace({"precision": "bf16", "cuda_graphs": True}), content, [style]).image
+    mse = (fp32 - bf16).pow(2).mean().item()
+    assert 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item() > 25
