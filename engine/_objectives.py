@@ -58,18 +58,24 @@ def style_grams(
     styles: Sequence[torch.Tensor],
     blend: Sequence[float],
     layers: Sequence[str],
+    grams_of: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Blended target Grams {layer: (1, C, C)} of several (1, 3, H, W) style images.
 
     ``backbone`` is anything mapping an image to its features (a VGGFeatures, Backend.features).
     The blend weights are normalised to sum to 1; each style may have its own size.
+    ``grams_of`` computes an image's Grams some other way (tile by tile, for large styles).
     """
     total = float(sum(blend))
     targets: dict[str, torch.Tensor] = {}
     for style, weight in zip(styles, blend, strict=True):
-        features = backbone(style)
+        if grams_of is not None:
+            grams = grams_of(style)
+        else:
+            features = backbone(style)
+            grams = {layer: gram(features[layer]) for layer in layers}
         for layer in layers:
-            contribution = gram(features[layer]) * (weight / total)
+            contribution = grams[layer] * (weight / total)
             targets[layer] = targets[layer] + contribution if layer in targets else contribution
     return targets
 

@@ -26,7 +26,7 @@ from ._image import load_image, resize_long_side, resize_to
 from ._mrf import MRFObjective, semantic_labels, shared_palette, style_variants
 from ._objectives import GatysObjective, style_grams
 from ._planner import RenderPlan, parse_bytes, plan_render
-from ._tiling import plan_tiles, tile_halo, tiled_evaluate
+from ._tiling import plan_tiles, tile_halo, tiled_evaluate, tiled_features, tiled_grams
 from ._weights import load_backbone
 
 __all__ = [
@@ -224,7 +224,7 @@ def render(
     with _matmul_precision(device, precision):
         for level, shape in enumerate(plan.shapes):
             inputs = _level_inputs(config, content, styles, maps, shape, device, backend)
-            objective = _objective(config, backend, inputs, target_cache)
+            objective = _objective(config, backend, inputs, target_cache, plan.levels[level].tile_size)
             if image is None:
                 start = _initial_image(config, inputs.content, inputs.styles,
                                        None if init_image is None else init_image[None], inputs.shape)
@@ -297,8 +297,11 @@ def _level_inputs(config, content, styles, maps, shape, device, backend) -> _Lev
     return inputs
 
 
-def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs, cache: TargetCache | None):
-    """The method's objective with its targets computed once for this level (or from the cache)."""
+def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs, cache: TargetCache | None,
+               tile_size: int = 0):
+    """The method's objective with its targets computed once for this level (or from the cache).
+    On a tiled level the content features and style Grams are computed tile by tile as well (the
+    MRF style bank is computed whole: its patches are the style's memory cost anyway)."""
     def cached(compute, *parts):
         if cache is None:
             return compute()
@@ -311,13 +314,18 @@ def _objective(config: RenderConfig, backend: Backend, inputs: _LevelInputs, cac
     with torch.no_grad():
         content_targets = None
         if inputs.content is not None and config.content_weight > 0:
-            features = backend.features(inputs.content)
-            content_targets = {layer: features[layer] for layer in config.content_layers}
+            if tile_size:
+                content_targets = tiled_features(backend, inputs.content, tile_size, config.content_layers)
+            else:
+                features = backend.features(inputs.content)
+                content_targets = {layer: features[layer] for layer in config.content_layers}
         if config.method == "gram":
             blend = config.style_blend or (1.0,) * len(inputs.styles)
+            grams_of = (lambda style: tiled_grams(backend, style, tile_size, config.style_layers)) if tile_size else None
             return GatysObjective(
                 content_targets=content_targets,
-                style_targets=cached(lambda: style_grams(backend.features, inputs.styles, blend, config.style_layers),
+                style_targets=cached(lambda: style_grams(backend.features, inputs.styles, blend, config.style_layers,
+                                                         grams_of),
                                      list(blend), config.style_layers),
                 content_weight=config.content_weight, style_weight=config.style_weight,
                 tv_weight=config.tv_weight, style_layer_weights=config.layer_weights(),

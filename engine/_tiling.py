@@ -34,7 +34,7 @@ from ._backend import Backend
 from ._mrf import MRFObjective
 from ._objectives import GatysObjective, total_variation
 
-__all__ = ["Tile", "plan_tiles", "receptive_radius", "tile_halo", "tiled_evaluate"]
+__all__ = ["Tile", "plan_tiles", "receptive_radius", "tile_halo", "tiled_evaluate", "tiled_features", "tiled_grams"]
 
 _ALIGN = 16
 
@@ -116,6 +116,40 @@ def _global_grams(backend: Backend, layers: Sequence[str], image: torch.Tensor, 
     return {layer: sums[layer] / counts[layer] for layer in layers}, counts
 
 
+def _strides(backend: Backend) -> dict[str, int]:
+    return {name: info.stride for name, info in backend.backbone.feature_info.items()}
+
+
+def _target_tiles(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Tile]:
+    return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
+
+
+def tiled_grams(backend: Backend, image: torch.Tensor, tile_size: int,
+                layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Gram matrices of a (1, 3, H, W) image too large to run whole (style targets at 8K)."""
+    return _global_grams(backend, layers, image, _target_tiles(backend, image, tile_size), _strides(backend))[0]
+
+
+@torch.no_grad()
+def tiled_features(backend: Backend, image: torch.Tensor, tile_size: int,
+                   layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Full feature maps of ``layers`` assembled from the tiles' interiors (content targets)."""
+    strides = _strides(backend)
+    height, width = image.shape[-2:]
+    maps: dict[str, torch.Tensor] = {}
+    for tile in _target_tiles(backend, image, tile_size):
+        features = backend.features(image[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1])
+        for layer in layers:
+            stride, crop = strides[layer], features[layer]
+            if layer not in maps:
+                maps[layer] = crop.new_zeros(crop.shape[0], crop.shape[1], height // stride, width // stride)
+            rows, cols = _interior(tile, stride, crop)
+            top, left = rows.start + tile.cy0 // stride, cols.start + tile.cx0 // stride
+            inside = crop[:, :, rows, cols]
+            maps[layer][:, :, top:top + inside.shape[2], left:left + inside.shape[3]] = inside
+    return maps
+
+
 def _tile_content(objective, features, tile: Tile, strides: dict[str, int]) -> torch.Tensor:
     """The content term's share from a tile's interior positions (a sum over the full mean)."""
     term = torch.zeros((), device=next(iter(features.values())).device)
@@ -166,7 +200,7 @@ def _tile_mrf(objective: MRFObjective, features, tile: Tile, strides: dict[str, 
 def tiled_evaluate(backend: Backend, objective: GatysObjective | MRFObjective, image: torch.Tensor,
                    tiles: list[Tile]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The objective's terms and d total / d image (1, 3, H, W), evaluated tile by tile."""
-    strides = {name: info.stride for name, info in backend.backbone.feature_info.items()}
+    strides = _strides(backend)
     zero = image.new_zeros(())
     style, content, gram_grads, counts = zero, zero, {}, {}
     is_gram = isinstance(objective, GatysObjective)

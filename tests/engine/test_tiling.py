@@ -220,3 +220,21 @@ def test_a_small_budget_makes_the_render_tile_and_gives_the_same_image():
 def test_max_memory_must_be_a_size():
     with pytest.raises(Exception, match="--max-memory: 'lots'"):
         RenderConfig(max_memory="lots")
+
+
+def test_targets_computed_tile_by_tile_equal_the_whole_image_ones():
+    from styleforge.engine._tiling import tiled_features, tiled_grams
+
+    generator = torch.Generator().manual_seed(7)
+    backbone = load_backbone("vgg16-random", TAPS).double()
+    backend = TorchBackend(backbone, torch.device("cpu"))
+    image = torch.rand(1, 3, 101, 150, generator=generator, dtype=torch.float64)
+    whole = backend.features(image)
+    assembled = tiled_features(backend, image, 32, ("relu4_2", "relu1_1"))
+    for layer in ("relu4_2", "relu1_1"):
+        assert assembled[layer].shape == whole[layer].shape
+        assert torch.allclose(assembled[layer], whole[layer], rtol=1e-12, atol=1e-12)
+    grams = tiled_grams(backend, image, 32, STYLE_LAYERS)
+    expected = style_grams(backend.features, [image], [1.0], STYLE_LAYERS)
+    for layer in STYLE_LAYERS:
+        assert torch.allclose(grams[layer], expected[layer], rtol=1e-10, atol=1e-14)
