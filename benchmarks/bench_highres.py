@@ -89,7 +89,10 @@ def _one(args: argparse.Namespace) -> dict:
 
 
 def _chart(paths: list[Path], png: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--chart needs matplotlib: pip install 'styleforge[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

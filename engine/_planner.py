@@ -3,9 +3,11 @@
 The estimate counts what one evaluation keeps alive on the torch backend in fp32: every ReLU and
 pool output up to the deepest tap (autograd saves them, and each convolution's input is one of
 them), max-pool indices (int64), the two largest gradient buffers of the backward, plus the
-optimiser's state over the whole image (L-BFGS: two vectors per history entry) and the image,
-its gradient and the content target. Tiled, the activations are those of one crop (tile plus
-halo on each side). The budget is ``max_memory`` or most of what is free (GPU memory, or the
+optimiser's state over the whole image (L-BFGS: two vectors per history entry), the image,
+its gradient, the content target and (MRF) the style patch bank. Tiled, the activations are
+those of one crop (tile plus halo on each side); the targets of a tiled level are computed tile
+by tile too. When the L-BFGS history does not fit beside 512-px tiles it is shortened before
+tiles get smaller. The budget is ``max_memory`` or most of what is free (GPU memory, or the
 system's available RAM on CPU).
 """
 
