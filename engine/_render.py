@@ -216,6 +216,8 @@ def render(
                                  sizes=plan.shapes, cuda_graphs=config.cuda_graphs)
     if init_image is None and config.init not in ("content", "noise", "style"):
         init_image = load_image(config.init)
+    if init_image is not None:
+        init_image = crop_to_frame(init_image, config)
 
     schedule = config.level_iterations()
     clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
