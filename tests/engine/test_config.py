@@ -112,8 +112,10 @@ def test_automatic_pyramid_starts_near_256_and_grows_by_sqrt2():
     assert shapes[-1] == (1536, 2048) and max(shapes[0]) == 256 and len(shapes) == 7
     for (h0, w0), (h1, w1) in zip(shapes, shapes[1:]):
         assert w1 / w0 == pytest.approx(2**0.5, rel=0.01)
-    # Iterations halve per level (the same time per level), never below 1/20 of the first.
-    assert config.level_iterations() == [500, 250, 125, 63, 32, 25, 25]
+    # The full count up to 1024 px, then halving per level (the same time per level), never
+    # below a quarter of it.
+    assert config.level_iterations() == [100, 100, 100, 100, 100, 50, 25]
+    assert RenderConfig(size=2048, iterations=400).level_iterations()[-3:] == [400, 200, 100]
     assert RenderConfig(size=256).level_count == 1
     frame = RenderConfig(size="3840x2160").level_shapes(None)
     assert frame[-1] == (2160, 3840) and 200 <= max(frame[0]) <= 300
