@@ -34,7 +34,7 @@ PYRAMID_START = 256
 #: Levels up to this long side run the full --iterations; larger ones follow --iteration-decay.
 #: Tuned by looking (tubingen / Starry Night, 512 px): 500, 250, 125 over 256, 362, 512 px lost the
 #: town (each level's restarted L-BFGS stylises further from a blurred start); 100 per level keeps
-#: it, in about a third of the single-level 500 iterations' time.
+#: more of it in under half the single-level 500 iterations' time (not settled: see README).
 FULL_ITERATIONS_UP_TO = 1024
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 METHODS = ("gram", "mrf")
