@@ -120,7 +120,7 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, small_inputs):
 def test_intermediate_names_are_checked_before_any_work(tmp_path, small_inputs):
     (tmp_path / "out_2.png").write_bytes(b"keep me")
     result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
-                                 "-o", str(tmp_path / "out.png"), "-n", "4", "--save-every", "2", *FAST])
+                                 "-o", str(tmp_path / "out.png"), "-n", "4", "--size", "64", "--save-every", "2", *FAST])
     assert result.exit_code == 2 and "out_2.png" in result.output
     assert not (tmp_path / "out.png").exists()
 
