@@ -121,7 +121,7 @@ def render(
     model: Annotated[str | None, typer.Option(help=f"Backbone and weights (see 'styleforge models'). {_default('model')}", show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model (otherwise the cache).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help=f"auto, cpu or cuda. {_default('device')}", show_default=False)] = None,
-    tile_size: Annotated[int | None, typer.Option(help="Evaluate the loss exactly, tile by tile, in tiles of this many pixels (gram). [default: 0, the planner decides]", show_default=False)] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Evaluate the loss exactly, tile by tile, in tiles of this many pixels. [default: 0, the planner decides]", show_default=False)] = None,
     max_memory: Annotated[str | None, typer.Option(help="Memory budget, e.g. 16G. [default: 90% of free GPU memory, 80% of available RAM]", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.")] = False,
     backend: Annotated[str | None, typer.Option(help=f"torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench'). {_default('backend')}", show_default=False)] = None,

@@ -87,7 +87,7 @@ class RenderConfig:
     device: str = "auto"
     tile_size: int = 0
     """Evaluate the loss tile by tile (exactly), in tiles of this many pixels; 0: the memory
-    planner decides (untiled when the level fits --max-memory). Gram method only, so far."""
+    planner decides (untiled when the level fits --max-memory). Gram and MRF alike."""
     max_memory: str | None = None
     """Memory budget such as 16G; None: 90% of the free GPU memory, 80% of available RAM on CPU."""
     backend: str = "auto"
