@@ -41,6 +41,8 @@ def _one(args: argparse.Namespace) -> dict:
     options = {"size": args.size, "backend": args.backend, "precision": args.precision, "device": args.device}
     if args.max_memory:
         options["max_memory"] = args.max_memory
+    if args.cuda_graphs:
+        options["cuda_graphs"] = True
     if args.iterations:
         options.update(levels=1, iterations=args.iterations)
     config = engine.RenderConfig().replace(options)
@@ -83,7 +85,8 @@ def _one(args: argparse.Namespace) -> dict:
     final = plan.levels[-1]
     return {"size": f"{final.width}x{final.height}", "long_side": max(final.width, final.height),
             "mode": f"{args.iterations} iterations at the final size" if args.iterations else "full default schedule",
-            "backend": args.backend, "precision": config.resolved_precision(device.type), "device": str(device),
+            "backend": args.backend + (" + CUDA graphs" if args.cuda_graphs else ""),
+            "precision": config.resolved_precision(device.type), "device": str(device),
             "budget_bytes": plan.budget_bytes, "total_seconds": round(total, 1), "iterations": result.iterations,
             "peak_memory_bytes": result.peak_memory, "matrix_tflops": round(rate, 3), "levels": levels}
 
@@ -128,6 +131,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the torch backend's passes as CUDA graphs")
     parser.add_argument("--content", default=str(ROOT.parent / "examples" / "tubingen.jpg"))
     parser.add_argument("--style", default=str(ROOT.parent / "examples" / "starry_night.jpg"))
     parser.add_argument("--save-images", default=None, help="folder for the rendered images")
@@ -147,7 +151,7 @@ def main() -> None:
         child = [sys.executable, __file__, "--one", size] + [
             f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
             if name in ("iterations", "max_memory", "backend", "precision", "device", "content", "style",
-                        "save_images") and value]
+                        "save_images") and value] + (["--cuda-graphs"] if args.cuda_graphs else [])
         completed = subprocess.run(child, stdout=subprocess.PIPE, text=True, check=True)
         rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1], indent=1), flush=True)
