@@ -169,7 +169,8 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
         for history in histories:
             state = _state_bytes(config, by_name, height, width, history)
             if forced:
-                return LevelPlan(level, height, width, forced, tiled(forced)[1], tiled(forced)[0], state, history)
+                activations, count = tiled(forced)
+                return LevelPlan(level, height, width, forced, count, activations, state, history)
             if untiled + state <= budget:
                 return LevelPlan(level, height, width, 0, 1, untiled, state, history)
             sizes = [t for t in _TILE_SIZES if t >= 512] if round_ == "large tiles" else list(_TILE_SIZES)

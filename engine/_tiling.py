@@ -96,6 +96,13 @@ def _interior(tile: Tile, stride: int, features: torch.Tensor) -> tuple[slice, s
     return slice(top, bottom), slice(left, right)
 
 
+def _full_interior(tile: Tile, stride: int, features: torch.Tensor) -> tuple[slice, slice]:
+    """The same interior positions as _interior, in the full image's feature map."""
+    rows, cols = _interior(tile, stride, features)
+    shift_r, shift_c = tile.cy0 // stride, tile.cx0 // stride
+    return slice(rows.start + shift_r, rows.stop + shift_r), slice(cols.start + shift_c, cols.stop + shift_c)
+
+
 def _global_grams(backend: Backend, layers: Sequence[str], image: torch.Tensor, tiles: list[Tile],
                   strides: dict[str, int]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Pass 1: Gram matrices of the whole image from the tiles' interiors, and position counts."""
@@ -144,9 +151,7 @@ def tiled_features(backend: Backend, image: torch.Tensor, tile_size: int,
             if layer not in maps:
                 maps[layer] = crop.new_zeros(crop.shape[0], crop.shape[1], height // stride, width // stride)
             rows, cols = _interior(tile, stride, crop)
-            top, left = rows.start + tile.cy0 // stride, cols.start + tile.cx0 // stride
-            inside = crop[:, :, rows, cols]
-            maps[layer][:, :, top:top + inside.shape[2], left:left + inside.shape[3]] = inside
+            maps[layer][:, :, *_full_interior(tile, stride, crop)] = crop[:, :, rows, cols]
     return maps
 
 
@@ -157,9 +162,7 @@ def _tile_content(objective, features, tile: Tile, strides: dict[str, int]) -> t
     for layer, target in targets.items():
         stride = strides[layer]
         rows, cols = _interior(tile, stride, features[layer])
-        shift_r, shift_c = tile.cy0 // stride, tile.cx0 // stride
-        local = target[:, :, rows.start + shift_r:rows.stop + shift_r, cols.start + shift_c:cols.stop + shift_c]
-        error = features[layer][:, :, rows, cols] - local
+        error = features[layer][:, :, rows, cols] - target[:, :, *_full_interior(tile, stride, features[layer])]
         term = term + error.pow(2).sum() / target.numel() * objective.content._scale[layer] / len(targets)
     return term
 
@@ -202,7 +205,7 @@ def tiled_evaluate(backend: Backend, objective: GatysObjective | MRFObjective, i
     """The objective's terms and d total / d image (1, 3, H, W), evaluated tile by tile."""
     strides = _strides(backend)
     zero = image.new_zeros(())
-    style, content, gram_grads, counts = zero, zero, {}, {}
+    style, content, gram_grads = zero, zero, {}
     is_gram = isinstance(objective, GatysObjective)
     if is_gram:
         layers = list(objective.style_targets)
@@ -211,7 +214,9 @@ def tiled_evaluate(backend: Backend, objective: GatysObjective | MRFObjective, i
             difference = grams[layer] - objective.style_targets[layer]
             scale = objective._style_scale[layer]
             style = style + difference.pow(2).sum() * scale
-            gram_grads[layer] = 2 * scale * objective.style_weight * difference  # dL/dG
+            grad_g = 2 * scale * objective.style_weight * difference  # dL/dG
+            # G = F F^T / N  =>  dL/dF = (dL/dG + dL/dG^T) F / N, N the global position count.
+            gram_grads[layer] = (grad_g + grad_g.transpose(1, 2)) / counts[layer]
 
     # Pass 2: per tile, upstream gradients at the positions it owns, then the crop's backward.
     image_grad = torch.zeros_like(image)
@@ -236,10 +241,7 @@ def tiled_evaluate(backend: Backend, objective: GatysObjective | MRFObjective, i
             rows, cols = _interior(tile, strides[layer], features[layer])
             inside = features[layer].detach()[:, :, rows, cols]
             flat = inside.reshape(inside.shape[0], inside.shape[1], -1)
-            symmetric = gram_grads[layer] + gram_grads[layer].transpose(1, 2)
-            # G = F F^T / N  =>  dL/dF = (dL/dG + dL/dG^T) F / N, N the global position count.
-            grad = torch.bmm(symmetric, flat) / counts[layer]
-            upstream[layer][:, :, rows, cols] += grad.reshape(inside.shape)
+            upstream[layer][:, :, rows, cols] += torch.bmm(gram_grads[layer], flat).reshape(inside.shape)
         image_grad[:, :, tile.cy0:tile.cy1, tile.cx0:tile.cx1] += backend.backward(upstream)
 
     pixels = image.detach().requires_grad_(True)

@@ -32,6 +32,21 @@ def _untiled(backend, objective, image):
     return {k: v.detach() for k, v in losses.items()}, backend.backward(dict(zip(features, tap_grads))) + tv_grad
 
 
+def _assert_tiled_equals_untiled(backend, objective, image, tiles, *, rel):
+    """Every loss term and the image gradient, tiled against untiled, to ``rel``."""
+    expected_losses, expected = _untiled(backend, objective, image)
+    losses, gradient = tiled_evaluate(backend, objective, image, tiles)
+    for name in ("content", "style", "tv", "total"):
+        assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=rel)
+    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < rel
+
+
+def _cpu_backend(name, backbone):
+    if name == "torch":
+        return TorchBackend(backbone, torch.device("cpu"))
+    return OnnxRuntimeBackend(backbone, torch.device("cpu"), model="vgg16-random")
+
+
 def _objective(backend, content, style, dtype):
     return GatysObjective(
         content_targets={"relu4_2": backend.features(content)["relu4_2"]},
@@ -67,21 +82,16 @@ def test_tiled_gradient_equals_untiled_in_float64(pooling, size):
     style = torch.rand(1, 3, 96, 96, generator=generator, dtype=torch.float64)
     objective = _objective(backend, content, style, torch.float64)
     image = torch.rand(1, 3, *size, generator=generator, dtype=torch.float64)
-    expected_losses, expected = _untiled(backend, objective, image)
     tiles = plan_tiles(*size, 32, receptive_radius(backbone.layers))  # deliberately tiny tiles
     assert len(tiles) >= 9
-    losses, gradient = tiled_evaluate(backend, objective, image, tiles)
-    for name in ("content", "style", "tv", "total"):
-        assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=1e-12)
-    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-12
+    _assert_tiled_equals_untiled(backend, objective, image, tiles, rel=1e-12)
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
 def test_tiled_gradient_equals_untiled_in_float32(backend_name):
     generator = torch.Generator().manual_seed(1)
     backbone = load_backbone("vgg16-random", TAPS)
-    backend = (TorchBackend(backbone, torch.device("cpu")) if backend_name == "torch"
-               else OnnxRuntimeBackend(backbone, torch.device("cpu"), model="vgg16-random"))
+    backend = _cpu_backend(backend_name, backbone)
     content = torch.rand(1, 3, 176, 240, generator=generator)
     style = torch.rand(1, 3, 96, 96, generator=generator)
     objective = _objective(backend, content, style, torch.float32)
@@ -137,30 +147,22 @@ def test_tiled_mrf_gradient_equals_untiled_in_float64(with_maps):
     maps = (_halves(*size), _halves(96, 96).flip(-1)) if with_maps else None
     objective = _mrf_objective(backend, content, style, maps)
     image = torch.rand(1, 3, *size, generator=generator, dtype=torch.float64)
-    expected_losses, expected = _untiled(backend, objective, image)
     tiles = plan_tiles(*size, 32, tile_halo(backbone.layers, MRF_LAYERS, 3))
     assert len(tiles) >= 12
-    losses, gradient = tiled_evaluate(backend, objective, image, tiles)
-    for name in ("content", "style", "tv", "total"):
-        assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=1e-12)
-    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-12
+    _assert_tiled_equals_untiled(backend, objective, image, tiles, rel=1e-12)
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
 def test_tiled_mrf_gradient_equals_untiled_in_float32(backend_name):
     generator = torch.Generator().manual_seed(5)
     backbone = load_backbone("vgg16-random", MRF_LAYERS + ("relu4_2",))
-    backend = (TorchBackend(backbone, torch.device("cpu")) if backend_name == "torch"
-               else OnnxRuntimeBackend(backbone, torch.device("cpu"), model="vgg16-random"))
+    backend = _cpu_backend(backend_name, backbone)
     content = torch.rand(1, 3, 128, 176, generator=generator)
     style = torch.rand(1, 3, 96, 96, generator=generator)
     objective = _mrf_objective(backend, content, style)
     image = torch.rand(1, 3, 128, 176, generator=generator)
-    expected_losses, expected = _untiled(backend, objective, image)
-    losses, gradient = tiled_evaluate(backend, objective, image,
-                                      plan_tiles(128, 176, 48, tile_halo(backbone.layers, MRF_LAYERS, 3)))
-    assert losses["total"].item() == pytest.approx(expected_losses["total"].item(), rel=1e-4)
-    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-4
+    tiles = plan_tiles(128, 176, 48, tile_halo(backbone.layers, MRF_LAYERS, 3))
+    _assert_tiled_equals_untiled(backend, objective, image, tiles, rel=1e-4)
 
 
 def test_mrf_halo_covers_a_patch_at_the_coarsest_mrf_layer():
