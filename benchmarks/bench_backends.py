@@ -15,16 +15,15 @@ from pathlib import Path
 
 from _report import write_report
 
-from styleforge.engine import available_backends, create_backend, load_backbone, resolve_device, time_backend
+from styleforge.engine import RenderConfig, backend_for, frame_shape, load_backbone, parse_size, resolve_device
+from styleforge.engine.backends import available_backends, time_backend
 
 TAPS = ("relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    if "x" in text:
-        width, height = (int(part) for part in text.split("x"))
-        return height, width
-    return round(int(text) * 0.75), int(text)
+def frame(text: str) -> tuple[int, int]:
+    """(height, width) of a long side (landscape 4:3) or WIDTHxHEIGHT: the engine's size grammar."""
+    return frame_shape(parse_size(text))
 
 
 def main() -> None:
@@ -43,10 +42,10 @@ def main() -> None:
     backbone = load_backbone(args.model, TAPS)
     rows = []
     for name in names:
-        backend = create_backend(name, backbone, device, model=args.model,
-                                 sizes=[parse_size(s) for s in args.sizes])
+        config = RenderConfig(backend=name, model=args.model, precision="auto")
+        backend = backend_for(config, device, [frame(s) for s in args.sizes], backbone=backbone)
         for size in args.sizes:
-            timing = time_backend(backend, *parse_size(size), iterations=args.iterations, warmup=args.warmup)
+            timing = time_backend(backend, *frame(size), iterations=args.iterations, warmup=args.warmup)
             rows.append(timing.to_dict())
             print(f"{name:12s} {timing.width:5d}x{timing.height:<5d} {timing.ms_per_iteration:9.1f} ms/iter "
                   f"{timing.images_per_second:7.2f} img/s  peak {timing.peak_memory_bytes / 2**30:6.2f} GiB  "

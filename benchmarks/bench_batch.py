@@ -18,7 +18,6 @@ from pathlib import Path
 from _report import write_report
 
 from styleforge.engine import TargetCache, load_manifest, run_batch
-from styleforge.engine._batch_ray import run_on_ray
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 STYLES = ["starry_night.jpg", "the_scream.jpg", "shipwreck.jpg", "woman-with-hat-matisse.jpg"]
@@ -65,7 +64,7 @@ def main() -> None:
             failed = sum(o.status == "failed" for o in outcomes)
             row = {"mode": mode, "jobs": len(jobs), "failed": failed, "seconds": round(seconds, 2),
                    "jobs_per_hour": round(len(jobs) / seconds * 3600, 1),
-                   "targets_computed": cache.computed if mode != "ray" else run_on_ray.targets_computed}
+                   "targets_computed": cache.computed}
             rows.append(row)
             print(row, flush=True)
     write_report(args.output, "styleforge batch, jobs per hour", rows, settings=vars(args) | {"output": str(args.output)})

@@ -34,7 +34,8 @@ def _one(args: argparse.Namespace) -> dict:
     import torch
 
     from styleforge import engine
-    from styleforge.engine._bench import conv_flops, matrix_tflops
+    from styleforge.engine.backends import conv_flops, matrix_tflops
+    from styleforge.engine.rendering import crop_to_frame
 
     content = engine.load_image(args.content)
     style = engine.load_image(args.style)
@@ -46,8 +47,8 @@ def _one(args: argparse.Namespace) -> dict:
     if args.iterations:
         options.update(levels=1, iterations=args.iterations)
     config = engine.RenderConfig().replace(options)
-    device = engine.resolve_device(config.device)
-    plan = engine.plan_for(config, engine.crop_to_frame(content, config), device)
+    device = engine.resolve_device(config.runtime.device)
+    plan = engine.plan_for(config, crop_to_frame(content, config), device)
     print(plan.describe(), file=sys.stderr, flush=True)
 
     marks: list[tuple[int, float]] = []  # (level, elapsed) per evaluation
@@ -61,7 +62,7 @@ def _one(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     result = engine.render(config, content, [style], callback=record)
     total = time.perf_counter() - started
-    backbone = engine.load_backbone(config.model, config.taps, pooling=config.pooling)
+    backbone = engine.load_backbone(config.runtime.model, config.taps, pooling=config.runtime.pooling)
     rate = matrix_tflops(device)
     levels, previous = [], 0.0
     for index, level in enumerate(plan.levels):
@@ -86,7 +87,7 @@ def _one(args: argparse.Namespace) -> dict:
     return {"size": f"{final.width}x{final.height}", "long_side": max(final.width, final.height),
             "mode": f"{args.iterations} iterations at the final size" if args.iterations else "full default schedule",
             "backend": args.backend + (" + CUDA graphs" if args.cuda_graphs else ""),
-            "precision": config.resolved_precision(device.type), "device": str(device),
+            "precision": engine.Precision.resolve(config.runtime.precision, device).name, "device": str(device),
             "budget_bytes": plan.budget_bytes, "total_seconds": round(total, 1), "iterations": result.iterations,
             "peak_memory_bytes": result.peak_memory, "matrix_tflops": round(rate, 3), "levels": levels}
 

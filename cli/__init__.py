@@ -1,5 +1,10 @@
 """The ``styleforge`` command line (typer): parses, calls styleforge.engine, prints."""
 
-from ._app import app, main
+from . import _batch, _render, _tools  # noqa: F401  (each registers its commands on the app)
+from ._app import app
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

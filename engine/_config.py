@@ -1,45 +1,46 @@
-"""RenderConfig: the one source of truth for render options, shared by the API and the CLI.
+"""RenderConfig: the one source of truth for render options, shared by the API, TOML and the CLI.
 
-Defaults live here once; the CLI shows them in its help, a TOML file may set any of them, and the
-command line overrides the file. Values are checked when the config is built, and errors name the
-option as the CLI spells it (``--style-weight``) with the valid choices.
+A RenderConfig is composed of groups, each a frozen dataclass that checks its own values:
+``objective`` (what the loss asks for), ``mrf`` (Li & Wand's patches and neural-doodle maps),
+``pyramid`` (sizes and iterations per level), ``optimization`` (optimiser and its start),
+``runtime`` (network, weights, device, backend, precision) and ``memory`` (tiling budget).
+Every field has one flat name (``style_weight``), unique across groups: the Python API, TOML
+files, batch manifests and the command line's flags (``--style-weight``) all use it, and the CLI
+builds its options, help and defaults from the fields' metadata here.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
-import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ._backbone import POOLINGS, layer_infos
-
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+from ._device import DEVICES, PRECISIONS
 from ._errors import ConfigError, check_choice
+from ._values import coerce, parse_bytes, parse_iterations, parse_size
 from ._weights import DEFAULT_MODEL, MODELS
 
-__all__ = ["BACKENDS", "DEVICES", "INITS", "METHODS", "OPTIMIZERS", "RenderConfig", "load_config_file", "option_name"]
+__all__ = [
+    "BACKENDS", "INITS", "METHODS", "OPTIMIZERS", "MRFConfig", "MemoryConfig", "ObjectiveConfig",
+    "OptimizationConfig", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file", "option_name",
+]
 
+METHODS = ("gram", "mrf")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 #: The coarsest level of an automatic pyramid has about this long side.
 PYRAMID_START = 256
-#: Levels up to this long side run the full --iterations; larger ones follow --iteration-decay.
+#: Levels up to this long side run the full ``iterations``; larger ones follow ``iteration_decay``.
 #: Tuned by looking (tubingen / Starry Night, 512 px): 500, 250, 125 over 256, 362, 512 px lost the
 #: town (each level's restarted L-BFGS stylises further from a blurred start); 100 per level keeps
 #: more of it in under half the single-level 500 iterations' time (not settled: see README).
 FULL_ITERATIONS_UP_TO = 1024
-GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-METHODS = ("gram", "mrf")
-MRF_CONTENT_WEIGHT = 0.5
-MRF_TV_WEIGHT = 2.0
 
 
 def option_name(field_name: str) -> str:
@@ -47,173 +48,138 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _option(default: Any, help: str, **cli: Any) -> Any:
+    """A config field with its help text and how the CLI spells it (``short``: e.g. -n;
+    ``flags``: custom declarations such as --original-colors/--style-colors; ``show``: the
+    default as help shows it when the value alone says too little)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+def _check(condition: bool, field_name: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(problem, field=field_name)
+
+
+def _check_weights(group: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(group, name)
+        _check(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
+
+
+def _check_counts(group: Any, names: tuple[str, ...], least: int = 1) -> None:
+    for name in names:
+        value = getattr(group, name)
+        _check(value >= least, name, f"must be at least {least}, got {value}")
+
+
 @dataclass(frozen=True, kw_only=True)
-class RenderConfig:
-    """Everything that decides what a render produces (given the same inputs and seed).
+class ObjectiveConfig:
+    """What the loss asks for. Weights are relative to the normalised terms (see objectives)."""
 
-    Weights are relative to the normalised losses documented in styleforge.engine's objectives.
-    """
-
-    method: str = "gram"
-    """gram (Gatys et al.) or mrf (Li & Wand, with neural-doodle's semantic maps)."""
-    size: int | tuple[int, int] = 512
-    """Long side of the output in pixels, or (width, height): the content is scaled to cover that
-    frame and centre-cropped (``--size 3840x2160``)."""
-    iterations: int | tuple[int, ...] = 100
-    """Loss evaluations (forward + gradient, counted as neural-style counts them) per level up to
-    1024 px on the long side; each larger level runs ``iteration_decay`` times the one before,
-    never fewer than a quarter of this. A tuple gives every level's count, coarse to fine."""
-    content_weight: float = 1.0
-    style_weight: float = 1e4
-    tv_weight: float = 2.0
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None
-    """One weight per style layer (normalised to sum 1); None weighs them equally."""
-    style_blend: tuple[float, ...] | None = None
-    """One weight per style image (normalised to sum 1); None weighs them equally."""
-    style_scale: float = 1.0
-    """Style images are resized to this fraction of the output's long side."""
-    init: str = "content"
-    """content, noise, style, or the path of an image to start from."""
-    optimizer: str = "lbfgs"
-    learning_rate: float | None = None
-    """None: 1.0 for L-BFGS (its step scale), 0.02 for Adam (in [0, 1] pixel units)."""
-    lbfgs_history: int = 50
-    pooling: str = "max"
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    """Path of a weights file for the model (otherwise the cache, fetched on first use)."""
-    device: str = "auto"
-    tile_size: int = 0
-    """Evaluate the loss tile by tile (exactly), in tiles of this many pixels; 0: the memory
-    planner decides (untiled when the level fits --max-memory). Gram and MRF alike."""
-    max_memory: str | None = None
-    """Memory budget such as 16G; None: 90% of the free GPU memory, 80% of available RAM on CPU."""
-    backend: str = "auto"
-    """Where the VGG passes run: torch, onnxruntime, tensorrt, or auto (fastest measured here)."""
-    original_colors: bool = False
-    seed: int = 0
-
-    # --- MRF (method = "mrf"); RenderConfig.mrf() gives CNNMRF's defaults for the rest ---
-    mrf_layers: tuple[str, ...] = ("relu2_1", "relu3_1", "relu4_1")
-    """CNNMRF uses relu3_1 and relu4_1 (VGG19); the edge-tuned default weights carry little colour
-    there, so relu2_1 is added: without it faces came out pink and green instead of the painting's
-    palette (looked at on cnnmrf_portrait with Picasso's self-portrait)."""
-    mrf_weight: float = 1.0
-    mrf_layer_weights: tuple[float, ...] | None = None
-    patch_size: int = 3
-    style_stride: int = 2
-    """Stride between the style patches in the bank."""
-    synthesis_stride: int = 2
-    """Stride between the output's patches that are matched and pulled."""
-    levels: int = 0
-    """Resolutions, coarse to fine, each ``level_scale`` times the one before; 0: as many as take
-    the long side from about 256 px to ``size``."""
-    level_scale: float = 2**0.5
-    """Size ratio between successive levels."""
-    iteration_decay: float = 0.5
-    """Each level above 1024 px runs this fraction of the previous level's iterations (with
-    level_scale sqrt(2) a level has twice the pixels, so 0.5 spends about the same time on each)."""
-    cuda_graphs: bool = False
-    """Replay the torch backend's forward and backward as CUDA graphs (one capture per level size;
-    cuts the per-iteration launch overhead that dominates small renders on a fast GPU)."""
-    precision: str = "auto"
-    """fp32, tf32 (CUDA matmuls in TF32), bf16 or fp16 (the network's features in half precision;
-    Gram sums, losses and the optimiser's state stay fp32); auto: tf32 on CUDA, fp32 on CPU."""
-    style_rotations: int = 0
-    """n: also match against the style rotated by k * rotation_step degrees, k = -n..n."""
-    rotation_step: float = 10.0
-    style_scales: int = 0
-    """n: also match against the style scaled by 1 + k * scale_step, k = -n..n."""
-    scale_step: float = 0.05
-    confidence: float | None = None
-    """Only pull patches whose best match has at least this normalised cross-correlation."""
-    map_weight: float = 10.0
-    """How strongly semantic maps confine matches to the same region (neural doodle)."""
+    method: str = _option("gram", "gram (Gatys et al.) or mrf (Li & Wand; CNNMRF's defaults: 384 px, 3 levels x "
+                                  "100 iterations, content weight 0.5).", show="gram")
+    content_weight: float = _option(1.0, "Weight of the content term.")
+    style_weight: float = _option(1e4, "Weight of the Gram style term.")
+    tv_weight: float = _option(2.0, "Total-variation smoothing.")
+    content_layers: tuple[str, ...] = _option(("relu4_2",), "Content layers (comma-separated).")
+    style_layers: tuple[str, ...] = _option(GATYS_STYLE_LAYERS, "Gram style layers (comma-separated).")
+    style_layer_weights: tuple[float, ...] | None = _option(None, "One weight per style layer.", show="equal")
+    style_blend: tuple[float, ...] | None = _option(None, "Blend weights of the style images, e.g. 0.7,0.3.",
+                                                    show="equal")
+    style_scale: float = _option(1.0, "Style size relative to the output's long side.")
+    original_colors: bool = _option(False, "Keep the content's colours (luminance-only transfer).",
+                                    flags=("--original-colors/--style-colors",), show="style colours")
 
     def __post_init__(self) -> None:
-        check_choice("--method", self.method, METHODS)
+        check_choice("method", self.method, METHODS)
+        _check_weights(self, ("content_weight", "style_weight", "tv_weight"))
+        _check(math.isfinite(self.style_scale) and self.style_scale > 0, "style_scale",
+               f"must be a finite number > 0, got {self.style_scale}")
+        _check(bool(self.style_layers), "style_layers", "at least one layer is needed")
+        if self.style_layer_weights is not None:
+            _check(len(self.style_layer_weights) == len(self.style_layers), "style_layer_weights",
+                   f"{len(self.style_layer_weights)} values for {len(self.style_layers)} style layers")
+        for name in ("style_layer_weights", "style_blend"):
+            values = getattr(self, name)
+            if values is not None:
+                _check(all(v >= 0 for v in values) and sum(values) > 0, name,
+                       f"weights must be >= 0 and not all zero, got {list(values)}")
+
+    def style_layer_weight_map(self) -> dict[str, float]:
+        """Gram style layer -> weight (equal unless given)."""
+        weights = self.style_layer_weights or (1.0,) * len(self.style_layers)
+        return dict(zip(self.style_layers, weights, strict=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MRFConfig:
+    """Li & Wand's MRF term and neural-doodle's semantic maps (``method = "mrf"``)."""
+
+    mrf_layers: tuple[str, ...] = _option(
+        ("relu2_1", "relu3_1", "relu4_1"),
+        "MRF layers. CNNMRF uses relu3_1 and relu4_1 (VGG19); the edge-tuned default weights carry little colour "
+        "there, so relu2_1 is added: without it faces came out pink and green instead of the painting's palette.")
+    mrf_weight: float = _option(1.0, "Weight of the MRF term.")
+    mrf_layer_weights: tuple[float, ...] | None = _option(None, "One weight per MRF layer.", show="equal")
+    patch_size: int = _option(3, "MRF patch size (k x k feature positions).")
+    style_stride: int = _option(2, "Stride between the style patches in the bank.")
+    synthesis_stride: int = _option(2, "Stride between the output's patches that are matched and pulled.")
+    style_rotations: int = _option(0, "MRF: also match 2n rotated copies of the style.")
+    rotation_step: float = _option(10.0, "MRF: degrees between rotated copies.")
+    style_scales: int = _option(0, "MRF: also match 2n scaled copies of the style.")
+    scale_step: float = _option(0.05, "MRF: scale step between scaled copies.")
+    confidence: float | None = _option(None, "MRF: pull only patches matched with at least this NCC.", show="off")
+    map_weight: float = _option(10.0, "How strongly semantic maps confine matches to the same region.")
+
+    def __post_init__(self) -> None:
+        _check_counts(self, ("patch_size", "style_stride", "synthesis_stride"))
+        _check_counts(self, ("style_rotations", "style_scales"), least=0)
+        _check_weights(self, ("mrf_weight", "map_weight"))
+        for name in ("rotation_step", "scale_step"):
+            _check(math.isfinite(getattr(self, name)), name, f"must be a finite number, got {getattr(self, name)}")
+        _check(bool(self.mrf_layers), "mrf_layers", "at least one layer is needed")
+        if self.mrf_layer_weights is not None:
+            _check(len(self.mrf_layer_weights) == len(self.mrf_layers), "mrf_layer_weights",
+                   f"{len(self.mrf_layer_weights)} values for {len(self.mrf_layers)} MRF layers")
+            _check(all(v >= 0 for v in self.mrf_layer_weights) and sum(self.mrf_layer_weights) > 0,
+                   "mrf_layer_weights", f"weights must be >= 0 and not all zero, got {list(self.mrf_layer_weights)}")
+        if self.confidence is not None:
+            _check(-1.0 <= self.confidence <= 1.0, "confidence",
+                   f"a normalised cross-correlation in [-1, 1], got {self.confidence}")
+
+    def layer_weight_map(self) -> dict[str, float]:
+        weights = self.mrf_layer_weights or (1.0,) * len(self.mrf_layers)
+        return dict(zip(self.mrf_layers, weights, strict=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PyramidConfig:
+    """Output size and the coarse-to-fine schedule."""
+
+    size: int | tuple[int, int] = _option(
+        512, "Long side of the output (4096), or a frame the content is scaled to cover and centre-cropped to "
+             "(3840x2160).")
+    iterations: int | tuple[int, ...] = _option(
+        100, "Loss evaluations per level up to 1024 px (larger levels: see --iteration-decay), or one count per "
+             "level (500,200,100).", short="-n")
+    levels: int = _option(0, "Resolutions, coarse to fine; 0: from about 256 px up by --level-scale.")
+    level_scale: float = _option(2**0.5, "Size ratio between levels.")
+    iteration_decay: float = _option(0.5, "Each level above 1024 px runs this fraction of the previous level's "
+                                          "iterations.")
+
+    def __post_init__(self) -> None:
         object.__setattr__(self, "size", parse_size(self.size))
-        object.__setattr__(self, "iterations", _parse_iterations(self.iterations))
-        for name in ("lbfgs_history", "patch_size", "style_stride", "synthesis_stride"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
-        if self.levels < 0:
-            raise ConfigError(f"--levels: must be >= 0 (0: automatic), got {self.levels}")
-        if not 1.0 < self.level_scale <= 4.0:
-            raise ConfigError(f"--level-scale: must be in (1, 4], got {self.level_scale}")
-        if not 0.0 < self.iteration_decay <= 1.0:
-            raise ConfigError(f"--iteration-decay: must be in (0, 1], got {self.iteration_decay}")
-        check_choice("--precision", self.precision, ("auto", *PRECISIONS))
-        if isinstance(self.iterations, tuple) and self.levels and len(self.iterations) != self.levels:
-            raise ConfigError(f"--iterations: {len(self.iterations)} per-level counts for --levels {self.levels}")
-        if self.tile_size < 0:
-            raise ConfigError(f"--tile-size: must be >= 0, got {self.tile_size}")
-        if self.max_memory is not None:
-            from ._planner import parse_bytes
-
-            parse_bytes(self.max_memory)
-        if self.style_rotations < 0 or self.style_scales < 0:
-            raise ConfigError("--style-rotations and --style-scales must be >= 0")
-        if self.confidence is not None and not -1.0 <= self.confidence <= 1.0:
-            raise ConfigError(f"--confidence: a normalised cross-correlation in [-1, 1], got {self.confidence}")
-        for name in ("content_weight", "style_weight", "tv_weight", "mrf_weight", "map_weight"):
-            value = getattr(self, name)
-            if not value >= 0 or value == float("inf"):
-                raise ConfigError(f"{option_name(name)}: must be a finite number >= 0, got {value}")
-        if not self.style_scale > 0:
-            raise ConfigError(f"--style-scale: must be > 0, got {self.style_scale}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate: must be > 0, got {self.learning_rate}")
-        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("--pooling", self.pooling, POOLINGS)
-        check_choice("--device", self.device, DEVICES)
-        check_choice("--backend", self.backend, BACKENDS)
-        arch = MODELS[check_choice("--model", self.model, MODELS)].arch
-        names = [info.name for info in layer_infos(arch)]
-        for option, layers in (("--content-layers", self.content_layers), ("--style-layers", self.style_layers),
-                               ("--mrf-layers", self.mrf_layers)):
-            for layer in layers:
-                check_choice(f"{option} ({arch})", layer, names)
-        if not self.style_layers:
-            raise ConfigError("--style-layers: at least one layer is needed")
-        if not self.mrf_layers:
-            raise ConfigError("--mrf-layers: at least one layer is needed")
-        if self.mrf_layer_weights is not None and len(self.mrf_layer_weights) != len(self.mrf_layers):
-            raise ConfigError(f"--mrf-layer-weights: {len(self.mrf_layer_weights)} values "
-                              f"for {len(self.mrf_layers)} MRF layers")
-        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
-            raise ConfigError(
-                f"--style-layer-weights: {len(self.style_layer_weights)} values "
-                f"for {len(self.style_layers)} style layers"
-            )
-        for option, values in (("--style-layer-weights", self.style_layer_weights), ("--style-blend", self.style_blend)):
-            if values is not None and (any(not v >= 0 for v in values) or sum(values) <= 0):
-                raise ConfigError(f"{option}: weights must be >= 0 and not all zero, got {list(values)}")
-        if self.init not in INITS and not Path(self.init).is_file():
-            raise ConfigError(
-                f"--init: {self.init!r} is neither one of {', '.join(INITS)} nor an existing image file"
-            )
-
-    @classmethod
-    def mrf(cls, **overrides: Any) -> RenderConfig:
-        """CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, init
-        from the content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the
-        normalised losses, and relu2_1 added to the MRF layers (see ``mrf_layers``)."""
-        defaults = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
-                        content_weight=MRF_CONTENT_WEIGHT, tv_weight=MRF_TV_WEIGHT, init="content")
-        return cls(**{**defaults, **overrides})
-
-    @property
-    def taps(self) -> tuple[str, ...]:
-        """Every layer the objective reads, in a stable order."""
-        style = self.mrf_layers if self.method == "mrf" else self.style_layers
-        return tuple(dict.fromkeys(self.content_layers + style))
+        object.__setattr__(self, "iterations", parse_iterations(self.iterations))
+        _check_counts(self, ("levels",), least=0)
+        _check(1.0 < self.level_scale <= 4.0, "level_scale", f"must be in (1, 4], got {self.level_scale}")
+        _check(0.0 < self.iteration_decay <= 1.0, "iteration_decay", f"must be in (0, 1], got {self.iteration_decay}")
+        if isinstance(self.iterations, tuple) and self.levels:
+            _check(len(self.iterations) == self.levels, "iterations",
+                   f"{len(self.iterations)} per-level counts for levels = {self.levels}")
 
     @property
     def level_count(self) -> int:
-        """Levels of the pyramid: ``levels``, or (0) enough to start near 256 px on the long side."""
+        """``levels``, or (0) enough to start near 256 px on the long side."""
         if self.levels:
             return self.levels
         if isinstance(self.iterations, tuple):
@@ -248,10 +214,27 @@ class RenderConfig:
             counts.append(max(floor, math.ceil(count)))
         return counts
 
-    def resolved_precision(self, device_type: str) -> str:
-        if self.precision != "auto":
-            return self.precision
-        return "tf32" if device_type == "cuda" else "fp32"
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizationConfig:
+    """The optimiser and the image it starts from."""
+
+    optimizer: str = _option("lbfgs", "lbfgs or adam.")
+    learning_rate: float | None = _option(None, "Step size.", show="1.0 for lbfgs, 0.02 for adam")
+    lbfgs_history: int = _option(50, "L-BFGS corrections kept (memory: 2 image-sized vectors each).")
+    init: str = _option("content", "content, noise, style or an image path.")
+    seed: int = _option(0, "Seed of the noise init (and of random test weights).")
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_counts(self, ("lbfgs_history",))
+        if self.learning_rate is not None:
+            _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+                   f"must be a finite number > 0, got {self.learning_rate}")
+        _check(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
+        if self.init not in INITS:
+            _check(Path(self.init).is_file(), "init",
+                   f"{self.init!r} is neither one of {', '.join(INITS)} nor an existing image file")
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -259,129 +242,187 @@ class RenderConfig:
             return self.learning_rate
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
-    def layer_weights(self) -> dict[str, float]:
-        """Style (gram) or MRF layer -> weight, as configured for the method."""
-        if self.method == "mrf":
-            return dict(zip(self.mrf_layers, self.mrf_layer_weights or (1.0,) * len(self.mrf_layers), strict=True))
-        weights = self.style_layer_weights or (1.0,) * len(self.style_layers)
-        return dict(zip(self.style_layers, weights, strict=True))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists), the inverse of from_mapping."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """Where and how the network runs. Everything a built backend depends on is here, so the
+    backend cache key is derived from this group (see backends.backend_key)."""
+
+    model: str = _option(DEFAULT_MODEL, "Backbone and weights (see 'styleforge models').")
+    weights: str | None = _option(None, "Weights file for --model (otherwise the cache).", show="the cache")
+    pooling: str = _option("max", "max or avg.")
+    device: str = _option("auto", "auto, cpu or cuda.")
+    backend: str = _option("auto", "torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench').")
+    precision: str = _option("auto", "fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, "
+                                     "optimiser fp32).", show="tf32 on CUDA, fp32 on CPU")
+    cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
+                                       "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, MODELS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("precision", self.precision, ("auto", *PRECISIONS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """The memory budget and exact tiling."""
+
+    tile_size: int = _option(0, "Evaluate the loss exactly, tile by tile, in tiles of this many pixels; 0: the "
+                                "planner decides.")
+    max_memory: str | None = _option(None, "Memory budget, e.g. 16G.",
+                                     show="90% of free GPU memory, 80% of available RAM")
+
+    def __post_init__(self) -> None:
+        _check_counts(self, ("tile_size",), least=0)
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)
+
+    @property
+    def budget_bytes(self) -> int | None:
+        return parse_bytes(self.max_memory) if self.max_memory is not None else None
+
+
+_GROUPS: dict[str, type] = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
+                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig}
+#: Flat option name -> (group name, dataclass field).
+_FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
+    f.name: (group, f) for group, cls in _GROUPS.items() for f in fields(cls)}
+#: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, init from the
+#: content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the normalised losses.
+_MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
+                     content_weight=0.5, tv_weight=2.0, init="content")
+
+
+@dataclass(frozen=True, init=False)
+class RenderConfig:
+    """Everything that decides what a render produces (given the same inputs and seed).
+
+    Built from flat options, ``RenderConfig(size=1024, style_weight=5e3)``, or from groups,
+    ``RenderConfig(pyramid=PyramidConfig(size=1024))``; read through the groups
+    (``config.pyramid.size``) or flat with ``to_dict()``.
+    """
+
+    objective: ObjectiveConfig
+    mrf: MRFConfig
+    pyramid: PyramidConfig
+    optimization: OptimizationConfig
+    runtime: RuntimeConfig
+    memory: MemoryConfig
+
+    FIELDS: ClassVar[tuple[str, ...]] = tuple(_FIELDS)
+
+    def __init__(self, **values: Any) -> None:
+        grouped: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
+        for key, value in values.items():
+            if key in _GROUPS:
+                if not isinstance(value, _GROUPS[key]):
+                    raise ConfigError(f"must be a {_GROUPS[key].__name__}, got {type(value).__name__}", field=key)
+                grouped[key] = {f.name: getattr(value, f.name) for f in fields(value)} | grouped[key]
+            elif key in _FIELDS:
+                grouped[_FIELDS[key][0]][key] = value
+            else:
+                raise ConfigError(f"unknown option {key!r}{_hint(key)}")
+        for name, cls in _GROUPS.items():
+            object.__setattr__(self, name, cls(**grouped[name]))
+        self._check_across_groups()
+
+    def _check_across_groups(self) -> None:
+        """Layers must exist in the model's architecture."""
+        arch = MODELS[self.runtime.model].arch
+        names = [info.name for info in layer_infos(arch)]
+        for name, layers in (("content_layers", self.objective.content_layers),
+                             ("style_layers", self.objective.style_layers), ("mrf_layers", self.mrf.mrf_layers)):
+            for layer in layers:
+                try:
+                    check_choice(name, layer, names)
+                except ConfigError as error:
+                    raise ConfigError(f"{error.problem} ({arch})", field=name) from None
+
+    # --- building -------------------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "config") -> RenderConfig:
-        """Build from a mapping (TOML table, JSON metadata); keys may be snake_ or kebab-case."""
-        return cls().replace(values, source=source)
+    def mrf_defaults(cls, **overrides: Any) -> "RenderConfig":
+        """CNNMRF's defaults with ``overrides`` applied (see ``_MRF_DEFAULTS``)."""
+        return cls(**{**_MRF_DEFAULTS, **overrides})
 
-    def replace(self, values: Mapping[str, Any], *, source: str = "config") -> RenderConfig:
-        """A copy with ``values`` applied, checking every key and value type."""
-        known = {f.name: f for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for raw_key, value in values.items():
-            key = raw_key.replace("-", "_")
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ConfigError(f"{source}: unknown option {raw_key!r}{suggestion}")
-            changes[key] = _coerce(source, key, value, getattr(self, key), known[key].type)
-        return dataclasses.replace(self, **changes)
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any], *, source: str | None = None,
+                     base: "RenderConfig | None" = None) -> "RenderConfig":
+        """Options as a TOML file, a manifest or the command line give them (snake_ or kebab-case
+        keys, values checked and converted), on ``base`` or on the method's defaults (CNNMRF's
+        for ``method = "mrf"``)."""
+        if base is None:
+            method = values.get("method", values.get("method".replace("_", "-")))
+            base = cls.mrf_defaults() if method == "mrf" else cls()
+        return base.replace(values, source=source)
 
-
-def _coerce(source: str, key: str, value: Any, current: Any, annotation: str) -> Any:
-    """Check and convert one value to the field's type (TOML/JSON give lists, ints for floats)."""
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
-
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise fail("set")
-    if key in ("size", "iterations"):
+    def replace(self, values: Mapping[str, Any], *, source: str | None = None) -> "RenderConfig":
+        """A copy with flat ``values`` applied, each checked against its field's type; errors
+        name the field (and ``source``, the file the values came from)."""
+        flat = self.to_flat()
         try:
-            return parse_size(value) if key == "size" else _parse_iterations(value)
+            for raw_key, value in values.items():
+                key = str(raw_key).replace("-", "_")
+                if key not in _FIELDS:
+                    raise ConfigError(f"unknown option {raw_key!r}{_hint(key)}")
+                flat[key] = coerce(key, value, _FIELDS[key][1].type)
+            return RenderConfig(**flat)
         except ConfigError as error:
-            raise ConfigError(f"{source}: {error}") from None
-    if "tuple[str" in annotation:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-            raise fail("a list of layer names")
-        return tuple(item.strip() for item in items if item.strip())
-    if "tuple[float" in annotation:
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            return tuple(float(item) for item in items)
-        except (TypeError, ValueError):
-            raise fail("a list of numbers") from None
-    if annotation.startswith("bool"):
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if annotation.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if annotation.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise fail("a string")
-    return value
+            if source is None:
+                raise
+            raise ConfigError(error.problem, field=error.field, source=source) from None
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat option name -> value (tuples kept)."""
+        return {name: getattr(getattr(self, group), name) for name, (group, _) in _FIELDS.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready flat dict (tuples become lists): what outputs embed and from_options reads."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in self.to_flat().items()}
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """Every layer the objective reads, in a stable order."""
+        style = self.mrf.mrf_layers if self.objective.method == "mrf" else self.objective.style_layers
+        return tuple(dict.fromkeys(self.objective.content_layers + style))
+
+    @staticmethod
+    def field_help(name: str) -> dict[str, Any]:
+        """A field's help text, CLI spelling and default, for the CLI to build its options from."""
+        group, spec = _FIELDS[name]
+        return {"group": group, "type": spec.type, "default": spec.default,
+                "mrf_default": _MRF_DEFAULTS.get(name, spec.default), **spec.metadata}
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The command line's spelling of a field: style_weight -> --style-weight."""
+        return option_name(name)
 
 
-def parse_size(value: Any) -> int | tuple[int, int]:
-    """--size: a long side (4096, "4096") or a frame ("3840x2160", [3840, 2160]) -> int or (w, h)."""
-    size: int | tuple[int, int]
-    if isinstance(value, bool):
-        size = 0
-    elif isinstance(value, int):
-        size = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value):
-        size = (value[0], value[1])
-    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?", value)):
-        size = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
-    else:
-        raise ConfigError(f"--size: {value!r} is neither a long side such as 4096 nor a frame such as 3840x2160")
-    if min((size,) if isinstance(size, int) else size) < 1:
-        raise ConfigError(f"--size: must be at least 1 pixel, got {value!r}")
-    return size
-
-
-def _parse_iterations(value: Any) -> int | tuple[int, ...]:
-    """--iterations: 500 (the coarsest level; finer levels follow the decay) or 500,200,100."""
-    counts: list[Any]
-    if isinstance(value, str):
-        counts = [part.strip() for part in value.split(",")]
-    elif isinstance(value, (list, tuple)):
-        counts = list(value)
-    else:
-        counts = [value]
-    try:
-        numbers = [int(count) if isinstance(count, str) else count for count in counts]
-    except ValueError:
-        numbers = []
-    if not numbers or any(type(n) is not int or n < 1 for n in numbers):
-        raise ConfigError(f"--iterations: {value!r} is neither a count >= 1 nor a list of them such as 500,200,100")
-    return numbers[0] if len(numbers) == 1 and not isinstance(value, (list, tuple)) else tuple(numbers)
+def _hint(key: str) -> str:
+    hint = difflib.get_close_matches(key, _FIELDS, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of options (render options and CLI options alike) into a flat dict."""
+    """Read a TOML file of options (render options and CLI options alike) into a flat dict;
+    keys may sit at the top level or in a ``[render]`` table."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError("config file not found", source=str(path))
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML ({error})") from None
-    # Accept options at the top level or in a [render] table.
+        raise ConfigError(f"invalid TOML ({error})", source=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})", source=str(path)) from None
     table = data.pop("render", {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [render] must be a table")
+        raise ConfigError("[render] must be a table", source=str(path))
     return {**data, **table}
-

@@ -28,7 +28,21 @@ class ImageError(InputError):
 
 
 class ConfigError(InputError):
-    """A render option has a value outside its domain."""
+    """A render option has a value outside its domain.
+
+    ``field`` is the option's name as the Python API and TOML spell it (``style_weight``); the
+    message reads ``style_weight: <problem>``, and the CLI shows ``--style-weight: <problem>``
+    when the value came from its flags. ``source`` names the file a value came from, if any.
+    """
+
+    def __init__(self, problem: str, *, field: str | None = None, source: str | None = None) -> None:
+        self.problem, self.field, self.source = problem, field, source
+        super().__init__(self.describe())
+
+    def describe(self, field_name: str | None = None) -> str:
+        """The message with the field spelt ``field_name`` (default: as in the Python API)."""
+        parts = [part for part in (self.source, field_name or self.field) if part]
+        return ": ".join([*parts, self.problem])
 
 
 class WeightsError(StyleforgeError):
@@ -52,13 +66,12 @@ class RenderInterrupted(StyleforgeError):
         self.iteration = iteration
 
 
-def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ConfigError with a hint."""
+def check_choice(field: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ConfigError (for ``field``) with
+    the valid list and a "did you mean" hint."""
     choices = list(choices)
     if value in choices:
         return value
-    hint = difflib.get_close_matches(value, choices, n=1)
+    hint = difflib.get_close_matches(str(value), choices, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise ConfigError(
-        f"{option}: unknown value {value!r}{suggestion}; choose one of {', '.join(choices)}"
-    )
+    raise ConfigError(f"unknown value {value!r}{suggestion}; choose one of {', '.join(choices)}", field=field)

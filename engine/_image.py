@@ -11,12 +11,10 @@ as JSON so a render can be reproduced from its output.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ._errors import ImageError
+from ._files import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -35,7 +34,6 @@ __all__ = [
     "OUTPUT_FORMATS",
     "load_image",
     "read_metadata",
-    "remove_stale_temporaries",
     "resize_to",
     "resize_long_side",
     "save_image",
@@ -182,18 +180,6 @@ def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite:
     return path
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> int:
-    """Delete temporary files that an interrupted save_image of ``path`` left (a kill -9 between
-    the write and the rename); returns how many. Only our own ``.NAME.*.tmp`` names are touched."""
-    path = Path(path)
-    removed = 0
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def save_image(
     image: torch.Tensor,
     path: str | os.PathLike,
@@ -220,26 +206,8 @@ def save_image(
     hwc = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
     data = _encode(hwc, fmt, bit_depth, quality, text)
 
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; an output should read like any file
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            # link() fails if the name was taken meanwhile: never clobber a file we did not check.
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                raise ImageError(path, "output exists; pass --overwrite to replace it") from None
-            os.unlink(temporary)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_write(path, data, replace=overwrite,
+                 exists_error=lambda: ImageError(path, "output exists; pass --overwrite to replace it"))
     return path
 
 

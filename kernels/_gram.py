@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gram", "gram_reference"]
+__all__ = ["gram_reference"]
 
 
 def gram_reference(features: torch.Tensor) -> torch.Tensor:
@@ -24,13 +24,3 @@ def gram_reference(features: torch.Tensor) -> torch.Tensor:
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
     return torch.bmm(flat, flat.transpose(1, 2)) / (height * width)
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix as gram_reference; on CUDA tensors, the CuPy kernel when it can run."""
-    if features.is_cuda and features.dim() == 4:
-        from ._cuda import cuda_kernels_unavailable, gram_cuda
-
-        if cuda_kernels_unavailable() is None:
-            return gram_cuda(features.contiguous())
-    return gram_reference(features)

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny inputs, random backbones, an isolated cache, and the shared images."""
+"""Shared fixtures: tiny inputs, random backbones, an isolated cache, and the test images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+#: Small copies of shared images (see data/SOURCES.md): the tests need nothing beside the clone.
+TEST_IMAGES = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +23,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def shared_images() -> Path:
-    if not SHARED_IMAGES.is_dir():
-        pytest.skip(f"shared images not found at {SHARED_IMAGES}")
-    return SHARED_IMAGES
+def test_images() -> Path:
+    return TEST_IMAGES
 
 
 @functools.cache

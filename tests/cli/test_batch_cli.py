@@ -92,3 +92,20 @@ def test_kill_9_mid_batch_then_rerun_finishes_every_job(tmp_path):
     for index in range(4):
         assert load_image(out / f"c{index}.png").shape == (3, 24, 32)
         assert read_metadata(out / f"c{index}.png")["iterations_done"] == 40
+
+
+def test_batch_takes_render_options_as_flags_like_render(tmp_path, monkeypatch):
+    """As a new user tries it: the same --size and --iterations flags as render."""
+    _inputs(tmp_path, count=2)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["batch", "--glob", "c*.png", "-s", "s.png", "-o", "out/{stem}.png", "--size", "64",
+                                 "--iterations", "5", "--levels", "1", "--model", "vgg19-random", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for index in range(2):
+        metadata = read_metadata(tmp_path / "out" / f"c{index}.png")
+        assert metadata["config"]["size"] == 64 and metadata["config"]["iterations"] == 5
+        assert load_image(tmp_path / "out" / f"c{index}.png").shape == (3, 48, 64)
+    # A bad value is refused before any work, on every job it reaches.
+    bad = runner.invoke(app, ["batch", "--glob", "c*.png", "-s", "s.png", "-o", "bad/{stem}.png", "--size", "0"])
+    assert bad.exit_code == 2 and "line 1: size: must be at least 1 pixel" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -66,10 +66,10 @@ def test_bench_compares_precisions_and_skips_what_a_backend_cannot_run(tmp_path)
     assert all(row["share_of_matrix_rate"] > 0 for row in report["results"])
 
 
-def test_render_on_onnxruntime(tmp_path, shared_images):
+def test_render_on_onnxruntime(tmp_path, test_images):
     output = tmp_path / "ort.png"
     result = runner.invoke(app, [
-        "render", str(shared_images / "content" / "tubingen.jpg"), "-s", str(shared_images / "style" / "starry_night.jpg"),
+        "render", str(test_images / "tubingen.jpg"), "-s", str(test_images / "starry_night.jpg"),
         "-o", str(output), "--size", "40", "-n", "5", "--model", "vgg19-random", "--backend", "onnxruntime",
         "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from styleforge import engine
 from styleforge.cli import app
-from styleforge.engine import RenderInterrupted, load_backbone, load_image, read_metadata, resize_to, style_grams
+from styleforge.engine import RenderInterrupted, load_backbone, load_image, read_metadata, resize_to
 from styleforge.kernels import gram
 
 runner = CliRunner()
@@ -20,11 +20,11 @@ FAST = ["--model", "vgg19-random", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture
-def small_inputs(tmp_path, shared_images):
+def small_inputs(tmp_path, test_images):
     """tubingen and starry_night, resized down to keep the test fast."""
     paths = {}
-    for name, source in (("content", "content/tubingen.jpg"), ("style", "style/starry_night.jpg")):
-        with Image.open(shared_images / source) as image:
+    for name, source in (("content", "tubingen.jpg"), ("style", "starry_night.jpg")):
+        with Image.open(test_images / source) as image:
             image.thumbnail((96, 96))
             paths[name] = tmp_path / f"{name}.png"
             image.save(paths[name])
@@ -43,13 +43,15 @@ def test_render_lowers_style_loss_and_writes_a_reproducible_file(tmp_path, small
     assert metadata["config"]["size"] == 64 and metadata["config"]["iterations"] == 30
     assert metadata["config"]["model"] == "vgg19-random" and metadata["iterations_done"] == 30
     assert metadata["styles"] == [str(small_inputs["style"])]
-    engine.RenderConfig.from_mapping(metadata["config"])  # the parameters rebuild the same config
+    engine.RenderConfig.from_options(metadata["config"])  # the parameters rebuild the same config
 
     # Style loss, measured independently on the same random backbone: content (the init) vs output.
-    config = engine.RenderConfig.from_mapping(metadata["config"])
-    backbone = load_backbone("vgg19-random", config.style_layers, seed=config.seed)
+    config = engine.RenderConfig.from_options(metadata["config"])
+    layers = config.objective.style_layers
+    backbone = load_backbone("vgg19-random", layers, seed=config.optimization.seed)
     style = engine.resize_long_side(load_image(small_inputs["style"]), 64)[None]
-    targets = style_grams(backbone, [style], [1.0], config.style_layers)
+    style_features = backbone(style)
+    targets = {layer: gram(style_features[layer]) for layer in layers}
 
     def style_term(picture):
         features = backbone(picture[None])
@@ -168,7 +170,7 @@ def test_models_lists_every_model():
 
 
 def test_mrf_render_through_the_cli_lowers_the_mrf_loss(tmp_path, small_inputs):
-    from styleforge.engine._mrf import MRFObjective
+    from styleforge.engine.objectives import build_patch_bank, mrf_objective
 
     output = tmp_path / "mrf.png"
     result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
@@ -179,12 +181,13 @@ def test_mrf_render_through_the_cli_lowers_the_mrf_loss(tmp_path, small_inputs):
     metadata = read_metadata(output)
     assert metadata["config"]["method"] == "mrf" and metadata["iterations_done"] == 50
     image = load_image(output)
-    config = engine.RenderConfig.from_mapping(metadata["config"])
-    backbone = load_backbone("vgg19-random", config.taps, seed=config.seed)
+    config = engine.RenderConfig.from_options(metadata["config"])
+    backbone = load_backbone("vgg19-random", config.taps, seed=config.optimization.seed)
     style = engine.resize_long_side(load_image(small_inputs["style"]), 48)[None]
-    objective = MRFObjective(
-        features_of=backbone, styles=[style], content_targets=None, layer_weights=config.layer_weights(),
-        content_weight=0.0, mrf_weight=1.0, tv_weight=0.0, patch_size=3, style_stride=2, synthesis_stride=2)
+    layer_weights = config.mrf.layer_weight_map()
+    bank = build_patch_bank(backbone, [style], list(layer_weights), patch_size=3, style_stride=2)
+    objective = mrf_objective(bank, layer_weights, content_targets=None, content_weight=0.0, mrf_weight=1.0,
+                              tv_weight=0.0, patch_size=3, synthesis_stride=2)
 
     def mrf_term(picture):
         with torch.no_grad():
@@ -252,7 +255,12 @@ def test_every_render_config_field_is_a_command_line_option():
     import dataclasses
     import inspect
 
-    from styleforge.cli._app import render as render_command
+    from styleforge.cli._batch import batch as batch_command
+    from styleforge.cli._render import render as render_command
 
-    options = set(inspect.signature(render_command).parameters)
-    assert [f.name for f in dataclasses.fields(engine.RenderConfig) if f.name not in options] == []
+    for command in (render_command, batch_command):
+        options = set(inspect.signature(command).parameters)
+        assert [name for name in engine.RenderConfig.FIELDS if name not in options] == []
+    assert len(engine.RenderConfig.FIELDS) == sum(len(dataclasses.fields(group)) for group in (
+        engine.RenderConfig().objective, engine.RenderConfig().mrf, engine.RenderConfig().pyramid,
+        engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory))

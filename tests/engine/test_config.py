@@ -9,38 +9,38 @@ from styleforge.engine import ConfigError, RenderConfig, load_config_file
 
 def test_defaults_are_valid_and_round_trip_through_a_dict():
     config = RenderConfig()
-    assert config.model == "vgg16-hed" and config.optimizer == "lbfgs"
-    assert RenderConfig.from_mapping(config.to_dict()) == config
+    assert config.runtime.model == "vgg16-hed" and config.optimization.optimizer == "lbfgs"
+    assert RenderConfig.from_options(config.to_dict()) == config
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"size": 0}, "--size: must be at least 1"),
-        ({"iterations": -5}, "--iterations: -5 is neither a count"),
-        ({"style_weight": -1.0}, "--style-weight: must be a finite number >= 0"),
-        ({"tv_weight": float("nan")}, "--tv-weight"),
+        ({"size": 0}, "size: must be at least 1"),
+        ({"iterations": -5}, "iterations: -5 is neither a count"),
+        ({"style_weight": -1.0}, "style_weight: must be a finite number >= 0"),
+        ({"tv_weight": float("nan")}, "tv_weight"),
         ({"optimizer": "lbgfs"}, "did you mean 'lbfgs'"),
         ({"pooling": "mean"}, "choose one of max, avg"),
-        ({"model": "vgg20"}, "--model: unknown value 'vgg20'"),
-        ({"device": "gpu"}, "--device"),
-        ({"style_layers": ("relu6_1",)}, "--style-layers"),
+        ({"model": "vgg20"}, "model: unknown value 'vgg20'"),
+        ({"device": "gpu"}, "device"),
+        ({"style_layers": ("relu6_1",)}, "style_layers"),
         ({"style_layers": ()}, "at least one layer"),
         ({"style_layer_weights": (1.0, 2.0)}, "2 values for 5 style layers"),
         ({"style_blend": (0.0, 0.0)}, "not all zero"),
-        ({"init": "photo.jpg"}, "--init: 'photo.jpg' is neither"),
-        ({"learning_rate": 0.0}, "--learning-rate"),
-        ({"size": "4kx2k"}, "--size: '4kx2k' is neither"),
-        ({"size": "0x100"}, "--size: must be at least 1 pixel"),
-        ({"iterations": "500,0"}, "--iterations: '500,0' is neither"),
-        ({"iterations": (100, 50), "levels": 3}, "--iterations: 2 per-level counts for --levels 3"),
-        ({"levels": -1}, "--levels: must be >= 0"),
-        ({"level_scale": 1.0}, "--level-scale"),
-        ({"iteration_decay": 0.0}, "--iteration-decay"),
-        ({"precision": "fp8"}, "--precision: unknown value 'fp8'"),
+        ({"init": "photo.jpg"}, "init: 'photo.jpg' is neither"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"size": "4kx2k"}, "size: '4kx2k' is neither"),
+        ({"size": "0x100"}, "size: must be at least 1 pixel"),
+        ({"iterations": "500,0"}, "iterations: '500,0' is neither"),
+        ({"iterations": (100, 50), "levels": 3}, "iterations: 2 per-level counts for levels = 3"),
+        ({"levels": -1}, "levels: must be at least 0"),
+        ({"level_scale": 1.0}, "level_scale"),
+        ({"iteration_decay": 0.0}, "iteration_decay"),
+        ({"precision": "fp8"}, "precision: unknown value 'fp8'"),
     ],
 )
-def test_bad_values_name_the_option(changes, message):
+def test_bad_values_name_the_field(changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RenderConfig(**changes)
 
@@ -52,27 +52,28 @@ def test_relu5_4_exists_only_in_vgg19():
 
 
 def test_from_mapping_accepts_kebab_case_and_strings():
-    config = RenderConfig.from_mapping(
+    config = RenderConfig.from_options(
         {"style-weight": 5, "style_layers": "relu1_1, relu2_1", "style-layer-weights": "1,3", "original-colors": True}
     )
-    assert config.style_weight == 5.0 and isinstance(config.style_weight, float)
-    assert config.style_layers == ("relu1_1", "relu2_1")
-    assert config.style_layer_weights == (1.0, 3.0)
-    assert config.original_colors is True
+    objective = config.objective
+    assert objective.style_weight == 5.0 and isinstance(objective.style_weight, float)
+    assert objective.style_layers == ("relu1_1", "relu2_1")
+    assert objective.style_layer_weights == (1.0, 3.0)
+    assert objective.original_colors is True
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"style_wieght": 1}, "unknown option 'style_wieght' (did you mean 'style_weight'?)"),
-        ({"size": "big"}, "--size: 'big' is neither"),
+        ({"size": "big"}, "size: 'big' is neither"),
         ({"original_colors": "yes"}, "must be true or false"),
         ({"style_weight": [1]}, "must be a number"),
     ],
 )
 def test_from_mapping_rejects_bad_keys_and_types(values, message):
     with pytest.raises(ConfigError) as caught:
-        RenderConfig.from_mapping(values, source="render.toml")
+        RenderConfig.from_options(values, source="render.toml")
     assert message in str(caught.value) and str(caught.value).startswith("render.toml: ")
 
 
@@ -80,8 +81,9 @@ def test_toml_file_at_top_level_or_in_a_render_table(tmp_path):
     path = tmp_path / "render.toml"
     path.write_text('size = 256\n[render]\nstyle-weight = 12.5\nstyle_layers = ["relu1_1", "relu3_1"]\n')
     options = load_config_file(path)
-    config = RenderConfig.from_mapping(options)
-    assert (config.size, config.style_weight, config.style_layers) == (256, 12.5, ("relu1_1", "relu3_1"))
+    config = RenderConfig.from_options(options)
+    assert (config.pyramid.size, config.objective.style_weight, config.objective.style_layers) == (
+        256, 12.5, ("relu1_1", "relu3_1"))
 
 
 def test_invalid_toml_names_the_file(tmp_path):
@@ -94,36 +96,61 @@ def test_invalid_toml_names_the_file(tmp_path):
 
 
 def test_learning_rate_default_depends_on_the_optimizer():
-    assert RenderConfig().resolved_learning_rate == 1.0
-    assert RenderConfig(optimizer="adam").resolved_learning_rate == 0.02
-    assert RenderConfig(optimizer="adam", learning_rate=0.1).resolved_learning_rate == 0.1
+    assert RenderConfig().optimization.resolved_learning_rate == 1.0
+    assert RenderConfig(optimizer="adam").optimization.resolved_learning_rate == 0.02
+    assert RenderConfig(optimizer="adam", learning_rate=0.1).optimization.resolved_learning_rate == 0.1
 
 
 def test_size_is_a_long_side_or_a_frame():
-    assert RenderConfig(size="4096").size == 4096
-    assert RenderConfig(size="3840x2160").size == (3840, 2160)
-    assert RenderConfig.from_mapping({"size": [3840, 2160]}).size == (3840, 2160)
+    assert RenderConfig(size="4096").pyramid.size == 4096
+    assert RenderConfig(size="3840x2160").pyramid.size == (3840, 2160)
+    assert RenderConfig.from_options({"size": [3840, 2160]}).pyramid.size == (3840, 2160)
     assert RenderConfig(size="3840x2160").to_dict()["size"] == [3840, 2160]
 
 
 def test_automatic_pyramid_starts_near_256_and_grows_by_sqrt2():
     config = RenderConfig(size=2048)
-    shapes = config.level_shapes((768, 1024))
+    shapes = config.pyramid.level_shapes((768, 1024))
     assert shapes[-1] == (1536, 2048) and max(shapes[0]) == 256 and len(shapes) == 7
     for (h0, w0), (h1, w1) in zip(shapes, shapes[1:]):
         assert w1 / w0 == pytest.approx(2**0.5, rel=0.01)
     # The full count up to 1024 px, then halving per level (the same time per level), never
     # below a quarter of it.
-    assert config.level_iterations() == [100, 100, 100, 100, 100, 50, 25]
-    assert RenderConfig(size=2048, iterations=400).level_iterations()[-3:] == [400, 200, 100]
-    assert RenderConfig(size=256).level_count == 1
-    frame = RenderConfig(size="3840x2160").level_shapes(None)
+    assert config.pyramid.level_iterations() == [100, 100, 100, 100, 100, 50, 25]
+    assert RenderConfig(size=2048, iterations=400).pyramid.level_iterations()[-3:] == [400, 200, 100]
+    assert RenderConfig(size=256).pyramid.level_count == 1
+    frame = RenderConfig(size="3840x2160").pyramid.level_shapes(None)
     assert frame[-1] == (2160, 3840) and 200 <= max(frame[0]) <= 300
 
 
 def test_explicit_levels_and_per_level_iterations():
     config = RenderConfig(size=512, levels=2, iterations="300,40")
-    assert config.level_shapes((384, 512)) == [(272, 362), (384, 512)] and config.level_iterations() == [300, 40]
-    assert RenderConfig(iterations=(200, 100, 50)).level_count == 3
-    assert RenderConfig.mrf().level_shapes((288, 384)) == [(72, 96), (144, 192), (288, 384)]
-    assert RenderConfig.mrf().level_iterations() == [100, 100, 100]
+    pyramid = config.pyramid
+    assert pyramid.level_shapes((384, 512)) == [(272, 362), (384, 512)] and pyramid.level_iterations() == [300, 40]
+    assert RenderConfig(iterations=(200, 100, 50)).pyramid.level_count == 3
+    mrf = RenderConfig.mrf_defaults().pyramid
+    assert mrf.level_shapes((288, 384)) == [(72, 96), (144, 192), (288, 384)]
+    assert mrf.level_iterations() == [100, 100, 100]
+
+
+def test_the_config_is_composed_of_groups_that_check_themselves():
+    from styleforge.engine._config import MemoryConfig, PyramidConfig
+
+    config = RenderConfig(pyramid=PyramidConfig(size=1024, levels=2), style_weight=5.0)
+    assert config.pyramid.size == 1024 and config.pyramid.levels == 2 and config.objective.style_weight == 5.0
+    assert config == RenderConfig(size=1024, levels=2, style_weight=5.0)
+    with pytest.raises(ConfigError, match="tile_size: must be at least 0"):
+        MemoryConfig(tile_size=-1)
+    with pytest.raises(ConfigError) as caught:
+        PyramidConfig(level_scale=9.0)
+    assert caught.value.field == "level_scale"
+    # Every field belongs to exactly one group, under one flat name.
+    assert len(RenderConfig.FIELDS) == len(set(RenderConfig.FIELDS)) == len(RenderConfig().to_dict())
+
+
+def test_errors_name_the_field_and_the_file_a_value_came_from():
+    with pytest.raises(ConfigError) as caught:
+        RenderConfig().replace({"style-weight": -1}, source="job.toml")
+    assert (caught.value.field, caught.value.source) == ("style_weight", "job.toml")
+    assert str(caught.value) == "job.toml: style_weight: must be a finite number >= 0, got -1.0"
+    assert caught.value.describe("--style-weight") == "job.toml: --style-weight: must be a finite number >= 0, got -1.0"

@@ -29,9 +29,9 @@ def test_hed_weights_are_fetched_checked_and_converted(user_cache):
     assert all(torch.isfinite(v).all() for v in features.values())
 
 
-def test_default_model_renders_a_real_photo(user_cache, shared_images):
-    content = load_image(shared_images / "content" / "tubingen.jpg")
-    style = load_image(shared_images / "style" / "starry_night.jpg")
+def test_default_model_renders_a_real_photo(user_cache, test_images):
+    content = load_image(test_images / "tubingen.jpg")
+    style = load_image(test_images / "starry_night.jpg")
     events = []
     result = render(RenderConfig(size=64, iterations=20, device="cpu"), content, [style], callback=events.append)
     assert result.image.shape == (3, 48, 64)

@@ -1,0 +1,187 @@
+"""``styleforge render``: one image."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from styleforge import engine
+from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted
+
+from ._app import EXIT_INTERRUPTED, app, run_guarded, stderr
+from ._options import with_render_options
+
+#: Options of the render command that are not RenderConfig fields but may be set in a config
+#: file, with the type a file's value must have.
+_COMMAND_OPTIONS: dict[str, tuple[type, ...]] = {
+    "content": (str,), "output": (str,), "content_map": (str,), "style": (str, list), "style_map": (str, list),
+    "save_every": (int,), "bit_depth": (int,), "max_pixels": (int,), "overwrite": (bool,),
+}
+
+
+def _intermediate_path(output: Path, iteration: int, iterations: int) -> Path:
+    width = len(str(iterations))
+    return output.with_name(f"{output.stem}_{iteration:0{width}d}{output.suffix}")
+
+
+def _command_options(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """The render command's own options from a config file, each checked for its type."""
+    checked = {}
+    for key, value in values.items():
+        kinds = _COMMAND_OPTIONS[key]
+        if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+            names = " or ".join({str: "a string", list: "a list of paths", int: "an integer",
+                                 bool: "true or false"}[kind] for kind in kinds)
+            raise ConfigError(f"must be {names}, got {value!r}", field=key, source=source)
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"must be a list of paths, got {value!r}", field=key, source=source)
+        checked[key] = [value] if key in ("style", "style_map") and isinstance(value, str) else value
+    return checked
+
+
+def options_to_config(file_options: dict[str, Any], config_path: Path | None, flags: dict[str, Any]) -> RenderConfig:
+    """A config file's render options, then the flags over them; each value's error names where
+    it came from (the file and key, or the flag). ``method = "mrf"`` starts from CNNMRF's defaults."""
+    method = flags.get("method", file_options.get("method"))
+    base = RenderConfig.mrf_defaults() if method == "mrf" else RenderConfig()
+    config = base.replace(file_options, source=str(config_path) if config_path is not None else None)
+    return config.replace(flags)
+
+
+def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A TOML file's values: (render options, the command's own options), keys snake_case."""
+    if path is None:
+        return {}, {}
+    values = {key.replace("-", "_"): value for key, value in engine.load_config_file(path).items()}
+    own = {key: values.pop(key) for key in list(values) if key in command_options}
+    return values, own
+
+
+@app.command()
+@with_render_options
+def render(
+    content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
+    style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default=False)] = None,
+    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours); with --method mrf. CONTENT may then be omitted.", show_default=False)] = None,
+    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.")] = False,
+    save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default="0")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG.", show_default="8")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Refuse inputs with more pixels.", show_default=str(engine.DEFAULT_MAX_PIXELS))] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any of these options; the command line overrides it.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    *,
+    render_options: dict[str, Any],
+) -> None:
+    """Render CONTENT in the style of one or more --style images (Gatys et al., or MRF with --method mrf)."""
+    given = {name: value for name, value in dict(content=content, style=style, output=output, content_map=content_map,
+                                                 style_map=style_map, save_every=save_every, bit_depth=bit_depth,
+                                                 max_pixels=max_pixels).items() if value is not None}
+    if overwrite:
+        given["overwrite"] = True
+    run_guarded(debug, lambda: _render(config, given, render_options, quiet=quiet, dry_run=dry_run))
+
+
+def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
+            dry_run: bool = False) -> None:
+    file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
+    cli = {**_command_options(file_own, str(config_path)), **given}
+    config = options_to_config(file_options, config_path, flags)
+
+    if not cli.get("style"):
+        raise ConfigError("at least one style image is needed", field="style")
+    if dry_run:
+        reference = cli.get("content") or cli.get("content_map")
+        content = engine.load_image(reference) if reference else None
+        plan = engine.plan_for(config, content, engine.resolve_device(config.runtime.device))
+        print(plan.describe())
+        return
+    if not cli.get("output"):
+        raise ConfigError("an output file is needed (-o result.png)", field="output")
+    output = Path(cli["output"])
+    overwrite = bool(cli.get("overwrite", False))
+    bit_depth = int(cli.get("bit_depth", 8))
+    save_every = int(cli.get("save_every", 0))
+    if save_every < 0:
+        raise ConfigError(f"must be >= 0, got {save_every}", field="save_every")
+    max_pixels = int(cli.get("max_pixels", engine.DEFAULT_MAX_PIXELS))
+
+    # Everything that can be refused is refused before any work, and nothing is written.
+    total = sum(config.pyramid.level_iterations())
+    targets = [output] + [_intermediate_path(output, i, total)
+                          for i in range(save_every, total, save_every or total + 1)]
+    for target in targets:
+        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite)
+    content_path = cli.get("content")
+    if content_path is None and cli.get("content_map") is None and config.objective.method == "mrf":
+        raise ConfigError("give a content image, or a --content-map to paint from", field="content")
+    content = engine.load_image(content_path, max_pixels=max_pixels) if content_path else None
+    style_paths = [str(path) for path in cli["style"]]
+    styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
+    content_map = engine.load_image(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
+    map_paths = [str(path) for path in cli.get("style_map") or []]
+    style_maps = [engine.load_image(path, max_pixels=max_pixels) for path in map_paths] or None
+
+    metadata = {
+        "software": f"styleforge {engine.__version__}",
+        "content": str(content_path) if content_path else None,
+        "styles": style_paths,
+        **({"content_map": str(cli["content_map"]), "style_maps": map_paths} if content_map is not None else {}),
+        "config": config.to_dict(),
+    }
+
+    def write(image, path: Path, **extra: Any) -> None:
+        engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite)
+
+    # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
+    live = stderr.is_terminal
+    progress = Progress(
+        TextColumn("[bold]render"), BarColumn(), TextColumn("{task.fields[step]}"),
+        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=stderr, disable=quiet or not live, transient=False,
+    )
+    # The bar follows the work (evaluations weighted by pixels): a pyramid's last levels are
+    # the slow ones, so counting iterations would promise far too early a finish.
+    task = progress.add_task("render", total=1.0, loss="-", step=f"0/{total}")
+    last_shown = [0.0]
+    log_every = max(1, total // 10)
+
+    def on_event(event: RenderEvent) -> None:
+        fields_ = {}
+        now = time.monotonic()
+        if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):
+            fields_["loss"] = f"{event.loss:.4g}"  # reads the loss back: only a few times a second
+            last_shown[0] = now
+        progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}", **fields_)
+        if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
+            eta = event.elapsed / max(event.progress, 1e-9) * (1.0 - event.progress)
+            stderr.print(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
+                         f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left",
+                         highlight=False, soft_wrap=True, markup=False)
+        if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
+            write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
+                  iterations_done=event.iteration)
+
+    with progress:
+        try:
+            result = engine.render(config, content, styles, callback=on_event, content_map=content_map,
+                                   style_maps=style_maps)
+        except RenderInterrupted as interrupted:
+            progress.stop()
+            write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
+            stderr.print(f"interrupted at iteration {interrupted.iteration}; wrote {output}",
+                         highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    write(result.image, output, iterations_done=result.iterations, seconds=round(result.elapsed, 2),
+          device=result.device)
+    if not quiet:
+        height, width = result.image.shape[-2:]
+        stderr.print(f"wrote {output} ({width}x{height}, {result.iterations} iterations, "
+                     f"{result.elapsed:.1f} s on {result.device})", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,155 @@
+"""``styleforge models``, ``export`` and ``bench``: weights, exported graphs, timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from styleforge import engine
+from styleforge.engine import (
+    BackendUnavailableError,
+    ConfigError,
+    Precision,
+    RenderConfig,
+    frame_shape,
+    parse_size,
+    write_json_atomic,
+)
+from styleforge.engine.backends import (
+    available_backends,
+    matrix_tflops,
+    record_fastest_backend,
+    tensorrt_available,
+    time_backend,
+)
+
+from ._app import app, run_guarded, stderr
+
+_DEFAULTS = RenderConfig()
+
+
+@app.command()
+def models() -> None:
+    """List the models, whether their weights are present, and where."""
+    table = Table("model", "weights", "location", "description")
+    table.columns[2].overflow = "fold"
+    for row in engine.model_status():
+        table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
+    Console().print(table)
+
+
+def _frame(text: str) -> tuple[int, int]:
+    """--size of export and bench: a long side (512 = 512x384, landscape 4:3) or WIDTHxHEIGHT,
+    in the one size grammar; at least the deepest layer's stride (16)."""
+    height, width = frame_shape(parse_size(text))
+    if min(height, width) < 16:
+        raise ConfigError(f"{text} is smaller than 16 pixels, the deepest layer's stride", field="size")
+    return height, width
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
+    format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
+    size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default=False)] = None,
+    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
+    pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.runtime.pooling,
+    layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(_DEFAULTS.taps),
+    weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Export the VGG forward and backward graphs (ONNX) or build TensorRT engines, into the cache."""
+
+    def body() -> None:
+        taps = [layer.strip() for layer in layers.split(",") if layer.strip()]
+        engine.check_choice("format", format, ("onnx", "tensorrt"))
+        config = RenderConfig(model=model, pooling=pooling, weights=str(weights) if weights else None,
+                              precision=precision, backend="tensorrt", content_layers=taps[:1], style_layers=taps)
+        backbone = engine.load_backbone(model, taps, pooling=pooling, weights_path=weights)
+        if format == "onnx":
+            graphs = engine.export_onnx(backbone, model=model)
+            print(graphs.forward_path)
+            print(graphs.backward_path)
+            return
+        sizes = [_frame(text) for text in (size or ["512"])]
+        missing = tensorrt_available()
+        if missing is not None:
+            raise BackendUnavailableError(f"--format tensorrt: {missing}")
+        built = engine.backend_for(config, engine.resolve_device("cuda"), sizes, backbone=backbone)
+        for path in built.build():
+            print(path)
+
+    run_guarded(debug, body)
+
+
+_MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@app.command()
+def bench(
+    size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat. [default: 256, 512, 1024]", show_default=False)] = None,
+    backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat. [default: every one present]", show_default=False)] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare. [default: tf32 on CUDA, fp32 on CPU]", show_default=False)] = None,
+    model: Annotated[str, typer.Option(help="Backbone (timing does not depend on the weights).")] = "vgg19-random",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Time forward + image gradient per backend, side by side; records the fastest for --backend auto."""
+
+    def body() -> None:
+        import platform
+
+        target = engine.resolve_device(device)
+        names = backend or available_backends(target)
+        precisions = [Precision.resolve(value, target) for value in (precision or ["auto"])]
+        if iterations < 1 or warmup < 0:
+            raise ConfigError(f"needs at least 1 timed iteration and no negative warm-up, got -n {iterations} "
+                              f"--warmup {warmup}", field="iterations")
+        sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
+        taps = RenderConfig().taps
+        backbone = engine.load_backbone(model, taps)
+        # The convolutions' achieved rate against the device's own measured matrix rate at the
+        # precision they run in (tf32 and fp32 share fp32 operands).
+        peaks = {value.name: matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
+                                           dtype=_MATMUL_DTYPES[value.name], tf32=value.name == "tf32")
+                 for value in precisions}
+        table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
+        rows, by_backend = [], {}
+        for name in names:
+            for value in precisions:
+                config = RenderConfig(model=model, backend=name, precision=value.name, device=str(target))
+                try:
+                    built = engine.backend_for(config, target, sizes, backbone=backbone)
+                except BackendUnavailableError as error:
+                    stderr.print(f"skipped {name} {value.name}: {error}", highlight=False, markup=False, soft_wrap=True)
+                    continue
+                for height, width in sizes:
+                    timing = time_backend(built, height, width, iterations=iterations, warmup=warmup)
+                    share = timing.tflops / peaks[value.name]
+                    rows.append({**timing.to_dict(), "precision": value.name, "share_of_matrix_rate": share})
+                    if value == precisions[0]:
+                        by_backend.setdefault(name, []).append(timing.ms_per_iteration)
+                    table.add_row(name, value.name, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
+                                  f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
+                                  f"{timing.tflops:.2f}", f"{share:.0%}")
+        Console().print(table)
+        if len(by_backend) > 1:
+            totals = {name: sum(values) for name, values in by_backend.items()}
+            fastest = record_fastest_backend(target, totals)
+            stderr.print(f"fastest here: {fastest} (used by --backend auto on this machine)",
+                         highlight=False, markup=False)
+        if output is not None:
+            report = {"device": str(target), "model": model, "platform": platform.platform(),
+                      "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
+                      "matmul_tflops": peaks, "threads": torch.get_num_threads(), "results": rows}
+            write_json_atomic(output, report)
+
+    run_guarded(debug, body)

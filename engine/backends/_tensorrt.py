@@ -1,0 +1,238 @@
+"""TensorRT backend: engines built from the exported graphs, in explicit, cached steps.
+
+export -> parse (every parser error reported) -> optimisation profile covering the render's
+sizes -> precision after a capability check -> serialize into a cache keyed by the ONNX hash,
+TensorRT version, GPU, precision and profile. A cache entry whose checksum does not match, or
+that TensorRT refuses to deserialize, is rebuilt, never trusted.
+
+Only the VGG passes run in TensorRT; the losses and the optimiser stay in torch in fp32, so with
+fp16/bf16 engines only the features and their gradient are half precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .._backbone import VGGFeatures
+from .._device import Precision
+from .._errors import BackendUnavailableError
+from .._files import atomic_write, cache_dir, sha256_file
+from ._base import Backend
+from ._export import ExportedGraphs, export_onnx
+
+__all__ = ["TensorRTBackend", "tensorrt_available"]
+
+_WORKSPACE_BYTES = 8 << 30
+
+
+def tensorrt_available() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable, else what is missing."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt package is not installed (pip install tensorrt-cu13, see README)"
+    return None
+
+
+def _trt():
+    missing = tensorrt_available()
+    if missing is not None:
+        raise BackendUnavailableError(f"--backend tensorrt: {missing}")
+    import tensorrt
+
+    return tensorrt
+
+
+
+class _Engine:
+    """One deserialized engine with its execution context, run on torch's current stream."""
+
+    def __init__(self, trt, serialized: bytes, logger) -> None:
+        self.trt = trt
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(serialized)
+        if self.engine is None:
+            raise ValueError("TensorRT could not deserialize the engine")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+
+    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # TensorRT reads raw pointers: converted inputs stay referenced until the enqueue below
+        # (after it, torch's stream-ordered allocator makes releasing them safe).
+        keep = []
+        for name in self.inputs:
+            tensor = inputs[name].contiguous()
+            expected = _TORCH_DTYPES[self.engine.get_tensor_dtype(name)]
+            if tensor.dtype != expected:
+                tensor = tensor.to(expected)
+            keep.append(tensor)
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=_TORCH_DTYPES[self.engine.get_tensor_dtype(name)], device="cuda")
+            self.context.set_tensor_address(name, out.data_ptr())
+            outputs[name] = out
+        stream = torch.cuda.current_stream().cuda_stream
+        if not self.context.execute_async_v3(stream):
+            raise RuntimeError("TensorRT execution failed")
+        return outputs
+
+
+_TORCH_DTYPES: dict = {}
+
+
+def _fill_dtypes(trt) -> None:
+    if not _TORCH_DTYPES:
+        _TORCH_DTYPES.update({trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+                              trt.DataType.BOOL: torch.bool, trt.DataType.INT32: torch.int32,
+                              trt.DataType.INT64: torch.int64})
+        if hasattr(trt.DataType, "BF16"):
+            _TORCH_DTYPES[trt.DataType.BF16] = torch.bfloat16
+
+
+class TensorRTBackend(Backend):
+    """The exported forward/backward graphs as TensorRT engines.
+
+    ``sizes``: the (height, width) image sizes the render will use (every pyramid level); the
+    optimisation profile spans them, and a size outside it triggers a rebuild with a wider one.
+    """
+
+    name = "tensorrt"
+
+    @classmethod
+    def unsupported(cls, precision: Precision, device: torch.device) -> str | None:
+        missing = tensorrt_available()
+        if missing is not None:
+            return f"--backend tensorrt: {missing}"
+        if precision.is_half:
+            import tensorrt
+
+            if getattr(tensorrt.BuilderFlag, precision.name.upper(), None) is None:
+                # TensorRT 11 builds strongly typed networks only: halves would have to come from
+                # the ONNX graph's own types, which the export does not write yet.
+                return (f"--precision {precision.name}: TensorRT {tensorrt.__version__} has no "
+                        f"{precision.name.upper()} builder flag (strongly typed networks only); use --precision "
+                        "fp32 or tf32, or --backend torch")
+        return None
+
+    def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32", *,
+                 model: str, sizes: Sequence[tuple[int, int]] = ((512, 512),)) -> None:
+        precision = precision if isinstance(precision, Precision) else Precision(precision)
+        reason = self.unsupported(precision, device)
+        if reason is not None:
+            raise BackendUnavailableError(reason)
+        super().__init__(backbone, device, precision)
+        self.trt = _trt()
+        _fill_dtypes(self.trt)
+        self.graphs: ExportedGraphs = export_onnx(backbone, model=model)
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self._sizes = list(sizes)
+        self._engines: dict[str, _Engine] = {}
+        self._profile: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+        self._masks: dict[str, torch.Tensor] | None = None
+        self.engine_paths: list[Path] = []
+
+    def build(self) -> list[Path]:
+        """Build (or load from the cache) engines whose profile spans every size given."""
+        height, width = max(self._sizes, key=lambda hw: hw[0] * hw[1])
+        self._ensure(height, width)
+        return list(self.engine_paths)
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _profile_for(self, size: tuple[int, int]):
+        sizes = self._sizes + [size]
+        low = (min(h for h, _ in sizes), min(w for _, w in sizes))
+        high = (max(h for h, _ in sizes), max(w for _, w in sizes))
+        return low, size, high
+
+    def _engine(self, which: str, onnx_path: Path, profile) -> _Engine:
+        trt = self.trt
+        low, opt, high = profile
+        gpu = torch.cuda.get_device_name(self.device)
+        capability = torch.cuda.get_device_capability(self.device)
+        key_text = json.dumps([sha256_file(onnx_path), trt.__version__, gpu, capability, self.precision.name,
+                               low, opt, high])
+        key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
+        path = cache_dir() / "tensorrt" / f"{which}-{self.precision.name}-{key}.engine"
+        checksum = path.with_name(path.name + ".sha256")
+        self.engine_paths.append(path)
+        if path.exists() and checksum.exists() and checksum.read_text().strip() == sha256_file(path):
+            try:
+                return _Engine(trt, path.read_bytes(), self.logger)
+            except ValueError:
+                pass  # stale or corrupt: rebuild below
+        serialized = self._build(onnx_path, profile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, serialized)
+        atomic_write(checksum, (sha256_file(path) + "\n").encode())
+        return _Engine(trt, serialized, self.logger)
+
+    def _build(self, onnx_path: Path, profile) -> bytes:
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendUnavailableError(f"TensorRT could not parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
+        major, _ = torch.cuda.get_device_capability(self.device)
+        if self.precision.name == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
+        elif self.precision.is_half:
+            flag = getattr(trt.BuilderFlag, self.precision.name.upper())  # checked by unsupported()
+            if self.precision.name == "bf16" and major < 8:
+                raise BackendUnavailableError("--precision bf16 needs an Ampere or newer GPU")
+            config.set_flag(flag)
+        low, opt, high = profile
+        optimisation = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            name = network.get_input(index).name
+            shape = self.graphs.shape_of
+            optimisation.set_shape(name, shape(name, *low), shape(name, *opt), shape(name, *high))
+        config.add_optimization_profile(optimisation)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BackendUnavailableError(f"TensorRT failed to build an engine from {onnx_path}")
+        return bytes(serialized)
+
+    def _ensure(self, height: int, width: int) -> None:
+        if self._profile is not None:
+            (lh, lw), _, (hh, hw) = self._profile
+            if lh <= height <= hh and lw <= width <= hw:
+                return
+        self._profile = self._profile_for((height, width))
+        self.engine_paths = []
+        self._engines = {
+            "forward": self._engine("forward", self.graphs.forward_path, self._profile),
+            "backward": self._engine("backward", self.graphs.backward_path, self._profile),
+        }
+
+    # --- running ----------------------------------------------------------------------------
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._ensure(*image.shape[-2:])
+        outputs = self._engines["forward"]({"image": image.float()})
+        self._masks = {f"mask_{name}": outputs[f"mask_{name}"] for name in self.graphs.masks}
+        return {name: outputs[name].float() for name in self.taps}
+
+    def backward(self, tap_grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self._masks is None:
+            raise RuntimeError("backward() needs a forward() first")
+        inputs = dict(self._masks)
+        inputs.update({f"grad_{name}": tap_grads[name] for name in self.taps})
+        self._masks = None
+        return self._engines["backward"](inputs)["image_grad"].float()

@@ -1,0 +1,122 @@
+"""The torch backend: autograd on the module itself, the reference every other backend matches."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .._backbone import VGGFeatures
+from .._device import Precision
+from .._errors import BackendUnavailableError
+from ._base import Backend
+
+__all__ = ["TorchBackend"]
+
+#: Input shapes captured as CUDA graphs per backend (a pyramid's levels; tiles beyond run eagerly).
+_MAX_GRAPHS = 16
+
+
+class _TapTuple(torch.nn.Module):
+    """The backbone with its taps as a tuple (what make_graphed_callables accepts)."""
+
+    def __init__(self, backbone: VGGFeatures, taps: Sequence[str]) -> None:
+        super().__init__()
+        self.backbone, self.taps = backbone, tuple(taps)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.backbone(image)
+        return tuple(features[name] for name in self.taps)
+
+
+class TorchBackend(Backend):
+    """Autograd on the torch module, channels-last (measured faster on CPU and GPU).
+
+    ``precision``: fp32; tf32 (cuDNN convolutions in TF32 on CUDA, fp32 on CPU); bf16 or fp16:
+    the network runs under autocast and its taps are handed out as fp32, so Gram sums and losses
+    are fp32. fp16 gradients are loss-scaled (the normalised losses give per-pixel gradients far
+    below fp16's smallest normal number) and unscaled at the image; the image, its gradient and
+    the optimiser's state are fp32 throughout.
+    """
+
+    name = "torch"
+
+    def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32",
+                 cuda_graphs: bool = False) -> None:
+        precision = precision if isinstance(precision, Precision) else Precision(precision)
+        super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device, precision)
+        if cuda_graphs and device.type != "cuda":
+            raise BackendUnavailableError(f"--cuda-graphs needs a CUDA device, not {device.type}")
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def _graphed(self, image: torch.Tensor):
+        """The forward + backward for this input shape captured as CUDA graphs (one per shape,
+        the few a pyramid needs; other shapes, such as edge tiles, run eagerly)."""
+        key = tuple(image.shape)
+        if key not in self._graphs:
+            if len(self._graphs) >= _MAX_GRAPHS:
+                return None
+            sample = torch.rand(key, device=self.device).contiguous(memory_format=torch.channels_last)
+            with self._context(cache=False):
+                self._graphs[key] = torch.cuda.make_graphed_callables(
+                    _TapTuple(self.backbone, self.taps), (sample.requires_grad_(True),))
+        return self._graphs[key]
+
+    def _context(self, *, autocast: bool = True, cache: bool = True) -> contextlib.ExitStack:
+        """The precision's TF32 switches, and autocast for halves (off for the backward)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.precision.numerics(self.device))
+        if autocast:
+            stack.enter_context(self.precision.autocast(self.device, cache=cache))
+        return stack
+
+    def _run(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        image = image.contiguous(memory_format=torch.channels_last)
+        graphed = self._graphed(image) if self.cuda_graphs and torch.is_grad_enabled() else None
+        if graphed is not None:
+            # The graph's outputs are static buffers: the next replay overwrites them, which is
+            # fine here, since a loss reads its features before the next forward.
+            features = dict(zip(self.taps, graphed(image)))
+        else:
+            with self._context():
+                features = self.backbone(image)
+        if not self.precision.is_half:
+            return features
+        return {name: value.float() for name, value in features.items()}
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        leaf = image.detach().requires_grad_(True)
+        with torch.enable_grad():
+            features = self._run(leaf)
+        self._saved = (leaf, features)
+        return {name: value.detach() for name, value in features.items()}
+
+    def backward(self, tap_grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward() first")
+        leaf, features = self._saved
+        self._saved = None
+        names = [name for name in self.taps if name in tap_grads]
+        grads = [tap_grads[n] for n in names]
+        outputs = [features[n] for n in names]
+        with self._context(autocast=False):
+            if self.precision.name != "fp16":
+                (grad,) = torch.autograd.grad(outputs, leaf, grads)
+                return grad.contiguous()
+            # Loss scaling: a power of two bringing the largest upstream gradient to 1, lowered
+            # by 2^8 while the backward overflows (exact to undo; one host sync per iteration).
+            largest = torch.stack([g.abs().amax() for g in grads]).amax().clamp_min(1e-30)
+            scale = torch.exp2(-torch.floor(torch.log2(largest)))
+            for attempt in range(4):
+                (grad,) = torch.autograd.grad(outputs, leaf, [g * scale for g in grads], retain_graph=attempt < 3)
+                if bool(torch.isfinite(grad).all()):
+                    break
+                scale = scale / 256
+        return (grad / scale).contiguous()
+
+    @torch.no_grad()
+    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._run(image)

@@ -1,0 +1,75 @@
+"""Gram-matrix style (Gatys et al., CVPR 2016) as a term on global statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ._base import Objective, Region, Statistic, Term
+from ._content import ContentTerm, TotalVariationTerm
+from ._functional import EPS, gram
+
+__all__ = ["GramStyleTerm", "blend_statistics", "gatys_objective", "gram_statistics"]
+
+
+def gram_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+                    strides: Mapping[str, int]) -> dict[str, Statistic]:
+    """{layer: (Gram over the region's owned positions (1, C, C), their count)}."""
+    stats = {}
+    for layer in layers:
+        inside = region.owned(strides.get(layer, 1), features[layer])
+        positions = inside.shape[2] * inside.shape[3]
+        if positions:  # an edge tile narrower than this layer's stride owns none
+            stats[layer] = Statistic(gram(inside), positions)
+    return stats
+
+
+def blend_statistics(per_style: Sequence[Mapping[str, Statistic]], blend: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Target Grams {layer: (1, C, C)} of several styles, blended with weights normalised to 1."""
+    total = float(sum(blend))
+    targets: dict[str, torch.Tensor] = {}
+    for stats, weight in zip(per_style, blend, strict=True):
+        for layer, (mean, _) in stats.items():
+            contribution = mean * (weight / total)
+            targets[layer] = targets[layer] + contribution if layer in targets else contribution
+    return targets
+
+
+class GramStyleTerm(Term):
+    """sum_l w_l |G_l - S_l|^2 / |S_l|^2 with layer weights normalised to 1 (see _functional)."""
+
+    name = "style"
+
+    def __init__(self, targets: Mapping[str, torch.Tensor], layer_weights: Mapping[str, float],
+                 strides: Mapping[str, int] | None = None) -> None:
+        super().__init__(strides)
+        self.targets = dict(targets)
+        self.layers = tuple(self.targets)
+        total = sum(layer_weights.values())
+        self.layer_weights = {layer: w / total for layer, w in layer_weights.items()}
+        # Reciprocal target magnitudes, computed once rather than per iteration.
+        self._scale = {layer: self.layer_weights[layer] / target.pow(2).sum().clamp_min(EPS)
+                       for layer, target in self.targets.items()}
+
+    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+        return gram_statistics(features, region, self.layers, self.strides)
+
+    def global_value(self, stats: Mapping[str, Statistic]) -> torch.Tensor:
+        style: torch.Tensor | None = None
+        for layer, target in self.targets.items():
+            error = (stats[layer].mean - target).pow(2).sum() * self._scale[layer]
+            style = error if style is None else style + error
+        assert style is not None
+        return style
+
+
+def gatys_objective(*, content_targets: Mapping[str, torch.Tensor] | None, style_targets: Mapping[str, torch.Tensor],
+                    content_weight: float, style_weight: float, tv_weight: float,
+                    style_layer_weights: Mapping[str, float], strides: Mapping[str, int] | None = None) -> Objective:
+    """Gatys et al.'s objective: content + Gram style + total variation (content weight 0
+    without content targets)."""
+    terms = [ContentTerm(content_targets, strides), GramStyleTerm(style_targets, style_layer_weights, strides),
+             TotalVariationTerm()]
+    weights = {"content": content_weight if content_targets else 0.0, "style": style_weight, "tv": tv_weight}
+    return Objective(terms, weights)

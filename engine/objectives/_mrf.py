@@ -1,0 +1,217 @@
+"""MRF term (Li & Wand, CVPR 2016), with neural-doodle's semantic maps.
+
+Every k x k patch of the output's features (synthesis stride) is matched to the style patch with
+the highest normalised cross-correlation (the bank: every style patch at the style stride, from
+the style image and optionally its rotated and scaled copies), and pulled toward it:
+
+    mrf_l = mean_i |p_i - s_NN(i)|^2 / mean_j |s_j|^2
+
+Normalisation (departs from CNNMRF's plain sum on purpose): a mean over patches, relative to the
+bank's mean squared patch norm, so a layer's term is ~1 when patches are as far from their match
+as a patch is long, at any size, stride or backbone.
+
+Semantic maps: each map's one-hot label channels, downsampled to each layer, have their k x k
+patches appended to the *normalised* feature patches with weight sqrt(map_weight) for matching
+only, so the match maximises cos(features) + map_weight * cos(labels): patches match within the
+same region.
+
+A local term: each synthesis patch belongs to the region that owns its top-left position; the
+patch's other positions lie within the term's extent (k - 1 positions), which tiles add to their
+halo, so a region's patches are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from styleforge.kernels import extract_patches, mrf_nearest, normalize_patches
+
+from ._base import Objective, Region, Statistic, Term
+from ._content import ContentTerm, TotalVariationTerm
+from ._functional import EPS
+
+__all__ = ["MRFTerm", "PatchBank", "build_patch_bank", "mrf_objective", "style_variants"]
+
+
+def _transform(image: torch.Tensor, degrees: float, scale: float) -> torch.Tensor:
+    """Rotate (1, C, H, W) about its centre and scale it, reflecting at the borders."""
+    if degrees == 0 and scale == 1:
+        return image
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = image.new_tensor([[cos, -sin, 0.0], [sin, cos, 0.0]])[None]
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def style_variants(rotations: int, rotation_step: float, scales: int, scale_step: float) -> list[tuple[float, float]]:
+    """(degrees, scale) of every style copy: (2 rotations + 1) x (2 scales + 1), original first."""
+    pairs = [(k * rotation_step, 1.0 + j * scale_step)
+             for k in range(-rotations, rotations + 1) for j in range(-scales, scales + 1)]
+    pairs.sort(key=lambda pair: pair != (0.0, 1.0))
+    return pairs
+
+
+@dataclass(frozen=True)
+class PatchBank:
+    """The style's patches per layer: ``raw`` (N, C k k), the pull targets, and ``match``, the
+    same rows normalised (with weighted label patches appended when maps are in use)."""
+
+    raw: dict[str, torch.Tensor]
+    match: dict[str, torch.Tensor]
+
+
+def _label_patches(labels: torch.Tensor, shape: Sequence[int], patch_size: int, stride: int) -> torch.Tensor:
+    """Normalised k x k patches of one-hot labels (1, K, H, W) downsampled to a layer's (H, W)."""
+    small = F.adaptive_avg_pool2d(labels, tuple(shape[-2:]))
+    return normalize_patches(extract_patches(small, patch_size, stride))
+
+
+@torch.no_grad()
+def build_patch_bank(
+    features_of: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
+    styles: Sequence[torch.Tensor],
+    layers: Sequence[str],
+    *,
+    patch_size: int,
+    style_stride: int,
+    variants: Sequence[tuple[float, float]] = ((0.0, 1.0),),
+    style_labels: Sequence[torch.Tensor] | None = None,
+    map_scale: float = 0.0,
+) -> PatchBank:
+    """Every style patch of every (1, 3, H, W) style and each of its (degrees, scale) copies."""
+    raw: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    match: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for index, style in enumerate(styles):
+        labels = style_labels[index] if style_labels is not None else None
+        for degrees, scale in variants:
+            features = features_of(_transform(style, degrees, scale))
+            turned = _transform(labels, degrees, scale) if labels is not None else None
+            for layer in layers:
+                patches = extract_patches(features[layer], patch_size, style_stride)
+                raw[layer].append(patches)
+                normalized = normalize_patches(patches.float())
+                if turned is not None and map_scale != 0:
+                    label_patches = _label_patches(turned, features[layer].shape, patch_size, style_stride)
+                    normalized = torch.cat([normalized, map_scale * label_patches], dim=1)
+                match[layer].append(normalized)
+    return PatchBank({layer: torch.cat(raw[layer]) for layer in layers},
+                     {layer: torch.cat(match[layer]) for layer in layers})
+
+
+class MRFTerm(Term):
+    """sum_l w_l mean_i |p_i - s_NN(i)|^2 / mean_j |s_j|^2 against a bank built once per level.
+
+    Args:
+        bank: the style patches (see build_patch_bank).
+        layer_weights: MRF layer -> weight (normalised to sum 1).
+        content_labels: (1, K, H, W) one-hot label map of the output, or None (no doodle).
+        map_scale: sqrt(map_weight) when maps are in use.
+        confidence: pull only patches whose best match scores at least this NCC.
+    """
+
+    name = "style"
+
+    def __init__(self, bank: PatchBank, layer_weights: Mapping[str, float], strides: Mapping[str, int] | None = None, *,
+                 patch_size: int, synthesis_stride: int, content_labels: torch.Tensor | None = None,
+                 map_scale: float = 0.0, confidence: float | None = None) -> None:
+        super().__init__(strides)
+        self.layers = tuple(layer_weights)
+        total = sum(layer_weights.values())
+        self.layer_weights = {layer: weight / total for layer, weight in layer_weights.items()}
+        self.bank = bank
+        self.patch_size, self.synthesis_stride = patch_size, synthesis_stride
+        self.confidence = confidence
+        self.content_labels = content_labels
+        self.map_scale = map_scale if content_labels is not None else 0.0
+        self._bank_scale = {layer: 1.0 / bank.raw[layer].pow(2).sum(1).mean().clamp_min(EPS) for layer in self.layers}
+        self._content_label_patches: dict[tuple, torch.Tensor] = {}
+
+    def extent(self) -> dict[str, int]:
+        return dict.fromkeys(self.layers, self.patch_size - 1)
+
+    def label_grid(self, layer: str, shape: Sequence[int]) -> torch.Tensor | None:
+        """The output's weighted label patches for a layer's full (H, W), row-major like
+        extract_patches (None without maps). Cut once per level: they do not change."""
+        if self.content_labels is None or self.map_scale == 0:
+            return None
+        key = (layer, tuple(shape[-2:]))
+        if key not in self._content_label_patches:
+            self._content_label_patches[key] = self.map_scale * _label_patches(
+                self.content_labels, shape, self.patch_size, self.synthesis_stride)
+        return self._content_label_patches[key]
+
+    def matches(self, layer: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices into the bank, NCC scores) of every synthesis patch of whole ``features``."""
+        patches = extract_patches(features, self.patch_size, self.synthesis_stride)
+        return self._nearest(layer, patches, self.label_grid(layer, features.shape))
+
+    def _nearest(self, layer: str, patches: torch.Tensor,
+                 labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        matching = normalize_patches(patches.detach().float())
+        if labels is not None:
+            matching = torch.cat([matching, labels], dim=1)
+        return mrf_nearest(matching, self.bank.match[layer], normalized=True)
+
+    def patch_distances(self, layer: str, patches: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """|p - s_NN(p)|^2 of each patch (N, D), zero below ``confidence``; ``labels``: the
+        patches' rows of label_grid (or None). Differentiable in ``patches``."""
+        index, score = self._nearest(layer, patches, labels)
+        distance = (patches - self.bank.raw[layer][index]).pow(2).sum(dim=1)
+        if self.confidence is not None:
+            distance = distance * (score >= self.confidence)
+        return distance
+
+    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+                    stats: Mapping[str, Statistic]) -> torch.Tensor | None:
+        """The share of the patches whose top-left position the region owns."""
+        term: torch.Tensor | None = None
+        k, step = self.patch_size, self.synthesis_stride
+        for layer in self.layers:
+            stride = self.stride(layer)
+            full_h, full_w = region.height // stride, region.width // stride
+            rows_all, cols_all = (full_h - k) // step + 1, (full_w - k) // step + 1
+            rows = _patch_corners(region.y0 // stride, -(-region.y1 // stride), full_h, k, step)
+            cols = _patch_corners(region.x0 // stride, -(-region.x1 // stride), full_w, k, step)
+            if not rows or not cols:
+                continue
+            top, left = rows[0] - region.cy0 // stride, cols[0] - region.cx0 // stride
+            block = features[layer][:, :, top:top + rows[-1] - rows[0] + k, left:left + cols[-1] - cols[0] + k]
+            patches = extract_patches(block, k, step)
+            labels = self.label_grid(layer, (full_h, full_w))
+            if labels is not None and not region.is_whole:
+                grid = labels.reshape(rows_all, cols_all, -1)
+                labels = grid[rows[0] // step:rows[-1] // step + 1, cols[0] // step:cols[-1] // step + 1]
+                labels = labels.reshape(-1, grid.shape[-1])
+            distance = self.patch_distances(layer, patches, labels)
+            share = distance.sum() / (rows_all * cols_all) * self.layer_scale(layer)
+            term = share if term is None else term + share
+        return term
+
+    def layer_scale(self, layer: str) -> float:
+        """A layer's weight over the bank's mean squared patch norm (multiplies the mean distance)."""
+        return self._bank_scale[layer] * self.layer_weights[layer]
+
+
+def _patch_corners(start: int, stop: int, size: int, patch: int, step: int) -> range:
+    """Full-map patch corners (multiples of ``step``) in [start, stop) whose patch fits in ``size``."""
+    first = -(-start // step) * step
+    return range(first, min(stop, size - patch + 1), step)
+
+
+def mrf_objective(bank: PatchBank, layer_weights: Mapping[str, float], *, content_targets, content_weight: float,
+                  mrf_weight: float, tv_weight: float, patch_size: int, synthesis_stride: int,
+                  strides: Mapping[str, int] | None = None, content_labels: torch.Tensor | None = None,
+                  map_scale: float = 0.0, confidence: float | None = None) -> Objective:
+    """Li & Wand's objective: content + MRF + total variation (content weight 0 without targets)."""
+    terms = [ContentTerm(content_targets, strides),
+             MRFTerm(bank, layer_weights, strides, patch_size=patch_size, synthesis_stride=synthesis_stride,
+                     content_labels=content_labels, map_scale=map_scale, confidence=confidence),
+             TotalVariationTerm()]
+    weights = {"content": content_weight if content_targets else 0.0, "style": mrf_weight, "tv": tv_weight}
+    return Objective(terms, weights)

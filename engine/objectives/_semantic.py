@@ -1,0 +1,55 @@
+"""neural-doodle's semantic maps: flat-colour images naming regions, shared by every method
+that confines a style to regions (the MRF doodles today).
+
+A map becomes one channel per palette colour (one-hot by nearest colour); the content's map and
+the styles' maps must use the same palette.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._errors import ConfigError
+
+__all__ = ["semantic_labels", "semantic_palette", "shared_palette"]
+
+#: A colour counts as a region when it covers this share of a map (edges are antialiased blends).
+_REGION_SHARE = 0.005
+
+
+def semantic_palette(semantic_map: torch.Tensor, *, what: str) -> torch.Tensor:
+    """The region colours of a (3, H, W) map in [0, 1]: (K, 3), colours covering >= 0.5%."""
+    pixels = (semantic_map.reshape(3, -1).T * 255).round().to(torch.int64)
+    colours, counts = torch.unique(pixels, dim=0, return_counts=True)
+    regions = colours[counts >= _REGION_SHARE * pixels.shape[0]]
+    if regions.shape[0] == 0:
+        raise ConfigError("no flat colour regions found", field=what)
+    return regions.float() / 255
+
+
+def semantic_labels(semantic_map: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) map -> (1, K, H, W) one-hot channels by nearest palette colour."""
+    distance = torch.cdist(semantic_map.reshape(3, -1).T, palette)  # (H*W, K)
+    nearest = distance.argmin(dim=1)
+    one_hot = F.one_hot(nearest, palette.shape[0]).T.float()
+    return one_hot.reshape(1, palette.shape[0], *semantic_map.shape[-2:])
+
+
+def shared_palette(content_map: torch.Tensor, style_map: torch.Tensor) -> torch.Tensor:
+    """The palette both maps use; a colour present on one side only is an error."""
+    content_colours = semantic_palette(content_map, what="content_map")
+    style_colours = semantic_palette(style_map, what="style_map")
+    distance = torch.cdist(content_colours, style_colours)
+    tolerance = 12 / 255
+
+    def hexes(colours: torch.Tensor) -> str:
+        return ", ".join("#" + "".join(f"{round(c * 255):02x}" for c in colour.tolist()) for colour in colours)
+
+    missing_in_style = content_colours[distance.min(dim=1).values > tolerance]
+    if missing_in_style.shape[0]:
+        raise ConfigError(f"colour(s) {hexes(missing_in_style)} have no region in the style maps", field="content_map")
+    missing_in_content = style_colours[distance.min(dim=0).values > tolerance]
+    if missing_in_content.shape[0]:
+        raise ConfigError(f"colour(s) {hexes(missing_in_content)} have no region in the content map", field="style_map")
+    return style_colours

@@ -1,0 +1,19 @@
+"""Rendering: the pyramid loop, its inputs and targets, the memory planner with its tile
+geometry, and the (tiled) evaluation of any objective on any backend."""
+
+from ._color import match_luminance_colors, rgb_to_yiq
+from ._evaluate import evaluate, features_over_regions, statistics_over_regions
+from ._inputs import LevelInputs, RenderInputs, crop_to_frame, initial_image, level_inputs, prepare_inputs
+from ._loop import LevelState, RenderEvent, RenderResult, carry_adam_state, plan_for, render, render_level
+from ._planner import LevelPlan, RenderPlan, default_budget, plan_render, plan_tiles, receptive_radius, tile_halo
+from ._targets import TargetCache, build_objective
+
+__all__ = [
+    "render", "render_level", "RenderEvent", "RenderResult", "LevelState",
+    "plan_for", "plan_render", "RenderPlan", "LevelPlan", "default_budget",
+    "plan_tiles", "receptive_radius", "tile_halo",
+    "evaluate", "features_over_regions", "statistics_over_regions",
+    "TargetCache", "build_objective",
+    "RenderInputs", "LevelInputs", "prepare_inputs", "level_inputs", "initial_image", "crop_to_frame",
+    "match_luminance_colors", "rgb_to_yiq", "carry_adam_state",
+]

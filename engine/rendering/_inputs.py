@@ -1,0 +1,154 @@
+"""The render's inputs, checked once and resized per level: content, styles, semantic maps, and
+the image the first level starts from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .._backbone import VGGFeatures
+from .._config import INITS, RenderConfig
+from .._errors import ConfigError
+from .._image import load_image, resize_long_side, resize_to
+from ..objectives import semantic_labels, shared_palette
+
+__all__ = ["LevelInputs", "RenderInputs", "crop_to_frame", "initial_image", "level_inputs", "prepare_inputs"]
+
+
+def crop_to_frame(image: torch.Tensor, config: RenderConfig) -> torch.Tensor:
+    """The centre of ``image`` (..., H, W) with the aspect of a ``size = WxH`` frame (unchanged
+    for a long-side size): the frame is covered, never stretched."""
+    size = config.pyramid.size
+    if not isinstance(size, tuple):
+        return image
+    frame_w, frame_h = size
+    height, width = image.shape[-2:]
+    if width * frame_h > height * frame_w:  # wider than the frame: crop the sides
+        keep = max(1, round(height * frame_w / frame_h))
+        left = (width - keep) // 2
+        return image[..., :, left:left + keep]
+    keep = max(1, round(width * frame_h / frame_w))
+    top = (height - keep) // 2
+    return image[..., top:top + keep, :]
+
+
+@dataclass
+class RenderInputs:
+    """Full-resolution inputs, checked and cropped to the frame: (3, H, W) images."""
+
+    content: torch.Tensor | None
+    styles: list[torch.Tensor]
+    init_image: torch.Tensor | None = None
+    palette: torch.Tensor | None = None  # semantic maps' shared colours (K, 3)
+    content_map: torch.Tensor | None = None
+    style_maps: list[torch.Tensor] | None = None
+
+    @property
+    def reference(self) -> torch.Tensor | None:
+        """The image whose aspect the output takes."""
+        return self.content if self.content is not None else self.content_map
+
+
+@dataclass
+class LevelInputs:
+    """One level's inputs, batched on the device: (1, 3, h, w)."""
+
+    content: torch.Tensor | None
+    styles: list[torch.Tensor]
+    shape: tuple[int, int]
+    content_labels: torch.Tensor | None = None  # (1, K, h, w) one-hot
+    style_labels: list[torch.Tensor] | None = None
+
+
+def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: Sequence[torch.Tensor], *,
+                   init_image: torch.Tensor | None = None, content_map: torch.Tensor | None = None,
+                   style_maps: Sequence[torch.Tensor] | None = None) -> RenderInputs:
+    """Check what the render was given against the config and crop it to the output's frame."""
+    objective = config.objective
+    if not styles:
+        raise ConfigError("at least one style image is needed", field="style")
+    if objective.style_blend is not None and len(objective.style_blend) != len(styles):
+        raise ConfigError(f"{len(objective.style_blend)} weights for {len(styles)} style images", field="style_blend")
+    inputs = RenderInputs(crop_to_frame(content, config) if content is not None else None, list(styles))
+    if content_map is None and style_maps is None:
+        if content is None and objective.method == "mrf":
+            raise ConfigError("method mrf needs a content image or a content_map", field="method")
+    else:
+        _check_maps(config, content, styles, content_map, style_maps)
+        assert content_map is not None and style_maps is not None
+        inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2))
+        inputs.content_map = crop_to_frame(content_map, config)
+        inputs.style_maps = list(style_maps)
+    init = config.optimization.init
+    if init_image is None and init not in INITS:
+        init_image = load_image(init)
+    if init_image is not None:
+        inputs.init_image = crop_to_frame(init_image, config)
+    return inputs
+
+
+def _check_maps(config, content, styles, content_map, style_maps) -> None:
+    if config.objective.method != "mrf":
+        raise ConfigError("semantic maps need method mrf", field="content_map")
+    if content_map is None or style_maps is None:
+        raise ConfigError("semantic maps come in pairs: give both a content map and style maps", field="content_map")
+    if len(style_maps) != len(styles):
+        raise ConfigError(f"{len(style_maps)} maps for {len(styles)} style images", field="style_map")
+    for index, (style, style_map) in enumerate(zip(styles, style_maps)):
+        if style_map.shape[-2:] != style.shape[-2:]:
+            raise ConfigError(f"map {index + 1} is {style_map.shape[-1]}x{style_map.shape[-2]}, its style image "
+                              f"{style.shape[-1]}x{style.shape[-2]}: they must be the same size", field="style_map")
+    if content is not None and content_map.shape[-2:] != content.shape[-2:]:
+        raise ConfigError(f"{content_map.shape[-1]}x{content_map.shape[-2]}, the content image "
+                          f"{content.shape[-1]}x{content.shape[-2]}: they must be the same size", field="content_map")
+
+
+def check_size(what: str, shape: Sequence[int], backbone: VGGFeatures, config: RenderConfig) -> None:
+    """Refuse a size too small for the deepest layer (or, for MRF, for one patch per layer)."""
+    height, width = shape[-2:]
+    deepest = max(backbone.feature_info.values(), key=lambda info: info.stride)
+    need, reason = deepest.stride, f"the deepest layer {deepest.name}"
+    if config.objective.method == "mrf":
+        mrf = config.mrf
+        stride = max(backbone.feature_info[layer].stride for layer in mrf.mrf_layers)
+        if mrf.patch_size * stride > need:
+            need, reason = mrf.patch_size * stride, f"a {mrf.patch_size}x{mrf.patch_size} MRF patch"
+    if min(height, width) < need:
+        raise ConfigError(f"{what} is {width}x{height} after resizing; {reason} needs at least {need}x{need} "
+                          "(raise --size, --style-scale, or lower --levels)", field="size")
+
+
+def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, int], device: torch.device,
+                 backbone: VGGFeatures) -> LevelInputs:
+    """The inputs at one level's (height, width): content resized to it, styles to
+    ``style_scale`` times its long side, label maps to match."""
+    check_size("the output" if inputs.content is None else "the content image", shape, backbone, config)
+    content = resize_to(inputs.content.float(), *shape)[None].to(device) if inputs.content is not None else None
+    style_side = max(1, math.ceil(config.objective.style_scale * max(shape)))
+    styles = [resize_long_side(style.float(), style_side)[None].to(device) for style in inputs.styles]
+    for index, style in enumerate(styles):
+        check_size(f"style image {index + 1}", style.shape, backbone, config)
+    level = LevelInputs(content, styles, shape)
+    if inputs.palette is not None:
+        assert inputs.content_map is not None and inputs.style_maps is not None
+        level.content_labels = semantic_labels(resize_to(inputs.content_map, *shape), inputs.palette).to(device)
+        level.style_labels = [semantic_labels(resize_to(m, *s.shape[-2:]), inputs.palette).to(device)
+                              for m, s in zip(inputs.style_maps, styles)]
+    return level
+
+
+def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs) -> torch.Tensor:
+    """The first level's start (1, 3, h, w): an --init image, the content, the style, or noise."""
+    height, width = level.shape
+    init = config.optimization.init
+    if inputs.init_image is not None:
+        return resize_to(inputs.init_image[None].float(), height, width)
+    if init == "content" and level.content is not None:
+        return level.content.clone()
+    if init == "style":
+        return resize_to(level.styles[0], height, width)
+    generator = torch.Generator().manual_seed(config.optimization.seed)
+    return torch.rand((1, 3, height, width), generator=generator)

@@ -1,0 +1,265 @@
+"""The render loop: inputs checked once, then each pyramid level as an explicit step,
+``render_level(config, backend, inputs, plan, iterations, state) -> state``.
+
+The loop never prints: each loss evaluation emits a RenderEvent to the caller's callback, which
+decides what to show or save. Loss values in events are device tensors, so a GPU render does no
+host sync unless the callback asks for a number (torch's L-BFGS itself reads the loss each step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .._backbone import VGGFeatures
+from .._config import RenderConfig
+from .._device import Precision, peak_memory, resolve_device
+from .._errors import RenderError, RenderInterrupted
+from .._image import resize_to
+from ..backends import Backend, backend_for
+from ..objectives import Objective
+from ._color import match_luminance_colors
+from ._evaluate import evaluate
+from ._inputs import LevelInputs, RenderInputs, initial_image, level_inputs, prepare_inputs
+from ._planner import LevelPlan, RenderPlan, plan_render
+from ._targets import TargetCache, build_objective
+
+__all__ = ["LevelState", "RenderEvent", "RenderResult", "plan_for", "render", "render_level"]
+
+#: How often (in evaluations) a GPU render reads back the "something went non-finite" flag.
+_FINITE_CHECK_EVERY = 10
+
+
+@dataclass(frozen=True)
+class RenderEvent:
+    """One loss evaluation of the render (iteration counts from 1)."""
+
+    iteration: int
+    iterations: int
+    losses: Mapping[str, torch.Tensor]  # scalar tensors on the render device: content, style, tv, total
+    elapsed: float  # seconds since the optimisation started
+    peak_memory: int  # bytes: CUDA peak allocation, or the process's peak RSS on CPU
+    image: torch.Tensor = field(repr=False)  # (3, H, W) current image, unclamped; do not modify
+    level: int = 0  # resolution index, coarse to fine
+    levels: int = 1
+    progress: float = 0.0  # share of the render's work done, evaluations weighted by their pixels (for ETAs)
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses["total"])
+
+    def loss_terms(self) -> dict[str, float]:
+        return {name: float(value) for name, value in self.losses.items()}
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    image: torch.Tensor  # (3, H, W) float32 on the CPU, in [0, 1]
+    iterations: int
+    losses: dict[str, float]  # at the last evaluation
+    elapsed: float
+    peak_memory: int
+    device: str
+
+
+Callback = Callable[[RenderEvent], None]
+
+
+@dataclass
+class LevelState:
+    """What one level hands the next: its image (1, 3, h, w) on the device, the optimiser state
+    to carry (Adam's moments), and its inputs (for the final colour step)."""
+
+    image: torch.Tensor
+    carried: dict[str, torch.Tensor] | None
+    inputs: LevelInputs
+
+
+def plan_for(config: RenderConfig, reference: torch.Tensor | None, device: torch.device) -> RenderPlan:
+    """The memory plan of every level (raises ConfigError, with the figures, when one cannot fit);
+    ``reference`` gives the output's aspect (the content, or its map)."""
+    shapes = config.pyramid.level_shapes(None if reference is None else tuple(reference.shape[-2:]))
+    return plan_render(config, shapes, device, config.memory.budget_bytes)
+
+
+def render(
+    config: RenderConfig,
+    content: torch.Tensor | None,
+    styles: Sequence[torch.Tensor],
+    *,
+    init_image: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    backbone: VGGFeatures | None = None,
+    backend: Backend | None = None,
+    content_map: torch.Tensor | None = None,
+    style_maps: Sequence[torch.Tensor] | None = None,
+    target_cache: TargetCache | None = None,
+) -> RenderResult:
+    """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...].
+
+    ``config.objective.method``: "gram" (Gatys et al.) or "mrf" (Li & Wand), coarse to fine over
+    the pyramid's levels. ``content`` may be None: texture synthesis, or (MRF) a render from
+    ``content_map`` alone. ``content_map`` / ``style_maps`` (one per style, same size as it) are
+    neural-doodle semantic maps, MRF only.
+    ``backbone`` overrides the model named in the config (tests pass random-weight ones);
+    ``backend`` overrides the config's (a Backend already built, e.g. shared across renders);
+    ``target_cache`` shares style targets (Grams, MRF banks) across renders of a batch.
+    Raises RenderError on a NaN/Inf, RenderInterrupted (with the current image) on Ctrl-C.
+    """
+    inputs = prepare_inputs(config, content, styles, init_image=init_image, content_map=content_map,
+                            style_maps=style_maps)
+    device = resolve_device(config.runtime.device)
+    plan = plan_for(config, inputs.reference, device)
+    if backend is None:
+        backend = backend_for(config, device, plan.shapes, backbone=backbone)
+    schedule = config.pyramid.level_iterations()
+    clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
+    state: LevelState | None = None
+    with Precision.resolve(config.runtime.precision, device).numerics(device):
+        for level_plan, iterations in zip(plan.levels, schedule):
+            state = render_level(config, backend, inputs, level_plan, iterations, state, clock=clock,
+                                 callback=callback, target_cache=target_cache)
+    assert state is not None
+    return RenderResult(
+        image=_finish(config, state.image, state.inputs),
+        iterations=clock.evaluations,
+        losses={"total": float(clock.last_loss)} if clock.last_loss is not None else {},
+        elapsed=time.perf_counter() - clock.started,
+        peak_memory=peak_memory(device),
+        device=str(device),
+    )
+
+
+def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, plan: LevelPlan, iterations: int,
+                 state: LevelState | None, *, clock: _Clock, callback: Callback | None = None,
+                 target_cache: TargetCache | None = None) -> LevelState:
+    """One pyramid level: its inputs and targets, its start (the coarser result upsampled, or
+    the initial image), and ``iterations`` of the optimiser."""
+    level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone)
+    objective = build_objective(config, backend, level, target_cache, plan.tile_size)
+    if state is None:
+        start = initial_image(config, inputs, level)
+    else:
+        start = resize_to(state.image, *level.shape)  # the coarser result initialises this level
+    image, carried = _optimize(config, backend, objective, start.to(backend.device), level, clock, plan.level,
+                               callback, plan, iterations, state.carried if state is not None else None)
+    return LevelState(image, carried, level)
+
+
+def _finish(config: RenderConfig, raw: torch.Tensor, level: LevelInputs) -> torch.Tensor:
+    result = raw.detach().clamp(0.0, 1.0)
+    if config.objective.original_colors and level.content is not None:
+        result = match_luminance_colors(result, level.content)
+    return result[0].float().cpu()
+
+
+def carry_adam_state(state: dict[str, torch.Tensor], shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Adam's moments resampled to the next level's size. The losses are means over positions,
+    so a pixel's gradient scales as 1 / pixels: the moments are rescaled to match, and the
+    step count carries on (no bias-correction restart)."""
+    old = state["exp_avg"].shape[-2] * state["exp_avg"].shape[-1]
+    ratio = old / (shape[0] * shape[1])
+
+    def resample(moment: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(moment, size=shape, mode="bilinear", align_corners=False)
+
+    return {"step": state["step"].clone(), "exp_avg": resample(state["exp_avg"]) * ratio,
+            "exp_avg_sq": resample(state["exp_avg_sq"]).clamp_min_(0.0) * ratio**2}
+
+
+def _optimize(config: RenderConfig, backend: Backend, objective: Objective, start: torch.Tensor,
+              level: LevelInputs, clock: _Clock, index: int, callback: Callback | None, level_plan: LevelPlan,
+              iterations: int, carried: dict[str, torch.Tensor] | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """Run one level's ``iterations`` on ``start`` (1, 3, H, W); returns the optimised image and
+    the optimiser state to carry to the next level (Adam's; L-BFGS restarts at each level, since
+    its curvature pairs do not survive resampling). A tiled ``level_plan`` evaluates the loss tile
+    by tile (exactly)."""
+    optimization = config.optimization
+    image = start.contiguous().requires_grad_(True)
+    done_before = clock.evaluations
+
+    def closure() -> torch.Tensor:
+        losses, image.grad = evaluate(backend, objective, image, level_plan.regions)
+        return report(losses)
+
+    def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        clock.record(losses["total"], index)
+        if callback is not None:
+            callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
+                                 time.perf_counter() - clock.started, peak_memory(clock.device), image.detach()[0],
+                                 level=index, levels=clock.levels, progress=clock.progress))
+        return losses["total"].detach()
+
+    try:
+        if optimization.optimizer == "lbfgs":
+            # One L-BFGS iteration is one evaluation here (no line search), as in neural-style;
+            # zero tolerances: the render runs the iterations it was asked for. step() returns
+            # early when the direction stops descending; go on with the evaluations left.
+            optimizer = torch.optim.LBFGS(
+                [image], lr=optimization.resolved_learning_rate, max_iter=iterations,
+                max_eval=iterations, tolerance_grad=0.0, tolerance_change=0.0,
+                history_size=level_plan.lbfgs_history, line_search_fn=None,
+            )
+            while (remaining := iterations - (clock.evaluations - done_before)) > 0:
+                optimizer.param_groups[0].update(max_iter=remaining, max_eval=remaining)
+                optimizer.step(closure)
+            carried = None
+        else:
+            optimizer = torch.optim.Adam([image], lr=optimization.resolved_learning_rate)
+            if carried is not None:
+                optimizer.state[image] = carry_adam_state(carried, tuple(image.shape[-2:]))
+            for _ in range(iterations):
+                optimizer.step(closure)
+                with torch.no_grad():
+                    image.clamp_(0.0, 1.0)  # projected Adam: stay in the valid range
+        clock.check_finite(force=True)
+        if not torch.isfinite(image).all():
+            raise RenderError("the image became NaN/Inf; lower --learning-rate or the loss weights")
+    except KeyboardInterrupt:
+        clock.check_finite(force=True)
+        raise RenderInterrupted(_finish(config, image, level), clock.evaluations) from None
+    if optimization.optimizer == "adam":
+        carried = {key: value.detach() for key, value in optimizer.state[image].items()}
+    return image.detach(), carried
+
+
+class _Clock:
+    """Evaluations across levels, and a device-side non-finite flag read back every few steps."""
+
+    def __init__(self, iterations: Sequence[int], pixels: Sequence[int], device: torch.device) -> None:
+        self.total = sum(iterations)
+        self.levels = len(iterations)
+        self._pixels = list(pixels)
+        self._work = sum(count * size for count, size in zip(iterations, pixels))
+        self._done = 0
+        self.device = device
+        self.evaluations = 0
+        self.last_loss: torch.Tensor | None = None
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.started = time.perf_counter()
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self._done / self._work)
+
+    def record(self, loss: torch.Tensor, level: int) -> None:
+        self.evaluations += 1
+        self._done += self._pixels[level]
+        self.last_loss = loss.detach()
+        self._nonfinite |= ~torch.isfinite(self.last_loss)
+        self.check_finite()
+
+    def check_finite(self, *, force: bool = False) -> None:
+        if force or self.evaluations % _FINITE_CHECK_EVERY == 0:
+            if bool(self._nonfinite):
+                raise RenderError(
+                    f"the loss became NaN/Inf by iteration {self.evaluations}; "
+                    "lower --learning-rate or the loss weights"
+                )

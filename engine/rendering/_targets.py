@@ -1,0 +1,124 @@
+"""Targets and the objective of one level: content features and style statistics computed once
+(tile by tile on tiled levels), shared across renders through a TargetCache.
+
+Adding a loss means a Term in objectives and a line here; the loop and the tiling do not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._config import RenderConfig
+from ..backends import Backend
+from ..objectives import (
+    Objective,
+    Region,
+    blend_statistics,
+    build_patch_bank,
+    gatys_objective,
+    gram_statistics,
+    mrf_objective,
+    style_variants,
+)
+from ._evaluate import features_over_regions, statistics_over_regions
+from ._inputs import LevelInputs
+from ._planner import plan_tiles, receptive_radius
+
+__all__ = ["TargetCache", "build_objective"]
+
+
+@dataclass
+class TargetCache:
+    """Style targets (Gram matrices, MRF patch banks) computed once per key and reused.
+
+    The key covers what decides a target: the style pixels at their working size, the network
+    and its weights, the layers and the term's parameters. ``computed`` counts the misses.
+    """
+
+    entries: dict[str, Any] = field(default_factory=dict)
+    computed: int = 0
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.entries:
+            self.entries[key] = compute()
+            self.computed += 1
+        return self.entries[key]
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        digest = hashlib.sha256()
+        for part in parts:
+            if isinstance(part, torch.Tensor):
+                digest.update(part.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                digest.update(str(tuple(part.shape)).encode())
+            else:
+                digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+
+def _regions(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Region]:
+    """Tiles for computing an image's targets (no objective extent: features only)."""
+    if not tile_size:
+        return [Region.whole(*image.shape[-2:])]
+    return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
+
+
+def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None = None,
+                    tile_size: int = 0) -> Objective:
+    """The method's objective with its targets for this level (computed, or from ``cache``).
+
+    On a tiled level (``tile_size``) the content features and style Grams are computed tile by
+    tile too; the MRF style bank is computed whole (its patches are the style's memory cost).
+    """
+    objective, runtime = config.objective, config.runtime
+    strides = backend.strides
+
+    def cached(compute: Callable[[], Any], *parts: Any) -> Any:
+        if cache is None:
+            return compute()
+        key = TargetCache.key(objective.method, runtime.model, runtime.weights, runtime.pooling,
+                              config.optimization.seed, backend.name, *parts, *level.styles)
+        return cache.get(key, compute)
+
+    content_targets = None
+    with torch.no_grad():
+        if level.content is not None and objective.content_weight > 0:
+            content_targets = features_over_regions(backend, level.content, _regions(backend, level.content, tile_size),
+                                                    objective.content_layers)
+    if objective.method == "gram":
+        blend = list(objective.style_blend or (1.0,) * len(level.styles))
+        layers = objective.style_layers
+
+        def grams() -> dict[str, torch.Tensor]:
+            per_style = [statistics_over_regions(backend, lambda f, r: gram_statistics(f, r, layers, strides),
+                                                 style, _regions(backend, style, tile_size))
+                         for style in level.styles]
+            return blend_statistics(per_style, blend)
+
+        return gatys_objective(content_targets=content_targets, style_targets=cached(grams, blend, layers),
+                               content_weight=objective.content_weight, style_weight=objective.style_weight,
+                               tv_weight=objective.tv_weight, style_layer_weights=objective.style_layer_weight_map(),
+                               strides=strides)
+    mrf = config.mrf
+    map_scale = math.sqrt(mrf.map_weight) if level.content_labels is not None else 0.0
+    variants = style_variants(mrf.style_rotations, mrf.rotation_step, mrf.style_scales, mrf.scale_step)
+    bank = cached(
+        lambda: build_patch_bank(backend.features, level.styles, mrf.mrf_layers, patch_size=mrf.patch_size,
+                                 style_stride=mrf.style_stride, variants=variants,
+                                 style_labels=level.style_labels, map_scale=map_scale),
+        mrf.mrf_layers, mrf.patch_size, mrf.style_stride, mrf.style_rotations, mrf.rotation_step,
+        mrf.style_scales, mrf.scale_step, mrf.map_weight, level.content_labels is not None,
+        *(level.style_labels or []))
+    return mrf_objective(bank, mrf.layer_weight_map(), content_targets=content_targets,
+                         content_weight=objective.content_weight, mrf_weight=mrf.mrf_weight,
+                         tv_weight=objective.tv_weight, patch_size=mrf.patch_size,
+                         synthesis_stride=mrf.synthesis_stride, strides=strides,
+                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence)
