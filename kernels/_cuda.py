@@ -1,10 +1,11 @@
 """CuPy launches of the CUDA kernels in kernels/cuda/, with their checks.
 
-Kernels are compiled once per process (NVRTC through cupy.RawModule), launched on torch's current
-CUDA stream, and read and write torch tensors in place through DLPack (no copies). Inputs are
-checked before any launch: CUDA device, supported dtype, contiguity. Everything here is optional:
-``cuda_kernels_unavailable()`` says why the kernels cannot run, and callers fall back to the torch
-references.
+Kernels are compiled once per process (NVRTC through cupy.RawModule, with NVRTC_OPTIONS and the
+name expressions in KERNELS, which kernels/_nvrtc.py and the tests compile with too), launched on
+torch's current CUDA stream, and read and write torch tensors in place by device pointer (no
+copies; no DLPack, which CuPy refuses for bfloat16). Inputs are checked before any launch: CUDA
+device, supported dtype, contiguity. Everything here is optional: ``cuda_kernels_unavailable()``
+says why the kernels cannot run, and callers fall back to the torch references.
 """
 
 from __future__ import annotations
@@ -15,11 +16,28 @@ from pathlib import Path
 
 import torch
 
+from ._gram import gram_reference
+
 __all__ = ["KernelInputError", "cuda_kernels_unavailable", "gram_cuda", "mrf_nearest_cuda", "kernel_source"]
 
 _SOURCES = Path(__file__).parent / "cuda"
-_TILE = 16
 _GRAM_TYPES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
+
+# The options CuPy's RawModule gets (CuPy adds -I<CUDA>/include, -ftz=true and -arch itself).
+NVRTC_OPTIONS = ("-std=c++17",)
+# Every kernel launched below, by source: templated ones as the name expressions NVRTC
+# instantiates, extern "C" ones by name.
+KERNELS = {
+    "gram": tuple(f"{k}<{t}>" for k in ("gram_partial", "gram_backward") for t in _GRAM_TYPES.values()),
+    "patch_match": ("mrf_nearest_ncc",),
+}
+
+# Mirrors of gram.cu's TILE, K_TILE, SUB_TILES and THREADS (a test checks they agree).
+_TILE, _K_TILE, _SUB_TILES, _THREADS = 64, 64, 4, 256
+_BLOCKS_PER_SM = 8  # forward blocks aimed at: every SM filled several times over
+_MIN_CHUNK = 2048  # positions per block at least: writing its 64 x 64 partial stays cheap
+_MAX_PARTIALS = 1 << 24  # float32 entries of the (B, S, C, C) partials at most (64 MiB)
+_MRF_TILE = 16  # patch_match.cu's TILE
 
 
 class KernelInputError(ValueError):
@@ -30,9 +48,19 @@ def kernel_source(name: str) -> Path:
     return _SOURCES / f"{name}.cu"
 
 
+def name_expressions(name: str) -> tuple[str, ...]:
+    """The templated kernels of kernels/cuda/<name>.cu, which NVRTC instantiates by name."""
+    return tuple(kernel for kernel in KERNELS[name] if "<" in kernel)
+
+
 @functools.cache
 def cuda_kernels_unavailable() -> str | None:
-    """None when the CuPy kernels can run, else the reason they cannot."""
+    """None when the CuPy kernels can run, else the reason they cannot.
+
+    On a GPU this compiles and loads every kernel (once per process; CuPy also caches compiled
+    modules on disk), so a source that NVRTC rejects is reported here, as the reason, and callers
+    fall back to the references instead of failing at the first launch.
+    """
     if os.environ.get("STYLEFORGE_DISABLE_CUDA_KERNELS"):
         return "disabled by STYLEFORGE_DISABLE_CUDA_KERNELS"
     if not torch.cuda.is_available():
@@ -41,21 +69,26 @@ def cuda_kernels_unavailable() -> str | None:
         import cupy  # noqa: F401
     except ImportError:
         return "CuPy is not installed (pip install cupy-cuda13x)"
+    for name, kernels in KERNELS.items():
+        try:
+            for kernel in kernels:
+                _module(name).get_function(kernel)
+        except Exception as error:  # CuPy's CompileException, CUDADriverError, RuntimeError, ...
+            return f"{kernel_source(name).name} does not compile or load: {error}"
     return None
 
 
 @functools.cache
-def _module(name: str, expressions: tuple[str, ...] = ()):
+def _module(name: str):
     import cupy
 
-    code = kernel_source(name).read_text()
-    return cupy.RawModule(code=code, options=("-std=c++17",), name_expressions=expressions or None)
+    return cupy.RawModule(code=kernel_source(name).read_text(), options=NVRTC_OPTIONS,
+                          name_expressions=name_expressions(name) or None)
 
 
-def _gram_kernel(name: str, dtype: torch.dtype):
-    """One instantiation of a templated Gram kernel (every one is compiled together, once)."""
-    expressions = tuple(f"{kernel}<{t}>" for kernel in ("gram_upper", "gram_backward") for t in _GRAM_TYPES.values())
-    return _module("gram", expressions).get_function(f"{name}<{_GRAM_TYPES[dtype]}>")
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _check(tensor: torch.Tensor, what: str, dtypes) -> None:
@@ -68,12 +101,44 @@ def _check(tensor: torch.Tensor, what: str, dtypes) -> None:
         raise KernelInputError(f"{what} must be contiguous (call .contiguous() first)")
 
 
-def _launch(kernel, grid, block, args) -> None:
+def _launch(source: str, kernel: str, device: torch.device, grid, block, args) -> None:
+    """Launch on ``device``'s current torch stream; tensors are passed as device pointers."""
     import cupy
+    import numpy as np
 
-    with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-        kernel(grid, block, tuple(cupy.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else a
-                                  for a in args))
+    with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream):
+        _module(source).get_function(kernel)(
+            grid, block, tuple(np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else a for a in args))
+
+
+def gram_splits(batch: int, channels: int, positions: int, sms: int) -> tuple[int, int]:
+    """(splits S, chunk): the forward cuts the positions into S chunks of ``chunk`` positions.
+
+    Aims at _BLOCKS_PER_SM * sms blocks of (upper tile, chunk, batch item), with chunks of at least
+    _MIN_CHUNK positions and at most _MAX_PARTIALS partial entries; chunk is a multiple of K_TILE
+    and every chunk is non-empty: (S - 1) * chunk < positions <= S * chunk.
+    """
+    side = -(-channels // _TILE)
+    tiles = side * (side + 1) // 2
+    splits = -(-_BLOCKS_PER_SM * sms // (tiles * batch))
+    splits = max(1, min(splits, -(-positions // _MIN_CHUNK), _MAX_PARTIALS // (batch * channels * channels), 65535))
+    chunk = -(-positions // splits)
+    chunk = -(-chunk // _K_TILE) * _K_TILE
+    return -(-positions // chunk), chunk
+
+
+def pairwise_sum_(partials: torch.Tensor) -> torch.Tensor:
+    """Sum of (B, S, ...) over S as a balanced tree, in place; returns the view partials[:, 0].
+
+    Each round adds the top half onto the bottom half, so after ceil(log2 S) rounds every entry is
+    a tree of that depth: float32 rounding grows like log S, where a running sum grows like S.
+    """
+    count = partials.shape[1]
+    while count > 1:
+        half = count // 2
+        partials[:, :half] += partials[:, count - half : count]
+        count -= half
+    return partials[:, 0]
 
 
 def _gram_forward(features: torch.Tensor) -> torch.Tensor:
@@ -81,13 +146,13 @@ def _gram_forward(features: torch.Tensor) -> torch.Tensor:
 
     batch, channels = features.shape[:2]
     positions = features[0, 0].numel()
-    kernel = _gram_kernel("gram_upper", features.dtype)
-    out = torch.empty(batch, channels, channels, device=features.device, dtype=torch.float32)
-    blocks = (channels + _TILE - 1) // _TILE
-    for b in range(batch):
-        _launch(kernel, (blocks, blocks), (_TILE, _TILE),
-                (features[b], out[b], np.int32(channels), np.int64(positions), np.float32(1.0 / positions)))
-    return out
+    splits, chunk = gram_splits(batch, channels, positions, _sm_count(features.device.index))
+    side = -(-channels // _TILE)
+    partials = torch.empty(batch, splits, channels, channels, device=features.device, dtype=torch.float32)
+    _launch("gram", f"gram_partial<{_GRAM_TYPES[features.dtype]}>", features.device,
+            (side * (side + 1) // 2, splits, batch), (_THREADS,),
+            (features, partials, np.int32(channels), np.int64(positions), np.int64(chunk)))
+    return pairwise_sum_(partials) / positions
 
 
 def _gram_backward(grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -95,13 +160,12 @@ def _gram_backward(grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 
     batch, channels = features.shape[:2]
     positions = features[0, 0].numel()
-    kernel = _gram_kernel("gram_backward", features.dtype)
-    grad = grad.float().contiguous()
+    grad = grad.float()
+    symmetric = (grad + grad.transpose(1, 2)).contiguous()
     out = torch.empty_like(features)
-    grid = ((positions + _TILE - 1) // _TILE, (channels + _TILE - 1) // _TILE)
-    for b in range(batch):
-        _launch(kernel, grid, (_TILE, _TILE),
-                (grad[b], features[b], out[b], np.int32(channels), np.int64(positions), np.float32(1.0 / positions)))
+    _launch("gram", f"gram_backward<{_GRAM_TYPES[features.dtype]}>", features.device,
+            (-(-positions // _TILE), -(-channels // _TILE), batch), (_THREADS,),
+            (symmetric, features, out, np.int32(channels), np.int64(positions), np.float32(1.0 / positions)))
     return out
 
 
@@ -118,10 +182,15 @@ class _Gram(torch.autograd.Function):
 
 
 def gram_cuda(features: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) float32/float16/bfloat16 CUDA features -> (B, C, C) float32, differentiable."""
+    """(B, C, H, W) float32/float16/bfloat16 CUDA features -> (B, C, C) float32, differentiable.
+
+    G = F F^T / (H W), as gram_reference; split over positions and summed as a tree (gram.cu).
+    """
     if features.dim() != 4:
         raise KernelInputError(f"gram expects (B, C, H, W) features, got shape {tuple(features.shape)}")
     _check(features, "features", tuple(_GRAM_TYPES))
+    if features.numel() == 0:
+        return gram_reference(features)
     return _Gram.apply(features)
 
 
@@ -137,8 +206,7 @@ def mrf_nearest_cuda(patches: torch.Tensor, style_patches: torch.Tensor) -> tupl
     count, width = patches.shape
     index = torch.empty(count, dtype=torch.int64, device=patches.device)
     score = torch.empty(count, dtype=torch.float32, device=patches.device)
-    kernel = _module("patch_match").get_function("mrf_nearest_ncc")
-    _launch(kernel, ((count + _TILE - 1) // _TILE,), (_TILE, _TILE),
+    _launch("patch_match", "mrf_nearest_ncc", patches.device, (-(-count // _MRF_TILE),), (_MRF_TILE, _MRF_TILE),
             (patches, style_patches, index, score, np.int32(count), np.int32(style_patches.shape[0]),
              np.int32(width)))
     return index, score

@@ -5,9 +5,12 @@
 // patch in tiles of TILE, staging both through shared memory in slices of TILE_D features: a
 // GEMM whose (N x M) result is reduced to a running (best score, index) per image patch and
 // never written out. Ties keep the lowest style index, as torch.argmax does.
+//
+// Compiled at run time by NVRTC (CuPy), which has no math.h: no INFINITY, hence NEG_INF.
 
 #define TILE 16
 #define TILE_D 16
+#define NEG_INF (-__int_as_float(0x7f800000))  // -infinity (+infinity is CUDART_INF_F, same bits)
 
 extern "C" __global__ void mrf_nearest_ncc(const float* __restrict__ patches,
                                            const float* __restrict__ style,
@@ -22,7 +25,7 @@ extern "C" __global__ void mrf_nearest_ncc(const float* __restrict__ patches,
     const int ty = threadIdx.y;            // image patch within the tile
     const int row = blockIdx.x * TILE + ty;
 
-    float my_best = -INFINITY;
+    float my_best = NEG_INF;
     long long my_index = 0;
 
     for (int col0 = 0; col0 < m; col0 += TILE) {
@@ -41,7 +44,7 @@ extern "C" __global__ void mrf_nearest_ncc(const float* __restrict__ patches,
             }
             __syncthreads();
         }
-        scores[ty][tx] = (col < m) ? acc : -INFINITY;
+        scores[ty][tx] = (col < m) ? acc : NEG_INF;
         __syncthreads();
         if (tx == 0) {
             // One thread per image patch scans the tile's scores in order: first maximum wins.
