@@ -39,7 +39,8 @@ def _one(args: argparse.Namespace) -> dict:
 
     content = engine.load_image(args.content)
     style = engine.load_image(args.style)
-    options = {"size": args.size, "backend": args.backend, "precision": args.precision, "device": args.device}
+    options = {"size": args.size, "backend": args.backend, "precision": args.precision, "device": args.device,
+               "model": args.model}
     if args.max_memory:
         options["max_memory"] = args.max_memory
     if args.cuda_graphs:
@@ -63,7 +64,7 @@ def _one(args: argparse.Namespace) -> dict:
     result = engine.render(config, content, [style], callback=record)
     total = time.perf_counter() - started
     backbone = engine.load_backbone(config.runtime.model, config.taps, pooling=config.runtime.pooling)
-    rate = matrix_tflops(device)
+    rate = matrix_tflops(device, size=4096 if device.type == "cuda" else 1024)  # as styleforge bench measures it
     levels, previous = [], 0.0
     for index, level in enumerate(plan.levels):
         times = [elapsed for lvl, elapsed in marks if lvl == index]
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="vgg16-hed", help="vgg16-random for a dry run (timing only)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the torch backend's passes as CUDA graphs")
     parser.add_argument("--content", default=str(ROOT.parent / "examples" / "tubingen.jpg"))
     parser.add_argument("--style", default=str(ROOT.parent / "examples" / "starry_night.jpg"))
@@ -151,7 +153,7 @@ def main() -> None:
     for size in args.sizes:
         child = [sys.executable, __file__, "--one", size] + [
             f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
-            if name in ("iterations", "max_memory", "backend", "precision", "device", "content", "style",
+            if name in ("iterations", "max_memory", "backend", "precision", "device", "model", "content", "style",
                         "save_images") and value] + (["--cuda-graphs"] if args.cuda_graphs else [])
         completed = subprocess.run(child, stdout=subprocess.PIPE, text=True, check=True)
         rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))

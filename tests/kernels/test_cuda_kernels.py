@@ -25,8 +25,10 @@ from styleforge.kernels import _cuda, _nvrtc
 from styleforge.kernels._cuda import KERNELS, NVRTC_OPTIONS, name_expressions
 
 needs_nvrtc = pytest.mark.skipif(_nvrtc.nvrtc_unavailable() is not None, reason=str(_nvrtc.nvrtc_unavailable()))
-gpu = pytest.mark.skipif(cuda_kernels_unavailable() is not None,
-                         reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")
+def gpu(test):
+    """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
+    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None,
+                                              reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")(test))
 
 
 @needs_nvrtc

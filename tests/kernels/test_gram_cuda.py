@@ -17,8 +17,10 @@ from styleforge.kernels._cuda import (
     _K_TILE, _MAX_PARTIALS, _MIN_CHUNK, _SUB_TILES, _THREADS, _TILE, gram_splits, pairwise_sum_)
 
 HOST = Path(__file__).parent / "cuda_host"
-gpu = pytest.mark.skipif(cuda_kernels_unavailable() is not None,
-                         reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")
+def gpu(test):
+    """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
+    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None,
+                                              reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")(test))
 
 
 def test_launch_constants_match_the_source():

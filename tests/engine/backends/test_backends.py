@@ -182,7 +182,9 @@ def test_unknown_backend_is_refused_with_a_hint():
         RenderConfig(backend="onnxruntim")
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def needs_cuda(test):
+    """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 @needs_cuda

@@ -123,7 +123,9 @@ def test_cuda_graphs_without_cuda_is_a_clear_error():
         TorchBackend(backbone, torch.device("cpu"), cuda_graphs=True)
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def needs_cuda(test):
+    """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 @needs_cuda
