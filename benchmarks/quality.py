@@ -1,0 +1,148 @@
+"""The quality benchmark: every reference pair rendered with the default and with each variant
+under study, as one labelled contact sheet per pair, to look at.
+
+    python benchmarks/quality.py                                   # the default, 512 px, every pair
+    python benchmarks/quality.py --size 256 --variant w2:style_loss=w2 --variant sliced:style_loss=sliced
+    python benchmarks/quality.py --pairs tubingen_starry --variant single:levels=1,iterations=250
+
+Pairs: neural-style's five reference renders (tubingen x starry_night, the_scream, seated-nude,
+shipwreck; golden_gate x starry_night), CNNMRF's portrait x Picasso with method mrf, and
+neural-doodle's Coastline map x Monet. Each sheet (benchmarks/results/quality/PAIR.png) shows
+content, style, the reference where there is one, ours with the default and with each variant,
+labelled; QUALITY.json beside them holds each render's time, iterations and final loss terms.
+A variant is NAME:option=value,option=value (render options as the CLI and TOML spell them).
+Reads ../shared/images beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from styleforge.engine import RenderConfig, load_image, render, resize_to, save_image
+from styleforge.engine.batch import parse_option_value
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT.parent.parent / "shared" / "images"
+OUT = ROOT / "results" / "quality"
+
+#: name -> (content, style, reference, method, maps (content map, style map) or None)
+PAIRS = {
+    "tubingen_starry": ("content/tubingen.jpg", "style/starry_night.jpg", "reference/neural-style_tubingen_starry.png",
+                        "gram", None),
+    "tubingen_scream": ("content/tubingen.jpg", "style/the_scream.jpg", "reference/neural-style_tubingen_scream.png",
+                        "gram", None),
+    "tubingen_seated_nude": ("content/tubingen.jpg", "style/seated-nude.jpg",
+                             "reference/neural-style_tubingen_seated_nude.png", "gram", None),
+    "tubingen_shipwreck": ("content/tubingen.jpg", "style/shipwreck.jpg",
+                           "reference/neural-style_tubingen_shipwreck.png", "gram", None),
+    "golden_gate_starry": ("content/golden_gate.jpg", "style/starry_night.jpg",
+                           "reference/neural-style_golden_gate_starry.png", "gram", None),
+    "portrait_picasso_mrf": ("content/cnnmrf_portrait.jpg", "style/cnnmrf_picasso.jpg",
+                             "reference/cnnmrf_portrait_picasso.png", "mrf", None),
+    "coastline_monet_doodle": (None, "doodle/Monet.jpg", None, "mrf", ("doodle/Coastline_sem.png", "doodle/Monet_sem.png")),
+}
+_THUMB = 256  # height of each picture on a sheet
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    name, _, options = text.partition(":")
+    values = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: expected NAME:option=value,...")
+        values[key.strip()] = parse_option_value(value.strip())
+    return name, values
+
+
+def _config(method: str, size: int | None, options: dict) -> RenderConfig:
+    base = RenderConfig.mrf_defaults() if method == "mrf" else RenderConfig()
+    if size is not None:
+        base = base.replace({"size": size})
+    return base.replace(options)
+
+
+def _render_pair(name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict]:
+    content_path, style_path, _, method, maps = PAIRS[name]
+    config = _config(method, size, options)
+    content = load_image(SHARED / content_path) if content_path else None
+    extra = {}
+    if maps is not None:
+        extra = {"content_map": load_image(SHARED / maps[0]), "style_maps": [load_image(SHARED / maps[1])]}
+    events = []
+    started = time.perf_counter()
+    result = render(config, content, [load_image(SHARED / style_path)], callback=lambda e: events.append(e), **extra)
+    seconds = time.perf_counter() - started
+    terms = events[-1].loss_terms() if events else {}
+    row = {"pair": name, "variant": label, "options": options, "size": config.pyramid.size,
+           "seconds": round(seconds, 1), "iterations": result.iterations, "losses": terms}
+    print(f"{name:24s} {label:10s} {seconds:7.1f} s  {result.iterations} iterations  "
+          f"total {terms.get('total', float('nan')):.4g}", flush=True)
+    return result.image, row
+
+
+def _tile(image: torch.Tensor, text: str) -> Image.Image:
+    height, width = image.shape[-2:]
+    thumb = resize_to(image, _THUMB, max(1, round(width * _THUMB / height)))
+    array = (thumb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    picture = Image.new("RGB", (array.shape[1], _THUMB + 22), "white")
+    picture.paste(Image.fromarray(array), (0, 22))
+    ImageDraw.Draw(picture).text((4, 4), text, fill="black")
+    return picture
+
+
+def _sheet(tiles: list[Image.Image], path: Path) -> None:
+    width = sum(tile.width for tile in tiles) + 6 * (len(tiles) - 1)
+    sheet = Image.new("RGB", (width, tiles[0].height), "white")
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 6
+    sheet.save(path, optimize=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--variant", action="append", default=[], help="NAME:option=value,... (repeat)")
+    parser.add_argument("--size", type=int, default=None, help="long side (default: each method's default)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--keep-renders", action="store_true", help="also save each render as a full-size PNG")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"the quality benchmark reads {SHARED}, which is not there")
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = [("default", {})] + [_variant(text) for text in args.variant]
+    report_path = args.out / "QUALITY.json"
+    rows = json.loads(report_path.read_text())["renders"] if report_path.exists() else []
+    for name in args.pairs:
+        content_path, style_path, reference, _, maps = PAIRS[name]
+        first = content_path or maps[0]
+        tiles = [_tile(load_image(SHARED / first), "content" if content_path else "content map"),
+                 _tile(load_image(SHARED / style_path), "style")]
+        if reference is not None:
+            tiles.append(_tile(load_image(SHARED / reference), "reference"))
+        for label, options in variants:
+            image, row = _render_pair(name, label, options, args.size)
+            rows = [r for r in rows if not (r["pair"] == name and r["variant"] == label and r["size"] == row["size"])]
+            rows.append(row)
+            tiles.append(_tile(image, f"{label} ({row['seconds']:.0f} s)"))
+            if args.keep_renders:
+                target = args.out / f"{name}_{label}.png"
+                target.unlink(missing_ok=True)
+                save_image(image, target, metadata=row)
+        _sheet(tiles, args.out / f"{name}.png")
+        report_path.write_text(json.dumps({"command": " ".join(sys.argv), "renders": rows}, indent=2) + "\n")
+        print(f"wrote {args.out / f'{name}.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
