@@ -26,12 +26,15 @@ import torch
 from .._backbone import VGGFeatures
 from .._errors import BackendUnavailableError
 from .._files import atomic_write, cache_dir, sha256_file
-from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers
+from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
 
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
 
 DEFAULT_OPSET = 17
-_FORMAT_VERSION = 3  # bump when the exported graphs change
+_FORMAT_VERSION = 4  # bump when the exported graphs change
+#: Types an export's convolutions may run in (the graphs' inputs and outputs are float32 always);
+#: not bf16: ONNX's Conv takes bfloat16 only from opset 22, beyond the TorchScript exporter.
+EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 def weights_digest(backbone: VGGFeatures) -> str:
@@ -85,31 +88,37 @@ class ExportedGraphs:
         return tuple(f"mask_{name}" for name in self.masks) + tuple(f"grad_{name}" for name in self.taps)
 
 
-def _key(model: str, digest: str, backbone: VGGFeatures, opset: int) -> str:
+def _key(model: str, digest: str, backbone: VGGFeatures, opset: int, dtype: str) -> str:
     spec = json.dumps([_FORMAT_VERSION, model, digest, backbone.arch, list(backbone.taps), backbone.pooling,
-                       opset, torch.__version__.split("+")[0]])
-    return f"{model}-{backbone.pooling}-opset{opset}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+                       opset, dtype, torch.__version__.split("+")[0]])
+    return f"{model}-{backbone.pooling}-{dtype}-opset{opset}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
 
 
-def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET,
+def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET, dtype: str = "fp32",
                 folder: Path | None = None, force: bool = False) -> ExportedGraphs:
     """Export (or find in the cache) the forward and backward graphs of ``backbone``.
 
-    Graphs are fp32 with dynamic height and width; half precision is chosen by the runtime
-    (TensorRT builder flags), not baked into the file.
+    Graphs have dynamic height and width, float32 inputs and outputs, and convolutions in
+    ``dtype`` (fp32 or fp16): a typed export says in its own types where half precision
+    runs, which is how TensorRT 10+ strongly typed networks take it (they have no precision flags).
     """
     try:
         import onnx
     except ImportError:
         raise BackendUnavailableError("ONNX export needs the 'onnx' package: pip install onnx") from None
 
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     backbone = backbone.float().cpu().eval()
+    digest = weights_digest(backbone)
+    if dtype != "fp32":
+        backbone = typed_copy(backbone, EXPORT_DTYPES[dtype])
     mask_layers = saved_mask_layers(backbone)
     strides = {info.name: info.stride for info in backbone.layers}
     graphs_meta = dict(taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers), strides=strides,
                        channels={info.name: info.channels for info in backbone.layers})
     if folder is None:
-        folder = cache_dir() / "onnx" / _key(model, weights_digest(backbone), backbone, opset)
+        folder = cache_dir() / "onnx" / _key(model, digest, backbone, opset, dtype)
     graphs = ExportedGraphs(folder=folder, **graphs_meta)
     if not force and _export_is_intact(graphs):
         return graphs
@@ -138,7 +147,7 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
                               output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
         for path in (staged.forward_path, staged.backward_path):
             onnx.checker.check_model(str(path), full_check=True)
-        meta = {"model": model, "opset": opset, "taps": list(backbone.taps), "pooling": backbone.pooling,
+        meta = {"model": model, "opset": opset, "dtype": dtype, "taps": list(backbone.taps), "pooling": backbone.pooling,
                 "sha256": {name: sha256_file(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
         atomic_write(scratch / "meta.json", json.dumps(meta, indent=2).encode())
         _move_into_place(scratch, folder, graphs)

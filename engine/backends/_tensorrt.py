@@ -115,15 +115,11 @@ class TensorRTBackend(Backend):
         missing = tensorrt_available()
         if missing is not None:
             return f"--backend tensorrt: {missing}"
-        if precision.is_half:
-            import tensorrt
-
-            if getattr(tensorrt.BuilderFlag, precision.name.upper(), None) is None:
-                # TensorRT 11 builds strongly typed networks only: halves would have to come from
-                # the ONNX graph's own types, which the export does not write yet.
-                return (f"--precision {precision.name}: TensorRT {tensorrt.__version__} has no "
-                        f"{precision.name.upper()} builder flag (strongly typed networks only); use --precision "
-                        "fp32 or tf32, or --backend torch")
+        if precision.name == "bf16":
+            # Halves come from the exported graphs' types, and ONNX's Conv takes bfloat16 only from
+            # opset 22, beyond what the TorchScript exporter writes.
+            return ("--precision bf16: the TensorRT backend runs fp16 (ONNX Conv has no bfloat16 before opset 22); "
+                    "use --precision fp16, or --backend torch for bf16")
         return None
 
     def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32", *,
@@ -135,7 +131,11 @@ class TensorRTBackend(Backend):
         super().__init__(backbone, device, precision)
         self.trt = _trt()
         _fill_dtypes(self.trt)
-        self.graphs: ExportedGraphs = export_onnx(backbone, model=model)
+        # Halves come from the graphs' own types, in a strongly typed network: TensorRT 11 has no
+        # FP16/BF16 builder flags (and with them, 10 would be free to pick other precisions).
+        self.typed = precision.is_half
+        self.graphs: ExportedGraphs = export_onnx(backbone, model=model,
+                                                  dtype=precision.name if self.typed else "fp32")
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._sizes = list(sizes)
         self._engines: dict[str, _Engine] = {}
@@ -182,21 +182,19 @@ class TensorRTBackend(Backend):
     def _build(self, onnx_path: Path, profile) -> bytes:
         trt = self.trt
         builder = trt.Builder(self.logger)
-        network = builder.create_network(0)
+        strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if self.typed and strongly_typed is None:
+            raise BackendUnavailableError(f"--precision {self.precision.name}: TensorRT {trt.__version__} cannot build "
+                                          "strongly typed networks; use --precision fp32 or tf32, or --backend torch")
+        network = builder.create_network(1 << int(strongly_typed) if self.typed else 0)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise BackendUnavailableError(f"TensorRT could not parse {onnx_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
-        major, _ = torch.cuda.get_device_capability(self.device)
         if self.precision.name == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
-        elif self.precision.is_half:
-            flag = getattr(trt.BuilderFlag, self.precision.name.upper())  # checked by unsupported()
-            if self.precision.name == "bf16" and major < 8:
-                raise BackendUnavailableError("--precision bf16 needs an Ampere or newer GPU")
-            config.set_flag(flag)
+            config.clear_flag(trt.BuilderFlag.TF32)  # strongly typed networks have no precision flags to set
         low, opt, high = profile
         optimisation = builder.create_optimization_profile()
         for index in range(network.num_inputs):

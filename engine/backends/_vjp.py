@@ -20,7 +20,31 @@ from torch import nn
 
 from .._backbone import FeatureInfo, VGGFeatures
 
-__all__ = ["VGGBackward", "VGGForwardWithMasks", "expand_windows", "max_pool_first_max_mask", "saved_mask_layers"]
+__all__ = ["VGGBackward", "VGGForwardWithMasks", "expand_windows", "max_pool_first_max_mask", "saved_mask_layers",
+           "typed_copy"]
+
+
+def _compute_dtype(backbone: VGGFeatures) -> torch.dtype:
+    """The convolutions' dtype (float32, or a half type in a typed export)."""
+    return next(iter(backbone.convs.values())).weight.dtype
+
+
+def _edge(compute: torch.dtype) -> torch.dtype:
+    """The graph's input and output type: float32 around half convolutions, else their own."""
+    return torch.float32 if compute in (torch.float16, torch.bfloat16) else compute
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A cast only where the type changes: an fp32 export gets no Cast nodes."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def typed_copy(backbone: VGGFeatures, dtype: torch.dtype) -> VGGFeatures:
+    """A copy whose convolution weights are ``dtype`` (preprocessing buffers stay float32)."""
+    copy = VGGFeatures(backbone.arch, backbone.taps, pooling=backbone.pooling, preprocessing=backbone.preprocessing)
+    copy.load_state_dict(backbone.state_dict())
+    copy.convs.to(dtype)
+    return copy.eval()
 
 
 def saved_mask_layers(backbone: VGGFeatures) -> tuple[FeatureInfo, ...]:
@@ -59,7 +83,11 @@ def expand_windows(values: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 
 class VGGForwardWithMasks(nn.Module):
-    """image (B, 3, H, W) -> (tap_1, ..., tap_n, mask_1, ..., mask_m), masks bool."""
+    """image (B, 3, H, W) -> (tap_1, ..., tap_n, mask_1, ..., mask_m), masks bool.
+
+    With convolutions in a half type (``typed_copy``), the preprocessed image is cast to it and
+    the taps back to float32: the graph's types say where half precision runs (what a strongly
+    typed TensorRT network reads), and its inputs and outputs stay float32."""
 
     def __init__(self, backbone: VGGFeatures) -> None:
         super().__init__()
@@ -68,7 +96,9 @@ class VGGForwardWithMasks(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         backbone = self.backbone
+        compute = _compute_dtype(backbone)
         x = backbone.preprocess(image)
+        x = _as(x, compute)
         taps: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for info in backbone.layers:
@@ -84,7 +114,8 @@ class VGGForwardWithMasks(nn.Module):
                 x = F.avg_pool2d(x, 2)
             if info.name in backbone.feature_info:
                 taps[info.name] = x
-        return tuple(taps[name] for name in backbone.taps) + tuple(masks[i.name] for i in self.mask_layers)
+        floats = tuple(_as(taps[name], _edge(compute)) for name in backbone.taps)
+        return floats + tuple(masks[i.name] for i in self.mask_layers)
 
 
 class VGGBackward(nn.Module):
@@ -99,7 +130,8 @@ class VGGBackward(nn.Module):
         backbone = self.backbone
         count = len(self.mask_layers)
         masks = {info.name: mask for info, mask in zip(self.mask_layers, inputs[:count])}
-        upstream = dict(zip(backbone.taps, inputs[count:]))
+        compute = _compute_dtype(backbone)
+        upstream = {name: _as(value, compute) for name, value in zip(backbone.taps, inputs[count:])}
         grad: torch.Tensor | None = None
         for index in range(len(backbone.layers) - 1, -1, -1):
             info = backbone.layers[index]
@@ -121,7 +153,7 @@ class VGGBackward(nn.Module):
                 grad = _pool_backward(grad, below.shape[2], below.shape[3], masks.get(info.name))
         assert grad is not None
         pre = backbone.preprocessing
-        grad = grad * (backbone.inv_std * pre.scale)
+        grad = _as(grad, _edge(_compute_dtype(backbone))) * (backbone.inv_std * pre.scale)
         return grad.flip(1) if pre.channel_order == "BGR" else grad
 
 

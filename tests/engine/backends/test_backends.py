@@ -215,3 +215,26 @@ def test_bench_record_file_is_json():
     data = json.loads((cache_dir() / "fastest-backend.json").read_text())
     assert next(iter(data.values()))["fastest"] == "torch"
     assert np.isfinite(next(iter(data.values()))["ms_per_iteration"]["torch"])
+
+
+@pytest.mark.parametrize("dtype", ["fp16"])
+def test_typed_export_runs_the_convolutions_in_half_with_float32_inputs_and_outputs(dtype):
+    """What a strongly typed TensorRT network reads: half weights and compute, float32 at the
+    graph's edges. Traced in torch (onnxruntime's CPU provider has no half convolutions)."""
+    from styleforge.engine.backends._export import EXPORT_DTYPES
+    from styleforge.engine.backends._vjp import typed_copy
+
+    backbone = load_backbone("vgg16-random", ("relu1_1", "relu2_1"))
+    graphs = export_onnx(backbone, model="vgg16-random", dtype=dtype)
+    plain = export_onnx(backbone, model="vgg16-random")
+    assert graphs.folder != plain.folder and f"-{dtype}-" in graphs.folder.name
+    model = onnx.load(str(graphs.forward_path))
+    kinds = {initializer.data_type for initializer in model.graph.initializer if len(initializer.dims) == 4}
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    edges = {value.name: value.type.tensor_type.elem_type for value in [*model.graph.input, *model.graph.output]}
+    assert edges["image"] == onnx.TensorProto.FLOAT and edges["relu2_1"] == onnx.TensorProto.FLOAT
+    # The typed modules themselves agree with the float32 network to half precision.
+    image = torch.rand(1, 3, 32, 48)
+    reference = VGGForwardWithMasks(backbone)(image)
+    typed = VGGForwardWithMasks(typed_copy(backbone, EXPORT_DTYPES[dtype]))(image)
+    assert typed[0].dtype == torch.float32 and _relative(typed[1], reference[1]) < 0.01
