@@ -130,7 +130,11 @@ def main() -> None:
                  _tile(load_image(SHARED / style_path), "style")]
         if reference is not None:
             tiles.append(_tile(load_image(SHARED / reference), "reference"))
+        method = PAIRS[name][3]
         for label, options in variants:
+            if label != "default" and _config(method, args.size, options) == _config(method, args.size, {}):
+                print(f"{name:24s} {label:10s} the same config as the default here: skipped", flush=True)
+                continue
             image, row = _render_pair(name, label, options, args.size)
             rows = [r for r in rows if not (r["pair"] == name and r["variant"] == label and r["size"] == row["size"])]
             rows.append(row)
