@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--variant", action="append", default=[], help="NAME:option=value,... (repeat)")
     parser.add_argument("--size", type=int, default=None, help="long side (default: each method's default)")
+    parser.add_argument("--variant-methods", nargs="+", default=["gram", "mrf"], choices=["gram", "mrf"],
+                        help="the variants apply to the pairs of these methods (the default renders for all)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--keep-renders", action="store_true", help="also save each render as a full-size PNG")
     args = parser.parse_args()
@@ -132,8 +134,9 @@ def main() -> None:
             tiles.append(_tile(load_image(SHARED / reference), "reference"))
         method = PAIRS[name][3]
         for label, options in variants:
-            if label != "default" and _config(method, args.size, options) == _config(method, args.size, {}):
-                print(f"{name:24s} {label:10s} the same config as the default here: skipped", flush=True)
+            if label != "default" and (method not in args.variant_methods
+                                       or _config(method, args.size, options) == _config(method, args.size, {})):
+                print(f"{name:24s} {label:10s} not a variant of this pair's method: skipped", flush=True)
                 continue
             image, row = _render_pair(name, label, options, args.size)
             rows = [r for r in rows if not (r["pair"] == name and r["variant"] == label and r["size"] == row["size"])]
