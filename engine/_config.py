@@ -25,11 +25,13 @@ from ._values import coerce, parse_bytes, parse_iterations, parse_size
 from ._weights import DEFAULT_MODEL, MODELS
 
 __all__ = [
-    "BACKENDS", "INITS", "METHODS", "OPTIMIZERS", "MRFConfig", "MemoryConfig", "ObjectiveConfig",
+    "BACKENDS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig", "ObjectiveConfig",
     "OptimizationConfig", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file", "option_name",
 ]
 
 METHODS = ("gram", "mrf")
+#: Style losses of the gram method (objectives: Gram matrices, W2 between Gaussian fits, sliced W2).
+STYLE_LOSSES = ("gram", "w2", "sliced")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -64,6 +66,7 @@ def _check_weights(group: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(group, name)
         _check(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
+        _check(value <= 1e30, name, f"must be at most 1e30 (more can only overflow the float32 loss), got {value}")
 
 
 def _check_counts(group: Any, names: tuple[str, ...], least: int = 1) -> None:
@@ -78,6 +81,9 @@ class ObjectiveConfig:
 
     method: str = _option("gram", "gram (Gatys et al.) or mrf (Li & Wand; CNNMRF's defaults: 384 px, 3 levels x "
                                   "100 iterations, content weight 0.5).", show="gram")
+    style_loss: str = _option("gram", "Style loss of the gram method: gram (Gram matrices), w2 (Wasserstein-2 between "
+                                      "Gaussian fits of the features) or sliced (sliced Wasserstein, histogram "
+                                      "matching on random projections). MRF ignores it.", show="gram")
     content_weight: float = _option(1.0, "Weight of the content term.")
     style_weight: float = _option(1e4, "Weight of the Gram style term.")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
@@ -92,6 +98,7 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("style_loss", self.style_loss, STYLE_LOSSES)
         _check_weights(self, ("content_weight", "style_weight", "tv_weight"))
         _check(math.isfinite(self.style_scale) and self.style_scale > 0, "style_scale",
                f"must be a finite number > 0, got {self.style_scale}")
@@ -137,6 +144,8 @@ class MRFConfig:
         _check_weights(self, ("mrf_weight", "map_weight"))
         for name in ("rotation_step", "scale_step"):
             _check(math.isfinite(getattr(self, name)), name, f"must be a finite number, got {getattr(self, name)}")
+        _check(self.style_scales * abs(self.scale_step) < 1, "scale_step",
+               f"{self.style_scales} scales of {self.scale_step} would shrink the style to nothing")
         _check(bool(self.mrf_layers), "mrf_layers", "at least one layer is needed")
         if self.mrf_layer_weights is not None:
             _check(len(self.mrf_layer_weights) == len(self.mrf_layers), "mrf_layer_weights",
@@ -171,6 +180,7 @@ class PyramidConfig:
         object.__setattr__(self, "size", parse_size(self.size))
         object.__setattr__(self, "iterations", parse_iterations(self.iterations))
         _check_counts(self, ("levels",), least=0)
+        _check(self.levels <= 100, "levels", f"must be at most 100, got {self.levels}")
         _check(1.0 < self.level_scale <= 4.0, "level_scale", f"must be in (1, 4], got {self.level_scale}")
         _check(0.0 < self.iteration_decay <= 1.0, "iteration_decay", f"must be in (0, 1], got {self.iteration_decay}")
         if isinstance(self.iterations, tuple) and self.levels:
@@ -231,9 +241,15 @@ class OptimizationConfig:
         if self.learning_rate is not None:
             _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
                    f"must be a finite number > 0, got {self.learning_rate}")
+            _check(self.learning_rate <= 1e30, "learning_rate",
+                   f"must be at most 1e30 (more can only diverge), got {self.learning_rate}")
+            # Adam's first step moves every pixel by about the rate: from 1 on, all of them hit 0 or 1.
+            _check(self.optimizer != "adam" or self.learning_rate < 1, "learning_rate",
+                   f"must be below 1 for adam (each step moves every pixel by about this much), got "
+                   f"{self.learning_rate}")
         _check(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
         if self.init not in INITS:
-            _check(Path(self.init).is_file(), "init",
+            _check("\0" not in self.init and Path(self.init).is_file(), "init",
                    f"{self.init!r} is neither one of {', '.join(INITS)} nor an existing image file")
 
     @property

@@ -1,25 +1,38 @@
 """Objectives: loss terms on a backbone's features, on one contract (see ``_base``).
 
-Functional references (``content_loss``, ``style_loss``, ``total_variation``) are stateless;
+Functional references (``content_loss``, ``style_loss``, ``total_variation``,
+``wasserstein2_gaussian``, ``sliced_wasserstein``) are stateless;
 terms hold their targets, computed once per style and level by the render's target builder.
 """
 
 from ._base import Objective, Region, Statistic, Term, combine_statistics
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
-from ._gram import GramStyleTerm, blend_statistics, gatys_objective, gram_statistics
+from ._gram import GramStyleTerm, blend_statistics, content_style_objective, gatys_objective, gram_statistics
 from ._mrf import MRFTerm, PatchBank, build_patch_bank, mrf_objective, style_variants
 from ._semantic import semantic_labels, semantic_palette, shared_palette
+from ._sliced import (
+    SlicedStyleTerm,
+    SlicedTarget,
+    build_sliced_target,
+    projection_histograms,
+    random_directions,
+    sliced_wasserstein,
+)
+from ._w2 import W2StyleTerm, gaussian_fit, gaussian_statistics, sqrtm_psd, wasserstein2_gaussian
 
 __all__ = [
     # the contract
     "Objective", "Term", "Region", "Statistic", "combine_statistics",
     # terms, and Gatys et al.'s objective made of them
-    "gatys_objective", "mrf_objective", "ContentTerm", "GramStyleTerm", "MRFTerm", "TotalVariationTerm",
+    "gatys_objective", "content_style_objective", "mrf_objective", "ContentTerm", "GramStyleTerm", "W2StyleTerm",
+    "SlicedStyleTerm", "MRFTerm", "TotalVariationTerm",
     # targets
-    "PatchBank", "blend_statistics", "build_patch_bank", "gram_statistics", "style_variants",
+    "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
+    "gram_statistics", "projection_histograms", "random_directions", "style_variants",
     # semantic maps
     "semantic_labels", "semantic_palette", "shared_palette",
     # functional references
-    "content_loss", "style_loss", "total_variation",
+    "content_loss", "style_loss", "total_variation", "wasserstein2_gaussian", "gaussian_fit", "sqrtm_psd",
+    "sliced_wasserstein",
 ]

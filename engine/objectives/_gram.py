@@ -10,7 +10,7 @@ from ._base import Objective, Region, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS, gram
 
-__all__ = ["GramStyleTerm", "blend_statistics", "gatys_objective", "gram_statistics"]
+__all__ = ["GramStyleTerm", "blend_statistics", "content_style_objective", "gatys_objective", "gram_statistics"]
 
 
 def gram_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
@@ -69,7 +69,16 @@ def gatys_objective(*, content_targets: Mapping[str, torch.Tensor] | None, style
                     style_layer_weights: Mapping[str, float], strides: Mapping[str, int] | None = None) -> Objective:
     """Gatys et al.'s objective: content + Gram style + total variation (content weight 0
     without content targets)."""
-    terms = [ContentTerm(content_targets, strides), GramStyleTerm(style_targets, style_layer_weights, strides),
-             TotalVariationTerm()]
+    return content_style_objective(GramStyleTerm(style_targets, style_layer_weights, strides),
+                                   content_targets=content_targets, content_weight=content_weight,
+                                   style_weight=style_weight, tv_weight=tv_weight, strides=strides)
+
+
+def content_style_objective(style_term: Term, *, content_targets: Mapping[str, torch.Tensor] | None,
+                            content_weight: float, style_weight: float, tv_weight: float,
+                            strides: Mapping[str, int] | None = None) -> Objective:
+    """Gatys et al.'s objective with any style term (Gram, W2, sliced): content + style + total
+    variation (content weight 0 without content targets)."""
+    terms = [ContentTerm(content_targets, strides), style_term, TotalVariationTerm()]
     weights = {"content": content_weight if content_targets else 0.0, "style": style_weight, "tv": tv_weight}
     return Objective(terms, weights)

@@ -18,11 +18,17 @@ import torch
 from .._config import RenderConfig
 from ..backends import Backend
 from ..objectives import (
+    GramStyleTerm,
     Objective,
     Region,
+    SlicedStyleTerm,
+    Term,
+    W2StyleTerm,
     blend_statistics,
     build_patch_bank,
-    gatys_objective,
+    build_sliced_target,
+    content_style_objective,
+    gaussian_statistics,
     gram_statistics,
     mrf_objective,
     style_variants,
@@ -36,7 +42,8 @@ __all__ = ["TargetCache", "build_objective"]
 
 @dataclass
 class TargetCache:
-    """Style targets (Gram matrices, MRF patch banks) computed once per key and reused.
+    """Style targets (Gram matrices, Gaussian moments, projection histograms, MRF patch banks)
+    computed once per key and reused.
 
     The key covers what decides a target: the style pixels at their working size, the network
     and its weights, the layers and the term's parameters. ``computed`` counts the misses.
@@ -75,8 +82,8 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
                     tile_size: int = 0) -> Objective:
     """The method's objective with its targets for this level (computed, or from ``cache``).
 
-    On a tiled level (``tile_size``) the content features and style Grams are computed tile by
-    tile too; the MRF style bank is computed whole (its patches are the style's memory cost).
+    On a tiled level (``tile_size``) the content features and style statistics are computed tile
+    by tile too; the MRF style bank is computed whole (its patches are the style's memory cost).
     """
     objective, runtime = config.objective, config.runtime
     strides = backend.strides
@@ -94,19 +101,10 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
             content_targets = features_over_regions(backend, level.content, _regions(backend, level.content, tile_size),
                                                     objective.content_layers)
     if objective.method == "gram":
-        blend = list(objective.style_blend or (1.0,) * len(level.styles))
-        layers = objective.style_layers
-
-        def grams() -> dict[str, torch.Tensor]:
-            per_style = [statistics_over_regions(backend, lambda f, r: gram_statistics(f, r, layers, strides),
-                                                 style, _regions(backend, style, tile_size))
-                         for style in level.styles]
-            return blend_statistics(per_style, blend)
-
-        return gatys_objective(content_targets=content_targets, style_targets=cached(grams, blend, layers),
-                               content_weight=objective.content_weight, style_weight=objective.style_weight,
-                               tv_weight=objective.tv_weight, style_layer_weights=objective.style_layer_weight_map(),
-                               strides=strides)
+        return content_style_objective(_style_term(config, backend, level, cached, tile_size),
+                                       content_targets=content_targets, content_weight=objective.content_weight,
+                                       style_weight=objective.style_weight, tv_weight=objective.tv_weight,
+                                       strides=strides)
     mrf = config.mrf
     map_scale = math.sqrt(mrf.map_weight) if level.content_labels is not None else 0.0
     variants = style_variants(mrf.style_rotations, mrf.rotation_step, mrf.style_scales, mrf.scale_step)
@@ -122,3 +120,32 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
                          tv_weight=objective.tv_weight, patch_size=mrf.patch_size,
                          synthesis_stride=mrf.synthesis_stride, strides=strides,
                          content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence)
+
+
+def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cached: Callable[..., Any],
+                tile_size: int) -> Term:
+    """The gram method's style term, chosen by ``style_loss``, with its (cached) targets."""
+    objective, strides = config.objective, backend.strides
+    blend = list(objective.style_blend or (1.0,) * len(level.styles))
+    layers, layer_weights = objective.style_layers, objective.style_layer_weight_map()
+
+    def blended(statistics: Callable[..., Any]) -> dict[str, torch.Tensor]:
+        per_style = [statistics_over_regions(backend, statistics, style, _regions(backend, style, tile_size))
+                     for style in level.styles]
+        return blend_statistics(per_style, blend)
+
+    if objective.style_loss == "w2":
+        moments = cached(lambda: blended(lambda f, r: gaussian_statistics(f, r, layers, strides)), "w2", blend, layers)
+        return W2StyleTerm(moments, layer_weights, strides)
+    if objective.style_loss == "sliced":
+        def over_regions(image: torch.Tensor, compute: Callable[..., Any]) -> list[Any]:
+            with torch.no_grad():
+                return [compute(backend.features(region.crop(image)), region)
+                        for region in _regions(backend, image, tile_size)]
+
+        channels = {layer: backend.backbone.feature_info[layer].channels for layer in layers}
+        target = cached(lambda: build_sliced_target(over_regions, level.styles, blend, layers, strides, channels,
+                                                    seed=config.optimization.seed), "sliced", blend, layers)
+        return SlicedStyleTerm(target, layer_weights, strides)
+    grams = cached(lambda: blended(lambda f, r: gram_statistics(f, r, layers, strides)), "gram", blend, layers)
+    return GramStyleTerm(grams, layer_weights, strides)

@@ -264,3 +264,16 @@ def test_every_render_config_field_is_a_command_line_option():
     assert len(engine.RenderConfig.FIELDS) == sum(len(dataclasses.fields(group)) for group in (
         engine.RenderConfig().objective, engine.RenderConfig().mrf, engine.RenderConfig().pyramid,
         engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory))
+
+
+def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inputs):
+    output = tmp_path / "out.png"
+    args = ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]), "-o", str(output),
+            "--size", "32", "-n", "2", *FAST]
+    result = runner.invoke(app, [*args, "--style-loss", "sliced"])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(output)["config"]["style_loss"] == "sliced"
+    bad = runner.invoke(app, [*args, "--style-loss", "slised", "--overwrite"])
+    lines = bad.output.strip().splitlines()
+    assert bad.exit_code == 2 and len(lines) == 1, bad.output
+    assert "--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced" in lines[0]

@@ -262,3 +262,36 @@ def test_the_dry_run_plan_holds_the_tiles_that_run():
     assert level.tiles == len(level.regions) == 2 * 3  # ceil(224 / 112) rows x ceil(300 / 112) columns
     assert f"{level.tiles} tiles of 112 px" in plan_render(config, [(224, 300)], torch.device("cpu"),
                                                            budget=2**34).describe()
+
+
+SHALLOW_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+@pytest.mark.parametrize("style_loss", ["w2", "sliced"])
+def test_tiled_w2_and_sliced_equal_untiled_in_float64(style_loss):
+    """Targets and evaluation both tile by tile (build_objective with a tile size) against both
+    whole. Their statistics are means over owned positions, combined by count, so tiling is exact
+    (up to summation order) for the sliced histograms too. Shallow taps keep the halo, and the
+    test, small."""
+    from styleforge.engine.rendering import LevelInputs, build_objective
+
+    generator = torch.Generator().manual_seed(9)
+    backbone = load_backbone("vgg16-random", SHALLOW_LAYERS).double()
+    backend = TorchBackend(backbone, torch.device("cpu"))
+    content = torch.rand(1, 3, 96, 128, generator=generator, dtype=torch.float64)
+    style = torch.rand(1, 3, 80, 96, generator=generator, dtype=torch.float64)
+    image = torch.rand(1, 3, 96, 128, generator=generator, dtype=torch.float64)
+    config = RenderConfig(style_loss=style_loss, model="vgg16-random", style_layers=SHALLOW_LAYERS,
+                          content_layers=("relu3_1",), style_weight=100.0)
+    level = LevelInputs(content, [style], (96, 128))
+    halo = receptive_radius(backbone.layers)
+    tiles = plan_tiles(96, 128, 32, halo)
+    assert len(tiles) == 12 and len(plan_tiles(80, 96, 32, halo)) == 9
+    whole = build_objective(config, backend, level)
+    tiled = build_objective(config, backend, level, tile_size=32)
+    expected_losses, expected = evaluate(backend, whole, image)
+    losses, gradient = evaluate(backend, tiled, image, tiles)
+    assert expected_losses["style"].item() > 1e-3
+    for name in ("content", "style", "tv", "total"):
+        assert losses[name].item() == pytest.approx(expected_losses[name].item(), rel=1e-10)
+    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-10
