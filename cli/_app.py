@@ -1,54 +1,112 @@
-"""The typer app and how engine errors reach the user: one line on stderr and an exit code."""
+"""The typer app and how errors reach the user: one line on stderr and an exit code.
+
+Engine errors, typer's own parse errors (``--seed abc``, an unknown option) and anything
+unexpected all end as ``error: ...`` on one line (``--debug`` adds the traceback of an engine
+error); status lines are printed whole, never wrapped, whatever the terminal's width.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from styleforge.engine import (
     BackendUnavailableError,
     ConfigError,
+    ImageError,
     InputError,
     RenderConfig,
+    RenderError,
     StyleforgeError,
     WeightsError,
+    check_output_path,
 )
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "app", "fail", "run_guarded", "stderr"]
-
-app = typer.Typer(
-    name="styleforge",
-    help="Neural style transfer renderer.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-stderr = Console(stderr=True)
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "app", "check_json_output", "fail", "one_line",
+           "run_guarded", "say", "stderr"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
+stderr = Console(stderr=True)
+#: click's exception base, wherever this typer keeps click (recent ones vendor it).
+_CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: a message that spans lines would read as several."""
+    return " ".join(str(text).split("\n")).strip()
+
+
+def say(message: str) -> None:
+    """A status line on stderr (``wrote PATH``, ``report: PATH``), printed verbatim and whole."""
+    stderr.print(message, highlight=False, markup=False, soft_wrap=True)
+
 
 def fail(message: str, code: int) -> typer.Exit:
-    stderr.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    stderr.print(Text.assemble(("error: ", "bold red"), one_line(message)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+class _OneLineErrors(TyperGroup):
+    """The app's group: click's usage errors (a value typer cannot parse, an unknown option, a
+    missing value) as one ``error:`` line and exit 2, instead of a boxed usage screen."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except _CLICK_EXCEPTION as error:
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ == "NoArgsIsHelpError":  # no arguments: typer has shown the help
+                return self._exit(error.exit_code, standalone_mode)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            fail(f"{error.format_message()}{hint}", error.exit_code)
+            code = error.exit_code
+        except typer.Abort:
+            fail("aborted", EXIT_FAILED)
+            code = EXIT_FAILED
+        return self._exit(code, standalone_mode)
+
+    @staticmethod
+    def _exit(code: int, standalone_mode: bool) -> int:
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+app = typer.Typer(
+    name="styleforge",
+    help="Neural style transfer renderer.",
+    cls=_OneLineErrors,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 
 def _message(error: StyleforgeError) -> str:
     """Engine errors name config fields; a value from a flag is shown with the flag's name."""
-    if isinstance(error, ConfigError) and error.field is not None and error.source is None:
+    if isinstance(error, (ConfigError, RenderError)) and error.field is not None \
+            and getattr(error, "source", None) is None:
         return error.describe(RenderConfig.flag(error.field))
     return str(error)
 
 
 def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
-    """Map engine errors to one line on stderr and an exit code (traceback with --debug)."""
+    """Map errors to one line on stderr and an exit code (traceback with --debug): bad input 2,
+    a failed render or write 1; anything unexpected 1 too, saying it is a bug."""
     try:
         return body()
     except (InputError, WeightsError, BackendUnavailableError) as error:
@@ -59,3 +117,31 @@ def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
         if debug:
             traceback.print_exc()
         raise fail(_message(error), EXIT_FAILED) from None
+    except OSError as error:  # the machine's, not the input's: a disk, a device, a permission
+        if debug:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename else ""
+        raise fail(f"{where}{error.strerror or error}", EXIT_FAILED) from None
+    except (typer.Exit, typer.Abort, _CLICK_EXCEPTION, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        raise fail(f"{type(error).__name__}: {error} (a bug in styleforge; --debug shows where)",
+                   EXIT_FAILED) from None
+
+
+def check_json_output(path: Path, key: str, field: str) -> None:
+    """Before the work that produces it: a JSON output's folder must take a file, and it may
+    replace only an earlier output of its kind (a JSON object with ``key``), never a user's file."""
+    try:
+        check_output_path(path, image=False, overwrite=True)
+    except ImageError as error:
+        raise ConfigError(str(error), field=field) from None
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_bytes()) if path.stat().st_size < 2**28 else None
+        except (OSError, ValueError, RecursionError):
+            earlier = None
+        if not (isinstance(earlier, dict) and key in earlier):
+            raise ConfigError(f"{path} exists and is not a report of this command; choose another", field=field)

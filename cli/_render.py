@@ -10,9 +10,9 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted
+from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted, StyleforgeError
 
-from ._app import EXIT_INTERRUPTED, app, run_guarded, stderr
+from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
@@ -37,8 +37,9 @@ def _command_options(values: dict[str, Any], source: str) -> dict[str, Any]:
             names = " or ".join({str: "a string", list: "a list of paths", int: "an integer",
                                  bool: "true or false"}[kind] for kind in kinds)
             raise ConfigError(f"must be {names}, got {value!r}", field=key, source=source)
-        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"must be a list of paths, got {value!r}", field=key, source=source)
+        paths = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        if not all(isinstance(item, str) and item.strip() and "\0" not in item for item in paths):
+            raise ConfigError(f"must be a path or a list of paths, got {value!r}", field=key, source=source)
         checked[key] = [value] if key in ("style", "style_map") and isinstance(value, str) else value
     return checked
 
@@ -56,7 +57,11 @@ def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dic
     """A TOML file's values: (render options, the command's own options), keys snake_case."""
     if path is None:
         return {}, {}
-    values = {key.replace("-", "_"): value for key, value in engine.load_config_file(path).items()}
+    try:
+        loaded = engine.load_config_file(path)
+    except ValueError as error:  # tomllib: an integer too long to convert
+        raise ConfigError(f"invalid TOML ({error})", source=str(path)) from None
+    values = {key.replace("-", "_"): value for key, value in loaded.items()}
     own = {key: values.pop(key) for key in list(values) if key in command_options}
     return values, own
 
@@ -65,18 +70,18 @@ def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dic
 @with_render_options
 def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
-    style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default=False)] = None,
-    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours); with --method mrf. CONTENT may then be omitted.", show_default=False)] = None,
-    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it.", show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.")] = False,
+    style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default="none")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default="none")] = None,
+    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours); with --method mrf. CONTENT may then be omitted.", show_default="none")] = None,
+    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it.", show_default="none")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.", show_default="off")] = False,
     save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default="0")] = None,
     bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG.", show_default="8")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse inputs with more pixels.", show_default=str(engine.DEFAULT_MAX_PIXELS))] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any of these options; the command line overrides it.", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any of these options; the command line overrides it.", show_default="none")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", show_default="off")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", show_default="off")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -113,12 +118,14 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         raise ConfigError(f"must be >= 0, got {save_every}", field="save_every")
     max_pixels = int(cli.get("max_pixels", engine.DEFAULT_MAX_PIXELS))
 
-    # Everything that can be refused is refused before any work, and nothing is written.
+    # Everything that can be refused is refused before any work, and nothing is written: no
+    # output may be an input (not even with --overwrite), and each folder must take a file.
     total = sum(config.pyramid.level_iterations())
     targets = [output] + [_intermediate_path(output, i, total)
-                          for i in range(save_every, total, save_every or total + 1)]
+                          for i in (range(save_every, total, save_every) if save_every else ())]
+    inputs = _inputs(cli, config, config_path)
     for target in targets:
-        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite)
+        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite, inputs=inputs)
     content_path = cli.get("content")
     if content_path is None and cli.get("content_map") is None and config.objective.method == "mrf":
         raise ConfigError("give a content image, or a --content-map to paint from", field="content")
@@ -138,7 +145,9 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     }
 
     def write(image, path: Path, **extra: Any) -> None:
-        engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite)
+        # A write that fails keeps the image in the cache and says where (OutputError).
+        engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite,
+                          recover=True)
 
     # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
     live = stderr.is_terminal
@@ -162,12 +171,14 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}", **fields_)
         if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
             eta = event.elapsed / max(event.progress, 1e-9) * (1.0 - event.progress)
-            stderr.print(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
-                         f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left",
-                         highlight=False, soft_wrap=True, markup=False)
+            say(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
+                f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left")
         if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
-            write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
-                  iterations_done=event.iteration)
+            try:
+                write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
+                      iterations_done=event.iteration)
+            except StyleforgeError as error:  # an intermediate is not worth the render: say so, go on
+                say(f"warning: {one_line(error)}")
 
     with progress:
         try:
@@ -176,12 +187,21 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         except RenderInterrupted as interrupted:
             progress.stop()
             write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
-            stderr.print(f"interrupted at iteration {interrupted.iteration}; wrote {output}",
-                         highlight=False, markup=False, soft_wrap=True)
+            say(f"interrupted at iteration {interrupted.iteration}; wrote {output}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
     write(result.image, output, iterations_done=result.iterations, seconds=round(result.elapsed, 2),
           device=result.device)
     if not quiet:
         height, width = result.image.shape[-2:]
-        stderr.print(f"wrote {output} ({width}x{height}, {result.iterations} iterations, "
-                     f"{result.elapsed:.1f} s on {result.device})", highlight=False, markup=False, soft_wrap=True)
+        say(f"wrote {output} ({width}x{height}, {result.iterations} iterations, {result.elapsed:.1f} s on "
+            f"{result.device})")
+
+
+def _inputs(cli: dict[str, Any], config: RenderConfig, config_path: Path | None) -> dict[str, str]:
+    """Every file the render reads, by role: no output may be one of them."""
+    roles = {"content": cli.get("content"), "content map": cli.get("content_map"), "config": config_path}
+    roles |= {f"style {i}": path for i, path in enumerate(cli.get("style") or [], start=1)}
+    roles |= {f"style map {i}": path for i, path in enumerate(cli.get("style_map") or [], start=1)}
+    if config.optimization.init not in ("content", "noise", "style"):
+        roles["init"] = config.optimization.init
+    return {role: str(path) for role, path in roles.items() if path is not None}

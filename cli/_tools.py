@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,7 @@ from styleforge.engine.backends import (
     time_backend,
 )
 
-from ._app import app, run_guarded, stderr
+from ._app import app, check_json_output, run_guarded, say
 
 _DEFAULTS = RenderConfig()
 
@@ -56,20 +57,25 @@ def _frame(text: str) -> tuple[int, int]:
 def export(
     model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
     format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
-    size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default=False)] = None,
+    size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default="512")] = None,
     precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
     pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.runtime.pooling,
     layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(_DEFAULTS.taps),
-    weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default=False)] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default="the cache")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
 ) -> None:
     """Export the VGG forward and backward graphs (ONNX) or build TensorRT engines, into the cache."""
 
     def body() -> None:
         taps = [layer.strip() for layer in layers.split(",") if layer.strip()]
         engine.check_choice("format", format, ("onnx", "tensorrt"))
-        config = RenderConfig(model=model, pooling=pooling, weights=str(weights) if weights else None,
-                              precision=precision, backend="tensorrt", content_layers=taps[:1], style_layers=taps)
+        try:
+            config = RenderConfig(model=model, pooling=pooling, weights=str(weights) if weights else None,
+                                  precision=precision, backend="tensorrt", content_layers=taps[:1], style_layers=taps)
+        except ConfigError as error:  # the layers are one option here
+            if error.field not in ("content_layers", "style_layers"):
+                raise
+            raise ConfigError(error.problem if taps else "at least one layer is needed", field="layers") from None
         backbone = engine.load_backbone(model, taps, pooling=pooling, weights_path=weights)
         if format == "onnx":
             graphs = engine.export_onnx(backbone, model=model)
@@ -92,28 +98,30 @@ _MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp1
 
 @app.command()
 def bench(
-    size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat. [default: 256, 512, 1024]", show_default=False)] = None,
-    backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat. [default: every one present]", show_default=False)] = None,
-    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare. [default: tf32 on CUDA, fp32 on CPU]", show_default=False)] = None,
+    size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
+    backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat.", show_default="every one present")] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare.", show_default="tf32 on CUDA, fp32 on CPU")] = None,
     model: Annotated[str, typer.Option(help="Backbone (timing does not depend on the weights).")] = "vgg19-random",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default=False)] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default="none")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
 ) -> None:
     """Time forward + image gradient per backend, side by side; records the fastest for --backend auto."""
 
     def body() -> None:
-        import platform
-
-        target = engine.resolve_device(device)
-        names = backend or available_backends(target)
-        precisions = [Precision.resolve(value, target) for value in (precision or ["auto"])]
         if iterations < 1 or warmup < 0:
             raise ConfigError(f"needs at least 1 timed iteration and no negative warm-up, got -n {iterations} "
                               f"--warmup {warmup}", field="iterations")
+        for name in backend or []:
+            RenderConfig(backend=name)  # refuses an unknown name with the valid list
+        target = engine.resolve_device(RenderConfig(device=device).runtime.device)
+        names = backend or available_backends(target)
+        precisions = [Precision.resolve(value, target) for value in (precision or ["auto"])]
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
+        if output is not None:  # before the timing, not after it
+            check_json_output(output, "results", "output")
         taps = RenderConfig().taps
         backbone = engine.load_backbone(model, taps)
         # The convolutions' achieved rate against the device's own measured matrix rate at the
@@ -129,7 +137,7 @@ def bench(
                 try:
                     built = engine.backend_for(config, target, sizes, backbone=backbone)
                 except BackendUnavailableError as error:
-                    stderr.print(f"skipped {name} {value.name}: {error}", highlight=False, markup=False, soft_wrap=True)
+                    say(f"skipped {name} {value.name}: {error}")
                     continue
                 for height, width in sizes:
                     timing = time_backend(built, height, width, iterations=iterations, warmup=warmup)
@@ -141,15 +149,19 @@ def bench(
                                   f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
                                   f"{timing.tflops:.2f}", f"{share:.0%}")
         Console().print(table)
-        if len(by_backend) > 1:
-            totals = {name: sum(values) for name, values in by_backend.items()}
-            fastest = record_fastest_backend(target, totals)
-            stderr.print(f"fastest here: {fastest} (used by --backend auto on this machine)",
-                         highlight=False, markup=False)
         if output is not None:
             report = {"device": str(target), "model": model, "platform": platform.platform(),
                       "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
                       "matmul_tflops": peaks, "threads": torch.get_num_threads(), "results": rows}
             write_json_atomic(output, report)
+        if len(by_backend) > 1:
+            totals = {name: sum(values) for name, values in by_backend.items()}
+            try:
+                fastest = record_fastest_backend(target, totals)
+            except OSError as error:  # the figures stand; only the choice for --backend auto is not kept
+                say(f"warning: the fastest backend could not be recorded in the cache ({error})")
+            else:
+                say(f"fastest here: {fastest} (used by --backend auto on this machine)")
 
     run_guarded(debug, body)
+

@@ -54,7 +54,29 @@ class BackendUnavailableError(StyleforgeError):
 
 
 class RenderError(StyleforgeError):
-    """The optimisation failed (a NaN or Inf in the loss or the image)."""
+    """The optimisation failed: a NaN or Inf in the loss or the image, or it diverged.
+
+    ``field`` names the option to change (``learning_rate``), spelt as ConfigError's is: the
+    message reads ``learning_rate: <problem>``, and the CLI shows ``--learning-rate: <problem>``.
+    """
+
+    def __init__(self, problem: str, *, field: str | None = None) -> None:
+        self.problem, self.field = problem, field
+        super().__init__(self.describe())
+
+    def describe(self, field_name: str | None = None) -> str:
+        """The message with the field spelt ``field_name`` (default: as in the Python API)."""
+        return ": ".join(part for part in (field_name or self.field, self.problem) if part)
+
+
+class OutputError(StyleforgeError):
+    """A finished image could not be written where it was asked for. ``recovered`` is where it
+    was kept instead (None if that failed too); the message says both."""
+
+    def __init__(self, path: object, reason: str, recovered: object | None) -> None:
+        kept = f"; the image was kept in {recovered}" if recovered is not None else "; the image could not be kept"
+        super().__init__(f"{path}: {reason}{kept}")
+        self.path, self.reason, self.recovered = path, reason, recovered
 
 
 class RenderInterrupted(StyleforgeError):

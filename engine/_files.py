@@ -3,21 +3,25 @@
 Every file the engine writes (images, reports, cached weights, exported graphs, engines, the
 backend choice) goes through ``atomic_write``: the bytes land in a temporary file in the target's
 own folder, are flushed to disk, and are renamed into place, so a reader never sees half a file
-and a crash leaves at most a hidden ``.NAME.*.tmp`` that ``remove_stale_temporaries`` clears.
+and a crash leaves at most a hidden ``.NAME.PID.*.tmp`` that ``remove_stale_temporaries`` clears
+(the writer's process id in the name tells a dead writer's leftover from a live writer's file).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "remove_stale_temporaries", "sha256_file", "write_json_atomic"]
+__all__ = ["atomic_write", "cache_dir", "probe_writable", "remove_stale_temporaries", "sha256_file",
+           "write_json_atomic"]
 
 
 def cache_dir() -> Path:
@@ -49,7 +53,7 @@ def atomic_write(target: str | os.PathLike, data: bytes | Callable[[Path], None]
     failure, an interrupt included; the result is readable like any file (0644).
     """
     target = Path(target)
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent)
     temporary = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -81,13 +85,50 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> int:
     """Delete the temporaries an interrupted atomic_write of ``path`` left (a kill -9 between the
-    write and the rename); returns how many. Only our own ``.NAME.*.tmp`` names are touched."""
+    write and the rename); returns how many. Only our own ``.NAME.*.tmp`` names are touched, and
+    never one whose writer (the process id in its name) is still running: it may be mid-write."""
     path = Path(path)
     removed = 0
     if path.parent.is_dir():
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        prefix = f".{path.name}."
+        for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+            writer = re.match(r"(\d+)\.", stale.name[len(prefix):])
+            if writer is not None and _writer_alive(int(writer.group(1))):
+                continue
             stale.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def probe_writable(target: str | os.PathLike) -> None:
+    """Before any work: clear ``target``'s stale temporaries, then create and remove a temporary
+    file where ``target`` will be written (its folder, or the nearest existing ancestor when the
+    folder is still to be made). Raises OSError saying why a write there would fail."""
+    target = Path(target)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():  # a dangling link: the folder can never be made
+            raise FileNotFoundError(errno.ENOENT, "a link to nothing", str(folder))
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", str(folder))
+    remove_stale_temporaries(target)
+    descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=folder)
+    os.close(descriptor)
+    os.unlink(name)

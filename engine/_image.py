@@ -15,6 +15,7 @@ import io
 import json
 import os
 import struct
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ._errors import ImageError
-from ._files import atomic_write
+from ._errors import ImageError, OutputError
+from ._files import atomic_write, cache_dir, probe_writable
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -36,6 +37,7 @@ __all__ = [
     "read_metadata",
     "resize_to",
     "resize_long_side",
+    "same_file_role",
     "save_image",
 ]
 
@@ -159,25 +161,55 @@ def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
     return resize_to(image, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
-def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite: bool = False) -> Path:
-    """Refuse an output path before any work: unknown format, bit depth, missing folder, or an
-    existing file (unless ``overwrite``). Returns the path."""
+def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite: bool = False,
+                      inputs: Mapping[str, str | os.PathLike] | None = None, image: bool = True,
+                      probe: bool = True, make_folders: bool = False) -> Path:
+    """Refuse an output path before any work: unknown format or bit depth (``image``), a folder,
+    an existing file (unless ``overwrite``), one of the render's ``inputs`` (role -> path, compared
+    through symlinks: never written over, even with ``overwrite``), a missing folder (unless
+    ``make_folders``: the caller makes it), or (``probe``) a folder where no file can be created:
+    a temporary file is created and removed there (or in the nearest existing folder above), after
+    clearing the temporaries a killed save of this path left. Returns the path."""
     path = Path(path)
+    if image:
+        _check_format(path, bit_depth)
+    try:
+        if path.is_dir():
+            raise ImageError(path, "is a directory; give an output file name")
+        role = same_file_role(path, inputs or {})
+        if role is not None:
+            raise ImageError(path, f"is also an input ({role}); choose another output")
+        if path.exists() and not overwrite:
+            raise ImageError(path, "output exists; pass --overwrite to replace it")
+        if not make_folders and not path.parent.is_dir():
+            raise ImageError(path, f"output folder {path.parent} does not exist")
+        if probe:
+            probe_writable(path)
+    except OSError as error:
+        raise ImageError(path, f"cannot write there ({error.strerror or error})") from None
+    return path
+
+
+def _check_format(path: Path, bit_depth: int) -> str:
+    """The Pillow format of an output path, or ImageError for a suffix or bit depth it cannot take."""
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise ImageError(
-            path, f"unsupported output format {suffix or '(none)'}; use {', '.join(OUTPUT_FORMATS)}"
-        )
+        raise ImageError(path, f"unsupported output format {suffix or '(none)'}; use {', '.join(OUTPUT_FORMATS)}")
     fmt, depths = OUTPUT_FORMATS[suffix]
     if bit_depth not in depths:
         raise ImageError(path, f"{fmt} output supports bit depth {', '.join(map(str, depths))}, not {bit_depth}")
-    if path.is_dir():
-        raise ImageError(path, "is a directory; give an output file name")
-    if path.exists() and not overwrite:
-        raise ImageError(path, "output exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise ImageError(path, f"output folder {path.parent} does not exist")
-    return path
+    return fmt
+
+
+def same_file_role(path: str | os.PathLike, inputs: Mapping[str, str | os.PathLike]) -> str | None:
+    """The role of the input that ``path`` is (resolved through symlinks, or the same file by
+    another name), or None."""
+    target = Path(path).resolve()
+    for role, source in inputs.items():
+        other = Path(source)
+        if other.resolve() == target or (target.exists() and other.exists() and os.path.samefile(target, other)):
+            return role
+    return None
 
 
 def save_image(
@@ -188,27 +220,53 @@ def save_image(
     bit_depth: int = 8,
     quality: int = 95,
     overwrite: bool = False,
+    recover: bool = False,
 ) -> Path:
     """Write a (3, H, W) image in [0, 1] atomically as PNG (8/16-bit), JPEG or TIFF.
 
     ``metadata`` is embedded as JSON: a PNG text chunk named "styleforge", the TIFF
     ImageDescription, or the JPEG comment. An existing file raises ImageError unless
     ``overwrite``; a failure leaves neither a partial output nor a temporary file behind.
+    ``recover``: if the file cannot be written (a full disk, a folder gone or locked, a name
+    taken meanwhile), the image is kept in ``<cache>/recovered/`` and OutputError says where.
     """
-    path = check_output_path(path, bit_depth=bit_depth, overwrite=overwrite)
+    path = Path(path)
+    fmt = _check_format(path, bit_depth)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")
     if not torch.isfinite(image).all():
         raise ImageError(path, "refusing to write an image containing NaN or Inf")
-    fmt = OUTPUT_FORMATS[path.suffix.lower()][0]
 
     text = json.dumps(dict(metadata), sort_keys=True, default=str) if metadata is not None else None
     hwc = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
     data = _encode(hwc, fmt, bit_depth, quality, text)
 
-    atomic_write(path, data, replace=overwrite,
-                 exists_error=lambda: ImageError(path, "output exists; pass --overwrite to replace it"))
+    try:
+        check_output_path(path, bit_depth=bit_depth, overwrite=overwrite, probe=False)
+        atomic_write(path, data, replace=overwrite,
+                     exists_error=lambda: ImageError(path, "output exists; pass --overwrite to replace it"))
+    except (ImageError, OSError) as error:
+        if not recover:
+            raise
+        reason = error.reason if isinstance(error, ImageError) else (error.strerror or str(error))
+        raise OutputError(path, reason, _keep_elsewhere(path, data)) from None
     return path
+
+
+def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
+    """Write ``data`` to ``<cache>/recovered/NAME`` (or NAME-TIMESTAMP when taken); None if even
+    that fails."""
+    folder = cache_dir() / "recovered"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (path.name, f"{path.stem}-{stamp}-{os.getpid()}{path.suffix}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return atomic_write(folder / name, data, replace=False)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _encode(hwc: np.ndarray, fmt: str, bit_depth: int, quality: int, text: str | None) -> bytes:

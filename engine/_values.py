@@ -11,7 +11,7 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["coerce", "frame_shape", "parse_bytes", "parse_iterations", "parse_size"]
+__all__ = ["coerce", "coerce_path", "coerce_paths", "frame_shape", "parse_bytes", "parse_iterations", "parse_size"]
 
 
 def parse_size(value: Any, *, field: str = "size") -> int | tuple[int, int]:
@@ -71,6 +71,27 @@ def parse_bytes(text: Any, *, field: str = "max_memory") -> int:
     return amount
 
 
+def coerce_path(field: str, value: Any) -> str:
+    """A file path as TOML, JSON, CSV or a flag gives it: a non-empty string without NUL bytes."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ConfigError(f"must be a path, got {value!r}", field=field)
+    return value
+
+
+def coerce_paths(field: str, value: Any, *, separator: str | None = None) -> tuple[str, ...]:
+    """One path or a list of them (a CSV cell separates them with ``separator``)."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(separator)] if separator else [value]
+        items = [item for item in items if item]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = None
+    if not items or not all(isinstance(item, str) and item.strip() and "\0" not in item for item in items):
+        raise ConfigError(f"must be a path or a list of paths, got {value!r}", field=field)
+    return tuple(items)
+
+
 _PARSERS = {"size": parse_size, "iterations": parse_iterations}
 
 
@@ -111,7 +132,10 @@ def coerce(field: str, value: Any, annotation: Any) -> Any:
         return value
     if kind is int:
         if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-            value = int(value)
+            try:
+                value = int(value)
+            except ValueError:  # more digits than Python converts
+                raise fail("an integer below 2**63") from None
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail("an integer")
         if abs(value) > 2**63 - 1:
@@ -127,7 +151,7 @@ def coerce(field: str, value: Any, annotation: Any) -> Any:
             raise fail("a number")
         return float(value)
     if isinstance(kind, types.UnionType) or kind is str:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\0" in value:
             raise fail("a string")
         return value
     raise fail(str(kind))

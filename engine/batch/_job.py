@@ -16,15 +16,17 @@ from typing import Any
 
 import torch
 
+from .._config import INITS
 from .._device import resolve_device
-from .._errors import ImageError, StyleforgeError
-from .._files import remove_stale_temporaries, sha256_file, write_json_atomic
+from .._errors import ImageError, RenderInterrupted, StyleforgeError
+from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
 from ..backends import Backend, backend_for, backend_key
 from ..rendering import TargetCache, plan_for, render
 from ._manifest import BatchJob
 
-__all__ = ["BackendPool", "JobOutcome", "job_hash", "run_job", "summarize", "write_report"]
+__all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "complete_outcomes", "job_hash", "run_job",
+           "summarize", "write_report"]
 
 _HASH_KEY = "job_hash"
 
@@ -38,6 +40,8 @@ def job_hash(job: BatchJob) -> str:
         "styles": [sha256_file(path) for path in job.styles],
         "style_maps": [sha256_file(path) for path in job.style_maps] if job.style_maps else None,
     }
+    if job.config.optimization.init not in INITS:  # only then: earlier outputs keep their hashes
+        spec["init_image"] = sha256_file(job.config.optimization.init)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -56,13 +60,33 @@ class BackendPool:
         return self.backends[key]
 
 
+#: A job's outcome: rendered, skipped (its output holds the same hash), failed (the reason says
+#: why), interrupted (Ctrl-C while it ran) or not run (the batch stopped before it).
+STATUSES = ("done", "skipped", "failed", "interrupted", "not run")
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     line: int
     output: str
-    status: str  # "done", "skipped" or "failed"
+    status: str  # one of STATUSES
     reason: str | None = None
     seconds: float = 0.0
+
+
+class BatchInterrupted(StyleforgeError):
+    """Ctrl-C stopped the batch; ``outcomes`` has one per job, in the jobs' order (the running
+    ones "interrupted", the rest "not run")."""
+
+    def __init__(self, outcomes: list[JobOutcome]) -> None:
+        self.outcomes = outcomes
+        finished = sum(o.status in ("done", "skipped", "failed") for o in outcomes)
+        super().__init__(f"interrupted after {finished} of {len(outcomes)} jobs")
+
+
+def complete_outcomes(jobs, outcomes: dict[int, JobOutcome], missing: str = "not run") -> list[JobOutcome]:
+    """One outcome per job in the jobs' order, ``missing`` for those without one."""
+    return [outcomes.get(index) or JobOutcome(job.line, str(job.output), missing) for index, job in enumerate(jobs)]
 
 
 def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None = None,
@@ -70,9 +94,11 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
             callback: Callable | None = None) -> JobOutcome:
     """Render one job unless its output already holds the same parameters' hash.
 
-    Never raises for a job's own problem (bad input, NaN): the outcome says what went wrong.
-    ``backends`` shares built backends across jobs (graphs and engines built once); ``device``
-    overrides the job's (a worker's own GPU, ``cuda:N``) without changing its parameters.
+    Never raises for a job's own problem, of any kind (bad input, NaN, a full disk, a bug on one
+    job's path): the outcome says what went wrong. Ctrl-C (KeyboardInterrupt, RenderInterrupted)
+    is not the job's: it propagates, and the caller stops the batch. ``backends`` shares built
+    backends across jobs (graphs and engines built once); ``device`` overrides the job's (a
+    worker's own GPU, ``cuda:N``) without changing its parameters.
     """
     try:
         remove_stale_temporaries(job.output)
@@ -84,6 +110,8 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
             if not overwrite:
                 return JobOutcome(job.line, str(job.output), "failed",
                                   "output exists with other parameters; pass --overwrite to replace it")
+        # Before the work: a folder that cannot be made or written fails this job, not its render.
+        probe_writable(job.output)
         config = job.config
         target = resolve_device(device or config.runtime.device)
         content = load_image(job.content) if job.content else None
@@ -96,14 +124,22 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
             backend = backends.get(config, target, plan_for(config, reference, target).shapes)
         result = render(config, content, styles, backend=backend, callback=callback, content_map=content_map,
                         style_maps=style_maps, target_cache=cache)
-        job.output.parent.mkdir(parents=True, exist_ok=True)
         metadata = {"content": str(job.content) if job.content else None, "styles": [str(s) for s in job.styles],
                     "config": config.to_dict(), _HASH_KEY: digest, "iterations_done": result.iterations}
-        save_image(result.image, job.output, metadata=metadata, overwrite=True)
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # save_image fails on it and keeps the image in the cache, saying where
+        save_image(result.image, job.output, metadata=metadata, overwrite=True, recover=True)
         return JobOutcome(job.line, str(job.output), "done", seconds=round(result.elapsed, 3))
+    except RenderInterrupted:
+        raise
     except StyleforgeError as error:
         return JobOutcome(job.line, str(job.output), "failed", str(error))
-    except (OSError, RuntimeError, ValueError) as error:  # a full disk, a CUDA error: this job's, not the batch's
+    except OSError as error:  # a full disk, a folder that cannot be made: this job's, not the batch's
+        where = f"{error.filename}: " if error.filename else ""
+        return JobOutcome(job.line, str(job.output), "failed", f"{where}{error.strerror or error}")
+    except Exception as error:  # a CUDA error, a bug on one job's path: recorded, and the batch goes on
         return JobOutcome(job.line, str(job.output), "failed", f"{type(error).__name__}: {error}")
 
 
@@ -117,12 +153,8 @@ def _existing_hash(path: Path) -> str | None:
 
 def summarize(outcomes: Iterable[JobOutcome]) -> dict[str, Any]:
     outcomes = list(outcomes)
-    return {
-        "done": sum(o.status == "done" for o in outcomes),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "failed": sum(o.status == "failed" for o in outcomes),
-        "jobs": [o.__dict__ for o in outcomes],
-    }
+    counts = {status.replace(" ", "_"): sum(o.status == status for o in outcomes) for status in STATUSES}
+    return {**counts, "jobs": [o.__dict__ for o in outcomes]}
 
 
 def write_report(path: str | Path, outcomes: Iterable[JobOutcome], **extra: Any) -> dict[str, Any]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
 
-from .._errors import BackendUnavailableError
+from .._errors import BackendUnavailableError, RenderInterrupted
 from ..rendering import TargetCache
-from ._job import BackendPool, JobOutcome, run_job
+from ._job import BackendPool, BatchInterrupted, JobOutcome, complete_outcomes, run_job
 from ._manifest import BatchJob
 from ._ray import run_on_ray
 
@@ -29,13 +30,17 @@ def _check_devices(devices: Sequence[int]) -> None:
         raise BackendUnavailableError(f"--devices {','.join(map(str, devices))}: this machine has {have}")
 
 
-#: Per-process state of a local worker: its device and the caches it keeps across jobs.
+#: Per-process state of a local worker: its device, the caches it keeps across jobs, and the
+#: batch's stop flag.
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(devices, threads: int) -> None:
+def _init_worker(devices, threads: int, stop) -> None:
+    # Idle, a worker ignores Ctrl-C (a traceback from its queue wait would be noise): the batch
+    # stops it through ``stop`` and a SIGINT while a job runs, which ends that render.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = devices.get() if devices is not None else None
-    _WORKER.update(cache=TargetCache(), backends=BackendPool(), device=None)
+    _WORKER.update(cache=TargetCache(), backends=BackendPool(), device=None, stop=stop)
     if device is not None:
         # The worker's GPU, named explicitly: torch, the onnxruntime session and its bindings agree.
         torch.cuda.set_device(int(device))
@@ -44,8 +49,16 @@ def _init_worker(devices, threads: int) -> None:
 
 
 def _worker_job(job: BatchJob, overwrite: bool) -> JobOutcome:
-    return run_job(job, overwrite=overwrite, cache=_WORKER["cache"], backends=_WORKER["backends"],
-                   device=_WORKER["device"])
+    if _WORKER["stop"].is_set():  # queued before Ctrl-C, reached after it
+        return JobOutcome(job.line, str(job.output), "not run")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_job(job, overwrite=overwrite, cache=_WORKER["cache"], backends=_WORKER["backends"],
+                       device=_WORKER["device"])
+    except (KeyboardInterrupt, RenderInterrupted):
+        return JobOutcome(job.line, str(job.output), "interrupted")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_batch(
@@ -63,23 +76,36 @@ def run_batch(
 
     One process per device in ``devices`` (GPU indices), else ``workers`` CPU processes (1: in
     this process, sharing ``cache``), else Ray tasks when ``ray_address`` is given.
-    ``on_event(job, RenderEvent)`` follows each render's iterations (in-process runs only).
+    ``on_event(job, RenderEvent)`` follows each render's iterations (in-process runs only);
+    ``on_outcome`` hears of each finished job. Ctrl-C stops the batch: the running jobs end
+    (a second Ctrl-C does not wait for them) and BatchInterrupted carries every outcome.
     """
     if ray_address is not None:
         return run_on_ray(jobs, address=ray_address, overwrite=overwrite, on_outcome=on_outcome, cache=cache)
     if devices is not None:
         _check_devices(devices)
     outcomes: dict[int, JobOutcome] = {}
+    workers = min(workers, len(jobs))  # never more processes than jobs
     if devices is None and workers <= 1:
         cache = cache if cache is not None else TargetCache()
         backends = BackendPool()
-        for index, job in enumerate(jobs):
-            follow = (lambda event, job=job: on_event(job, event)) if on_event is not None else None
-            outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends, callback=follow)
-            if on_outcome is not None:
-                on_outcome(outcomes[index])
-        return [outcomes[i] for i in range(len(jobs))]
+        index = 0
+        try:
+            for index, job in enumerate(jobs):
+                follow = (lambda event, job=job: on_event(job, event)) if on_event is not None else None
+                outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends, callback=follow)
+                if on_outcome is not None:
+                    on_outcome(outcomes[index])
+        except (KeyboardInterrupt, RenderInterrupted):
+            if index not in outcomes:
+                outcomes[index] = JobOutcome(jobs[index].line, str(jobs[index].output), "interrupted")
+            raise BatchInterrupted(complete_outcomes(jobs, outcomes)) from None
+        return complete_outcomes(jobs, outcomes)
+    return _run_in_workers(jobs, outcomes, overwrite, workers, devices, on_outcome)
 
+
+def _run_in_workers(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, workers: int,
+                    devices: Sequence[int] | None, on_outcome) -> list[JobOutcome]:
     context = multiprocessing.get_context("spawn")  # CUDA cannot follow a fork
     queue = None
     count = workers
@@ -88,17 +114,64 @@ def run_batch(
         for device in devices:
             queue.put(device)
         count = len(devices)
+    stop = context.Event()
     threads = max(1, (os.cpu_count() or 1) // count)
-    with ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_init_worker,
-                             initargs=(queue, threads)) as pool:
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_init_worker,
+                               initargs=(queue, threads, stop))
+    futures: dict[Future, int] = {}
+    killed = False
+    try:
         futures = {pool.submit(_worker_job, job, overwrite): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):
             index = futures[future]
-            try:
-                outcomes[index] = future.result()
-            except BrokenProcessPool as error:
-                job = jobs[index]
-                outcomes[index] = JobOutcome(job.line, str(job.output), "failed", f"worker died ({error})")
+            outcomes[index] = _collect(future, jobs[index], "failed")
             if on_outcome is not None:
                 on_outcome(outcomes[index])
-    return [outcomes[i] for i in range(len(jobs))]
+    except KeyboardInterrupt:
+        killed = _stop_workers(pool, futures, jobs, outcomes, stop)
+        raise BatchInterrupted(complete_outcomes(jobs, outcomes)) from None
+    finally:
+        pool.shutdown(wait=not killed, cancel_futures=True)
+    return complete_outcomes(jobs, outcomes)
+
+
+def _collect(future: Future, job: BatchJob, when_lost: str) -> JobOutcome:
+    """A finished future's outcome; a worker that died (or was stopped) loses its job."""
+    try:
+        return future.result()
+    except CancelledError:
+        return JobOutcome(job.line, str(job.output), "not run")
+    except BaseException as error:  # BrokenProcessPool, or a worker's own KeyboardInterrupt
+        reason = f"worker died ({type(error).__name__}: {error})" if when_lost == "failed" else None
+        return JobOutcome(job.line, str(job.output), when_lost, reason)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures: dict[Future, int], jobs, outcomes: dict[int, JobOutcome],
+                  stop) -> bool:
+    """After a first Ctrl-C: no new job starts, running renders are interrupted (a Ctrl-C from a
+    terminal reached them already; one sent to this process alone did not) and their outcomes
+    are awaited. A second Ctrl-C kills the workers at once (returns True then)."""
+    stop.set()
+    for future in futures:
+        future.cancel()
+    # ProcessPoolExecutor keeps its processes in a private dict; there is no public handle on them.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGINT)
+    running = [future for future, index in futures.items() if index not in outcomes and not future.cancelled()]
+    killed = False
+    try:
+        for future in as_completed(running):
+            index = futures[future]
+            outcomes[index] = _collect(future, jobs[index], "interrupted")
+    except KeyboardInterrupt:
+        killed = True
+        for process in processes:
+            with contextlib.suppress(OSError):
+                process.kill()
+    for future, index in futures.items():
+        if index not in outcomes:
+            outcomes[index] = JobOutcome(jobs[index].line, str(jobs[index].output),
+                                         "not run" if future.cancelled() else "interrupted")
+    return killed

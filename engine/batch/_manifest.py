@@ -9,8 +9,9 @@ defaults for the whole manifest come first:
   ``;`` in the ``style`` column;
 - TOML: a ``[defaults]`` table and ``[[job]]`` tables.
 
-Every job is checked (files present, options valid, outputs distinct) before any render starts,
-and each problem is reported with its line number. Each output embeds the hash of everything
+Every job is checked (files present, options valid, outputs distinct, no output that is any
+job's input, outputs inside the manifest's folder or the output root, folders writable) before
+any render starts, and each problem is reported with its line number. Each output embeds the hash of everything
 that decides its pixels (the options and the input files' bytes), so a rerun skips the jobs whose
 output exists with the same hash and redoes the rest; outputs are written atomically, so a job
 killed midway leaves no file.
@@ -30,14 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._config import RenderConfig
+from .._config import INITS, RenderConfig
 from .._errors import ConfigError, ImageError, InputError, StyleforgeError
 from .._image import check_output_path
+from .._values import coerce_path, coerce_paths
 
 __all__ = ["BatchJob", "ManifestError", "glob_jobs", "load_manifest", "parse_option_value"]
 
 #: Job keys that are not render options.
 _JOB_FIELDS = {"content", "content_map", "style", "styles", "style_map", "style_maps", "output"}
+#: What --glob's output template may name.
+_TEMPLATE_FIELDS = ("stem", "name", "index")
 
 
 class ManifestError(InputError):
@@ -62,43 +66,59 @@ class BatchJob:
     content_map: Path | None = None
     style_maps: tuple[Path, ...] | None = None
 
+    def input_roles(self) -> list[tuple[str, Path]]:
+        """(role, path) of every file the job reads: content, maps, styles and an init image."""
+        roles = [("content", self.content), ("content_map", self.content_map)]
+        roles += [(f"style {index}", path) for index, path in enumerate(self.styles, start=1)]
+        roles += [(f"style_map {index}", path) for index, path in enumerate(self.style_maps or (), start=1)]
+        init = self.config.optimization.init
+        if init not in INITS:
+            roles.append(("init", Path(init)))
+        return [(role, path) for role, path in roles if path is not None]
+
     def inputs(self) -> list[Path]:
-        paths = [self.content, self.content_map, *self.styles, *(self.style_maps or ())]
-        return [path for path in paths if path is not None]
+        return [path for _, path in self.input_roles()]
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(";") if part.strip()]
-    return [str(part) for part in value]
+def _resolve(value: str, base: Path) -> Path:
+    """A manifest's path: ``~`` expanded, relative to ``base``."""
+    path = Path(value)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~someone without a home: a plain name then
+        pass
+    return path if path.is_absolute() else base / path
 
 
-def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base: Path) -> BatchJob:
-    merged = {key.replace("-", "_"): value for key, value in {**defaults, **entry}.items()
-              if value not in (None, "")}
+def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base: Path, output_base: Path) -> BatchJob:
+    merged = {str(key).replace("-", "_"): value for key, value in {**defaults, **entry}.items()
+              if value is not None and not (isinstance(value, str) and value == "")}
     options = {key: value for key, value in merged.items() if key not in _JOB_FIELDS}
 
-    def resolve(value: Any) -> Path:
-        path = Path(str(value)).expanduser()
-        return path if path.is_absolute() else base / path
+    def paths(*keys: str) -> tuple[Path, ...]:
+        key = next((k for k in keys if k in merged), None)
+        if key is None:
+            return ()
+        return tuple(_resolve(p, base) for p in coerce_paths(key, merged[key], separator=";"))
 
-    styles = tuple(resolve(p) for p in _as_list(merged.get("styles", merged.get("style"))))
-    style_maps = tuple(resolve(p) for p in _as_list(merged.get("style_maps", merged.get("style_map")))) or None
-    content = resolve(merged["content"]) if merged.get("content") else None
-    content_map = resolve(merged["content_map"]) if merged.get("content_map") else None
+    styles = paths("styles", "style")
+    style_maps = paths("style_maps", "style_map") or None
+    content = _resolve(coerce_path("content", merged["content"]), base) if "content" in merged else None
+    content_map = _resolve(coerce_path("content_map", merged["content_map"]), base) if "content_map" in merged else None
     if "output" not in merged:
         raise ConfigError("no output")
+    output = _resolve(coerce_path("output", merged["output"]), output_base)
     if not styles:
         raise ConfigError("no style image")
     if content is None and content_map is None:
         raise ConfigError("no content image (or content_map)")
+    init = options.get("init")
+    if isinstance(init, str) and init not in INITS and "\0" not in init:
+        options["init"] = str(_resolve(init, base))  # relative to the manifest, as every path in it
     config = RenderConfig.from_options(options)
     for path in [content, content_map, *styles, *(style_maps or ())]:
         if path is not None and not path.is_file():
             raise ImageError(path, "no such file")
-    output = resolve(merged["output"])
     return BatchJob(line=line, output=output, styles=styles, config=config, content=content,
                     content_map=content_map, style_maps=style_maps)
 
@@ -111,16 +131,27 @@ def _parse_jsonl(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
             continue
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError as error:
-            entries.append((number, f"invalid JSON ({error.msg})"))
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, an integer too long, nesting
+            entries.append((number, f"invalid JSON ({getattr(error, 'msg', None) or error})"))
             continue
         if not isinstance(value, dict):
             entries.append((number, "a job must be a JSON object"))
         elif not entries and set(value) == {"defaults"}:
-            defaults = value["defaults"]
+            if isinstance(value["defaults"], dict):
+                defaults = value["defaults"]
+            else:
+                entries.append((number, f"defaults: must be a table of options, got {value['defaults']!r}"))
         else:
             entries.append((number, value))
     return defaults, entries
+
+
+def _read_toml_value(text: str) -> Any:
+    """A value written as TOML writes it (``v = TEXT``); ValueError if it is none."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer too long to convert
+        raise ValueError(text) from None
 
 
 def _parse_csv(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
@@ -131,8 +162,8 @@ def _parse_csv(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
         match = re.match(r"\s*#\s*([\w-]+)\s*=\s*(.+?)\s*$", lines[start])
         if match:
             try:
-                defaults[match.group(1)] = tomllib.loads(f"v = {match.group(2)}")["v"]
-            except tomllib.TOMLDecodeError:
+                defaults[match.group(1)] = _read_toml_value(match.group(2))
+            except ValueError:
                 defaults[match.group(1)] = match.group(2)
         start += 1
     reader = csv.DictReader(io.StringIO("\n".join(lines[start:])))
@@ -152,77 +183,157 @@ def parse_option_value(text: str | None) -> Any:
     if text is None or text == "":
         return None
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return _read_toml_value(text)
+    except ValueError:
         return text
 
 
 def _parse_toml(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
     data = tomllib.loads(text)
-    job_lines = [number for number, raw in enumerate(text.splitlines(), start=1) if raw.strip() == "[[job]]"]
+    unknown = sorted(set(data) - {"defaults", "job"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(map(repr, unknown))}; a TOML manifest has a "
+                          "[defaults] table and [[job]] tables")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"[defaults] must be a table of options, got {defaults!r}")
     jobs = data.get("job", [])
-    return data.get("defaults", {}), [(job_lines[i] if i < len(job_lines) else 0, job) for i, job in enumerate(jobs)]
+    if not isinstance(jobs, list) or not all(isinstance(job, dict) for job in jobs):
+        raise ConfigError("jobs are [[job]] tables (an array of tables), not [job] or job = ...")
+    job_lines = [number for number, raw in enumerate(text.splitlines(), start=1) if raw.strip() == "[[job]]"]
+    return defaults, [(job_lines[i] if i < len(job_lines) else 0, job) for i, job in enumerate(jobs)]
 
 
-def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> list[BatchJob]:
+def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
+                  output_root: str | os.PathLike | None = None, allow_outside: bool = False) -> list[BatchJob]:
     """Parse and validate a whole manifest; relative paths are relative to the manifest's folder.
 
-    ``overrides`` (options from the command line) apply to every job. Raises ManifestError with
-    every bad line before any work starts.
+    ``overrides`` (options from the command line) apply to every job. Outputs are relative to
+    ``output_root`` when given, and must lie inside it (default: the manifest's folder), through
+    symlinks, unless ``allow_outside``. Raises ManifestError with every bad line before any work.
     """
     path = Path(path)
+    source = str(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: manifest not found")
-    text = path.read_text(encoding="utf-8")
+        raise ConfigError("manifest not found", source=source)
     parsers = {".jsonl": _parse_jsonl, ".ndjson": _parse_jsonl, ".csv": _parse_csv, ".toml": _parse_toml}
     parser = parsers.get(path.suffix.lower())
     if parser is None:
-        raise ConfigError(f"{path}: manifest must be .jsonl, .csv or .toml")
+        raise ConfigError("manifest must be .jsonl, .csv or .toml", source=source)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})", source=source) from None
+    except OSError as error:
+        raise ConfigError(f"cannot be read ({error.strerror or error})", source=source) from None
     try:
         defaults, entries = parser(text)
     except (tomllib.TOMLDecodeError, csv.Error) as error:
-        raise ConfigError(f"{path}: {error}") from None
-    return _validate(str(path), entries, {**defaults, **(overrides or {})}, path.parent)
+        raise ConfigError(str(error), source=source) from None
+    except ValueError as error:  # tomllib: an integer too long to convert
+        raise ConfigError(f"invalid TOML ({error})", source=source) from None
+    except ConfigError as error:
+        raise ConfigError(error.problem, field=error.field, source=source) from None
+    root = Path(output_root) if output_root is not None else path.parent
+    return _validate(source, entries, {**defaults, **(overrides or {})}, path.parent, root,
+                     confine=not allow_outside)
+
+
+def _check_template(template: str) -> None:
+    """Refuse an output template that names anything but {stem}, {name} and {index}."""
+    try:
+        template.format(stem="x", name="x.png", index=1)
+    except KeyError as error:
+        raise ConfigError(f"unknown field {{{error.args[0]}}} in {template!r}; use "
+                          f"{', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}", field="output") from None
+    except (IndexError, ValueError, AttributeError, TypeError) as error:
+        raise ConfigError(f"{template!r} is not an output template ({error}); use "
+                          f"{', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}", field="output") from None
 
 
 def glob_jobs(pattern: str, *, styles: Sequence[str], output: str, options: dict[str, Any] | None = None,
-              style_maps: Sequence[str] | None = None) -> list[BatchJob]:
-    """Jobs for every file matching ``pattern``; ``output`` may use {stem}, {name} and {index}."""
-    matches = sorted(globbing.glob(os.path.expanduser(pattern)))
+              style_maps: Sequence[str] | None = None, output_root: str | os.PathLike | None = None,
+              allow_outside: bool = False) -> list[BatchJob]:
+    """Jobs for every file matching ``pattern``; ``output`` may use {stem}, {name} and {index}.
+    Relative outputs are relative to ``output_root`` when given (and must stay inside it unless
+    ``allow_outside``), else to the working folder."""
+    _check_template(output)
+    try:
+        matches = sorted(globbing.glob(os.path.expanduser(pattern)))
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"{pattern!r} cannot be searched ({error})", field="glob") from None
+    matches = [match for match in matches if not os.path.isdir(match)]
     if not matches:
-        raise ConfigError(f"--glob: no file matches {pattern!r}")
+        raise ConfigError(f"no file matches {pattern!r}", field="glob")
     entries = []
     for index, match in enumerate(matches, start=1):
         source = Path(match)
         target = output.format(stem=source.stem, name=source.name, index=index)
         entries.append((index, {"content": str(source), "style": list(styles), "output": target,
                                 **({"style_map": list(style_maps)} if style_maps else {})}))
-    return _validate("--glob", entries, dict(options or {}), Path.cwd())
+    root = Path(output_root) if output_root is not None else Path.cwd()
+    return _validate("--glob", entries, dict(options or {}), Path.cwd(), root,
+                     confine=output_root is not None and not allow_outside)
 
 
-def _validate(source: str, entries, defaults: dict[str, Any], base: Path) -> list[BatchJob]:
+def _validate(source: str, entries, defaults: dict[str, Any], base: Path, output_base: Path, *,
+              confine: bool) -> list[BatchJob]:
     jobs, problems = [], []
     for number, entry in entries:
         if isinstance(entry, str):
             problems.append((number, entry))
             continue
         try:
-            jobs.append(_build_job(number, entry, defaults, base))
+            jobs.append(_build_job(number, entry, defaults, base, output_base))
         except StyleforgeError as error:
             problems.append((number, str(error)))
-    seen: dict[Path, int] = {}
-    for job in jobs:
-        resolved = job.output.resolve()
-        if resolved in seen:
-            problems.append((job.line, f"output {job.output} is also written by line {seen[resolved]}"))
-        seen.setdefault(resolved, job.line)
-        try:
-            check_output_path(job.output, overwrite=True)
-        except ImageError as error:
-            if "does not exist" not in str(error):  # output folders are created when the batch runs
-                problems.append((job.line, str(error)))
+        except OSError as error:  # a name too long, a loop of links: this line's paths
+            problems.append((number, f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")))
+    problems += _output_problems(jobs, output_base, confine)
     if problems:
         raise ManifestError(source, sorted(problems))
     if not jobs:
         raise ConfigError(f"{source}: no jobs")
     return jobs
+
+
+def _output_problems(jobs: list[BatchJob], root: Path, confine: bool) -> list[tuple[int, str]]:
+    """Outputs that another job also writes, that are any job's input (through symlinks and hard
+    links: with --overwrite the user's photo would be rendered over), that leave the root, or
+    whose folder cannot be written."""
+    problems: list[tuple[int, str]] = []
+    inputs: dict[Any, tuple[int, str]] = {}
+    for job in jobs:
+        for role, path in job.input_roles():
+            try:
+                inputs.setdefault(path.resolve(), (job.line, role))
+                status = path.stat()
+                inputs.setdefault((status.st_dev, status.st_ino), (job.line, role))
+            except (OSError, RuntimeError):
+                continue
+    resolved_root = root.resolve()
+    seen: dict[Path, int] = {}
+    for job in jobs:
+        try:
+            resolved = job.output.resolve()
+            status = job.output.stat() if job.output.exists() else None
+        except (OSError, RuntimeError) as error:
+            problems.append((job.line, f"output {job.output}: {error}"))
+            continue
+        if resolved in seen:
+            problems.append((job.line, f"output {job.output} is also written by line {seen[resolved]}"))
+        seen.setdefault(resolved, job.line)
+        reader = inputs.get(resolved) or (inputs.get((status.st_dev, status.st_ino)) if status else None)
+        if reader is not None:
+            problems.append((job.line, f"output {job.output} is an input of line {reader[0]} ({reader[1]}); "
+                                       "choose another output"))
+            continue
+        if confine and not resolved.is_relative_to(resolved_root):
+            problems.append((job.line, f"output {job.output} is outside {root}; pass --allow-outside to write "
+                                       "there"))
+            continue
+        try:
+            check_output_path(job.output, overwrite=True, make_folders=True)
+        except ImageError as error:
+            problems.append((job.line, str(error)))
+    return problems

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._errors import BackendUnavailableError
+from .._errors import BackendUnavailableError, RenderInterrupted
 from ..rendering import TargetCache
-from ._job import BackendPool, JobOutcome, run_job
+from ._job import BackendPool, BatchInterrupted, JobOutcome, complete_outcomes, run_job
 from ._manifest import BatchJob
 
 __all__ = ["run_on_ray"]
@@ -77,7 +77,28 @@ def _make_registry(ray):
 
 
 def _task(job: BatchJob, overwrite: bool, registry, runner: Callable[..., JobOutcome]) -> JobOutcome:
-    return runner(job, overwrite=overwrite, cache=_SharedTargets(registry), backends=BackendPool())
+    try:
+        return runner(job, overwrite=overwrite, cache=_SharedTargets(registry), backends=BackendPool())
+    except (KeyboardInterrupt, RenderInterrupted):  # ray.cancel interrupts a running task
+        return JobOutcome(job.line, str(job.output), "interrupted")
+
+
+def _connect(ray, address: str) -> bool:
+    """Join the cluster at ``address`` ("auto": a running one, else a local instance); True
+    when the instance was started here."""
+    try:
+        if address == "auto":
+            try:
+                ray.init(address="auto", log_to_driver=False)
+            except ConnectionError:
+                ray.init(log_to_driver=False)
+                return True
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as error:  # Ray raises ConnectionError, ValueError, RuntimeError, ... for a bad address
+        raise BackendUnavailableError(f"--ray {address}: cannot start or reach Ray ({type(error).__name__}: "
+                                      f"{error})") from None
+    return False
 
 
 def run_on_ray(jobs: Sequence[BatchJob], *, address: str, overwrite: bool = False,
@@ -87,16 +108,7 @@ def run_on_ray(jobs: Sequence[BatchJob], *, address: str, overwrite: bool = Fals
     found, else a local instance started for this batch). ``cache.computed`` gets the number of
     style targets computed across the cluster; ``runner`` runs one job in a task (run_job)."""
     ray = _ray()
-    started_here = False
-    if not ray.is_initialized():
-        if address == "auto":
-            try:
-                ray.init(address="auto", log_to_driver=False)
-            except ConnectionError:
-                ray.init(log_to_driver=False)
-                started_here = True
-        else:
-            ray.init(address=address, log_to_driver=False)
+    started_here = False if ray.is_initialized() else _connect(ray, address)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=_MAX_RETRIES,
@@ -104,20 +116,25 @@ def run_on_ray(jobs: Sequence[BatchJob], *, address: str, overwrite: bool = Fals
         registry = _make_registry(ray).remote()
         pending = {task.remote(job, overwrite, registry, runner): index for index, job in enumerate(jobs)}
         outcomes: dict[int, JobOutcome] = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
-            try:
-                outcomes[index] = ray.get(done[0])
-            except Exception as error:  # retries exhausted: record it and go on
-                job = jobs[index]
-                outcomes[index] = JobOutcome(job.line, str(job.output), "failed",
-                                             f"Ray task failed: {type(error).__name__}: {error}")
-            if on_outcome is not None:
-                on_outcome(outcomes[index])
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                index = pending.pop(done[0])
+                try:
+                    outcomes[index] = ray.get(done[0])
+                except Exception as error:  # retries exhausted: record it and go on
+                    job = jobs[index]
+                    outcomes[index] = JobOutcome(job.line, str(job.output), "failed",
+                                                 f"Ray task failed: {type(error).__name__}: {error}")
+                if on_outcome is not None:
+                    on_outcome(outcomes[index])
+        except KeyboardInterrupt:
+            for ref in pending:  # a second Ctrl-C lands in here and ends it at once
+                ray.cancel(ref)
+            raise BatchInterrupted(complete_outcomes(jobs, outcomes, missing="interrupted")) from None
         if cache is not None:
             cache.computed += ray.get(registry.count.remote())
-        return [outcomes[i] for i in range(len(jobs))]
+        return complete_outcomes(jobs, outcomes)
     finally:
         if started_here:
             ray.shutdown()

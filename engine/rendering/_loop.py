@@ -32,6 +32,13 @@ __all__ = ["LevelState", "RenderEvent", "RenderResult", "plan_for", "render", "r
 
 #: How often (in evaluations) a GPU render reads back the "something went non-finite" flag.
 _FINITE_CHECK_EVERY = 10
+#: A level ending with more than this share of the image's values at or beyond 0 or 1, from a start
+#: that was not, has diverged: the clamp (Adam's projection, or the final one) hides an optimiser
+#: that jumped out of the valid range instead of converging.
+_PINNED_SHARE = 0.99
+#: ... as has a level whose last loss is this many times its first (and not negligible): an
+#: optimiser that works lowers the loss of the start it was given.
+_EXPLODED_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -182,12 +189,16 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
     optimization = config.optimization
     image = start.contiguous().requires_grad_(True)
     done_before = clock.evaluations
+    start_pinned = _pinned_share(image)
+    first_loss: list[torch.Tensor] = []
 
     def closure() -> torch.Tensor:
         losses, image.grad = evaluate(backend, objective, image, level_plan.regions)
         return report(losses)
 
     def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not first_loss:
+            first_loss.append(losses["total"].detach())
         clock.record(losses["total"], index)
         if callback is not None:
             callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
@@ -219,13 +230,37 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
                     image.clamp_(0.0, 1.0)  # projected Adam: stay in the valid range
         clock.check_finite(force=True)
         if not torch.isfinite(image).all():
-            raise RenderError("the image became NaN/Inf; lower --learning-rate or the loss weights")
+            raise RenderError("the image became NaN/Inf; lower it or the loss weights", field="learning_rate")
+        _check_divergence(image, start_pinned, first_loss[0] if first_loss else None, clock.last_loss, index,
+                          optimization.optimizer, optimization.resolved_learning_rate)
     except KeyboardInterrupt:
         clock.check_finite(force=True)
         raise RenderInterrupted(_finish(config, image, level), clock.evaluations) from None
     if optimization.optimizer == "adam":
         carried = {key: value.detach() for key, value in optimizer.state[image].items()}
     return image.detach(), carried
+
+
+def _pinned_share(image: torch.Tensor) -> float:
+    """Share of the image's values at or beyond the valid range's ends (0 or 1)."""
+    with torch.no_grad():
+        return float(((image <= 0) | (image >= 1)).float().mean())
+
+
+def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Tensor | None,
+                      last: torch.Tensor | None, level: int, optimizer: str, rate: float) -> None:
+    """RenderError naming learning_rate when a level ended pinned at the clamp or with its loss
+    exploded: what a too-large step does, and what the clamp would otherwise hide."""
+    how = f"after level {level + 1} ({'Adam' if optimizer == 'adam' else 'L-BFGS'}, learning rate {rate:g})"
+    pinned = _pinned_share(image)
+    if pinned > _PINNED_SHARE >= start_pinned:
+        raise RenderError(f"the render diverged: {pinned:.1%} of the image is pinned at 0 or 1 {how}; lower it",
+                          field="learning_rate")
+    if first is not None and last is not None:
+        start, end = float(first), float(last)
+        if end > _EXPLODED_RATIO * max(start, 0.0) and end > 1e-3:
+            raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; lower it",
+                              field="learning_rate")
 
 
 class _Clock:
@@ -259,7 +294,5 @@ class _Clock:
     def check_finite(self, *, force: bool = False) -> None:
         if force or self.evaluations % _FINITE_CHECK_EVERY == 0:
             if bool(self._nonfinite):
-                raise RenderError(
-                    f"the loss became NaN/Inf by iteration {self.evaluations}; "
-                    "lower --learning-rate or the loss weights"
-                )
+                raise RenderError(f"the loss became NaN/Inf by iteration {self.evaluations}; lower it or the "
+                                  "loss weights", field="learning_rate")

