@@ -51,7 +51,7 @@ def test_relu5_4_exists_only_in_vgg19():
         RenderConfig(model="vgg16", style_layers=("relu5_4",))
 
 
-def test_from_mapping_accepts_kebab_case_and_strings():
+def test_from_options_accepts_kebab_case_and_strings():
     config = RenderConfig.from_options(
         {"style-weight": 5, "style_layers": "relu1_1, relu2_1", "style-layer-weights": "1,3", "original-colors": True}
     )
@@ -71,7 +71,7 @@ def test_from_mapping_accepts_kebab_case_and_strings():
         ({"style_weight": [1]}, "must be a number"),
     ],
 )
-def test_from_mapping_rejects_bad_keys_and_types(values, message):
+def test_from_options_rejects_bad_keys_and_types(values, message):
     with pytest.raises(ConfigError) as caught:
         RenderConfig.from_options(values, source="render.toml")
     assert message in str(caught.value) and str(caught.value).startswith("render.toml: ")
