@@ -14,6 +14,7 @@ from ._errors import (
     ConfigError,
     ImageError,
     InputError,
+    OutputError,
     RenderError,
     RenderInterrupted,
     StyleforgeError,
@@ -44,5 +45,5 @@ __all__ = [
     "export_onnx",
     # errors
     "StyleforgeError", "InputError", "ConfigError", "ImageError", "WeightsError", "BackendUnavailableError",
-    "RenderError", "RenderInterrupted", "check_choice",
+    "RenderError", "RenderInterrupted", "OutputError", "check_choice",
 ]

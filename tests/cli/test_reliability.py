@@ -243,7 +243,7 @@ def test_6_ctrl_c_with_workers_stops_and_a_second_ctrl_c_stops_at_once(photos):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert _wait_for(lambda: len(_spawned_workers(process.pid)) == 2, 120)
-        time.sleep(8)  # let both workers start rendering (imports take a few seconds on 2 cores)
+        time.sleep(4)  # let the workers get going (stopped mid-import or mid-render, they cannot answer)
         for pid in _spawned_workers(process.pid):
             os.kill(pid, signal.SIGSTOP)
         process.send_signal(signal.SIGINT)
