@@ -439,7 +439,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})", source=str(path)) from None
     except ValueError as error:  # e.g. an integer longer than Python converts (4300 digits)
-        raise ConfigError(f"unreadable value ({error})", source=str(path)) from None
+        raise ConfigError(f"invalid TOML ({error})", source=str(path)) from None
     table = data.pop("render", {})
     if not isinstance(table, dict):
         raise ConfigError("[render] must be a table", source=str(path))
