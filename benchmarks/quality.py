@@ -10,7 +10,8 @@ shipwreck; golden_gate x starry_night), CNNMRF's portrait x Picasso with method 
 neural-doodle's Coastline map x Monet. Each sheet (benchmarks/results/quality/PAIR.png) shows
 content, style, the reference where there is one, ours with the default and with each variant,
 labelled; QUALITY.json beside them holds each render's time, iterations and final loss terms.
-A variant is NAME:option=value,option=value (render options as the CLI and TOML spell them).
+A variant is NAME:option=value,option=value (render options as the CLI and TOML spell them;
+``iterations=50,200`` is one option).
 Reads ../shared/images beside the checkout.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,7 +56,7 @@ _THUMB = 256  # height of each picture on a sheet
 def _variant(text: str) -> tuple[str, dict]:
     name, _, options = text.partition(":")
     values = {}
-    for item in filter(None, options.split(",")):
+    for item in filter(None, re.split(r",(?=\s*\w+\s*=)", options)):  # iterations=50,100 is one option
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--variant {text!r}: expected NAME:option=value,...")
@@ -141,7 +143,7 @@ def main() -> None:
             image, row = _render_pair(name, label, options, args.size)
             rows = [r for r in rows if not (r["pair"] == name and r["variant"] == label and r["size"] == row["size"])]
             rows.append(row)
-            tiles.append(_tile(image, f"{label} ({row['seconds']:.0f} s)"))
+            tiles.append(_tile(image, f"{label} ({row['size']} px, {row['seconds']:.0f} s)"))
             if args.keep_renders:
                 target = args.out / f"{name}_{label}.png"
                 target.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ METHODS = ("gram", "mrf")
 STYLE_LOSSES = ("gram", "w2", "sliced")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
+LEVEL_STARTS = ("upsample", "detail")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 #: The coarsest level of an automatic pyramid has about this long side.
@@ -175,9 +176,12 @@ class PyramidConfig:
     level_scale: float = _option(2**0.5, "Size ratio between levels.")
     iteration_decay: float = _option(0.5, "Each level above 1024 px runs this fraction of the previous level's "
                                           "iterations.")
+    level_start: str = _option("upsample", "How a finer level starts: the coarser result upsampled, or (detail) that "
+                                           "plus the content's detail the coarser level could not hold.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", parse_size(self.size))
+        check_choice("level_start", self.level_start, LEVEL_STARTS)
         object.__setattr__(self, "iterations", parse_iterations(self.iterations))
         _check_counts(self, ("levels",), least=0)
         _check(self.levels <= 100, "levels", f"must be at most 100, got {self.levels}")
@@ -232,12 +236,15 @@ class OptimizationConfig:
     optimizer: str = _option("lbfgs", "lbfgs or adam.")
     learning_rate: float | None = _option(None, "Step size.", show="1.0 for lbfgs, 0.02 for adam")
     lbfgs_history: int = _option(50, "L-BFGS corrections kept (memory: 2 image-sized vectors each).")
+    average: float = _option(0.0, "Iterate averaging: each level's result is the exponential moving average of its "
+                                  "iterates with this decay (0: off, the last iterate; 0.9 to 0.99 with adam).")
     init: str = _option("content", "content, noise, style or an image path.")
     seed: int = _option(0, "Seed of the noise init (and of random test weights).")
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_counts(self, ("lbfgs_history",))
+        _check(0.0 <= self.average < 1.0, "average", f"must be in [0, 1), got {self.average}")
         if self.learning_rate is not None:
             _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
                    f"must be a finite number > 0, got {self.learning_rate}")

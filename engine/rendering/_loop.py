@@ -151,10 +151,22 @@ def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, p
     if state is None:
         start = initial_image(config, inputs, level)
     else:
-        start = resize_to(state.image, *level.shape)  # the coarser result initialises this level
+        start = _next_level_start(config, state, level)
     image, carried = _optimize(config, backend, objective, start.to(backend.device), level, clock, plan.level,
                                callback, plan, iterations, state.carried if state is not None else None)
     return LevelState(image, carried, level)
+
+
+def _next_level_start(config: RenderConfig, state: LevelState, level: LevelInputs) -> torch.Tensor:
+    """The coarser result upsampled to this level; with ``level_start = detail``, plus the band
+    of the content this level can hold and the coarser one could not (the content minus its
+    own down-and-up-sampled copy), so structure washed out at the coarse level comes back."""
+    start = resize_to(state.image, *level.shape)
+    if config.pyramid.level_start == "detail" and level.content is not None:
+        coarse = tuple(state.image.shape[-2:])
+        content = level.content.to(start.device, start.dtype)
+        start = (start + content - resize_to(resize_to(content, *coarse), *level.shape)).clamp(0.0, 1.0)
+    return start
 
 
 def _finish(config: RenderConfig, raw: torch.Tensor, level: LevelInputs) -> torch.Tensor:
@@ -191,6 +203,7 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
     done_before = clock.evaluations
     start_pinned = _pinned_share(image)
     first_loss: list[torch.Tensor] = []
+    average = _IterateAverage(optimization.average)
 
     def closure() -> torch.Tensor:
         losses, image.grad = evaluate(backend, objective, image, level_plan.regions)
@@ -199,6 +212,8 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
     def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:
         if not first_loss:
             first_loss.append(losses["total"].detach())
+        else:  # each evaluation after the first is at a new iterate (L-BFGS without line search, Adam)
+            average.update(image.detach())
         clock.record(losses["total"], index)
         if callback is not None:
             callback(RenderEvent(clock.evaluations, clock.total, {k: v.detach() for k, v in losses.items()},
@@ -235,10 +250,36 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
                           optimization.optimizer, optimization.resolved_learning_rate)
     except KeyboardInterrupt:
         clock.check_finite(force=True)
-        raise RenderInterrupted(_finish(config, image, level), clock.evaluations) from None
+        raise RenderInterrupted(_finish(config, average.result(image.detach()), level), clock.evaluations) from None
     if optimization.optimizer == "adam":
         carried = {key: value.detach() for key, value in optimizer.state[image].items()}
-    return image.detach(), carried
+    return average.result(image.detach()), carried
+
+
+class _IterateAverage:
+    """The exponential moving average of a level's iterates, bias-corrected (crowsonkb's EMA):
+    with decay d, iterate k of n weighs (1 - d) d^(n-k) / (1 - d^n). Decay 0 keeps the last."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self._sum: torch.Tensor | None = None
+        self._weight = 0.0
+
+    def update(self, image: torch.Tensor) -> None:
+        if self.decay == 0.0:
+            return
+        if self._sum is None:
+            self._sum = torch.zeros_like(image)
+        self._sum.mul_(self.decay).add_(image, alpha=1.0 - self.decay)
+        self._weight = self._weight * self.decay + (1.0 - self.decay)
+
+    def result(self, last: torch.Tensor) -> torch.Tensor:
+        """The average including ``last`` (the final iterate, which no evaluation saw)."""
+        if self.decay == 0.0:
+            return last
+        self.update(last)
+        assert self._sum is not None
+        return self._sum / self._weight
 
 
 def _pinned_share(image: torch.Tensor) -> float:
