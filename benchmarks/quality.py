@@ -118,13 +118,15 @@ def main() -> None:
     parser.add_argument("--variant-methods", nargs="+", default=["gram", "mrf"], choices=["gram", "mrf"],
                         help="the variants apply to the pairs of these methods (the default renders for all)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--skip-default", action="store_true",
+                        help="render only the variants (while exploring; such a sheet lacks the default)")
     parser.add_argument("--keep-renders", action="store_true", help="also save each render as a full-size PNG")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"the quality benchmark reads {SHARED}, which is not there")
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
-    variants = [("default", {})] + [_variant(text) for text in args.variant]
+    variants = ([] if args.skip_default else [("default", {})]) + [_variant(text) for text in args.variant]
     report_path = args.out / "QUALITY.json"
     rows = json.loads(report_path.read_text())["renders"] if report_path.exists() else []
     for name in args.pairs:
