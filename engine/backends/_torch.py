@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
+from .._files import cache_dir
 from ._base import Backend
 
 __all__ = ["TorchBackend"]
@@ -38,17 +40,30 @@ class TorchBackend(Backend):
     are fp32. fp16 gradients are loss-scaled (the normalised losses give per-pixel gradients far
     below fp16's smallest normal number) and unscaled at the image; the image, its gradient and
     the optimiser's state are fp32 throughout.
+
+    ``compile``: the network (forward, and through AOTAutograd its backward) runs through
+    ``torch.compile``, once per input size; it pays only where the compile time is won back
+    (benchmarks/bench_cpu.py --compile measures both).
     """
 
     name = "torch"
 
     def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32",
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, *, compile: bool = False) -> None:
         precision = precision if isinstance(precision, Precision) else Precision(precision)
         super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device, precision)
         if cuda_graphs and device.type != "cuda":
             raise BackendUnavailableError(f"--cuda-graphs needs a CUDA device, not {device.type}")
+        if cuda_graphs and compile:
+            raise BackendUnavailableError("--compile and --cuda-graphs: choose one")
         self.cuda_graphs = cuda_graphs
+        self.compiled = compile
+        self._network: torch.nn.Module = self.backbone
+        if compile:
+            # Inductor's compiled kernels go to styleforge's cache, so a later render of the same
+            # network and size loads them instead of compiling again.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+            self._network = torch.compile(self.backbone, dynamic=False)
         self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
@@ -82,7 +97,7 @@ class TorchBackend(Backend):
             features = dict(zip(self.taps, graphed(image)))
         else:
             with self._context():
-                features = self.backbone(image)
+                features = self._network(image)
         if not self.precision.is_half:
             return features
         return {name: value.float() for name, value in features.items()}

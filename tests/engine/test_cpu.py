@@ -1,0 +1,80 @@
+"""The CPU policy: physical cores for threads unless the user chose, and bf16 only where it is
+native and measured faster (the measurement cached)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from styleforge.engine import BackendUnavailableError, Precision, RenderConfig, backend_for
+from styleforge.engine import _cpu
+
+CPUINFO = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu // 2}\nflags\t\t: fpu avx2 {{flags}}\n\n"
+                  for cpu in range(4))  # 4 logical CPUs, 2 cores with SMT siblings
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    def install(flags: str = "", allowed=(0, 1, 2, 3)):
+        monkeypatch.setattr(_cpu, "_cpuinfo", lambda: CPUINFO.replace("{flags}", flags))
+        monkeypatch.setattr(_cpu.os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    return install
+
+
+def test_smt_siblings_count_once_and_only_allowed_cpus(fake_cpu):
+    fake_cpu()
+    assert _cpu.physical_cores() == 2
+    fake_cpu(allowed=(0, 1))  # both siblings of core 0
+    assert _cpu.physical_cores() == 1
+
+
+def test_threads_follow_physical_cores_unless_the_user_chose(fake_cpu, monkeypatch):
+    fake_cpu(allowed=(0,))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "7")
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before)
+        assert _cpu.use_physical_cores() == before  # the user's variable wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before + 1)  # someone called set_num_threads
+        assert _cpu.use_physical_cores() == before
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before)
+        assert _cpu.use_physical_cores() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_is_fp32_without_native_bf16_and_measures_nothing(fake_cpu, monkeypatch):
+    fake_cpu("avx512f")
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: pytest.fail("measured without native bf16"))
+    assert Precision.resolve("auto", torch.device("cpu")).name == "fp32"
+    assert not _cpu._choice_file().exists()
+
+
+@pytest.mark.parametrize(("bf16_ms", "expected"), [(5.0, "bf16"), (20.0, "fp32")])
+def test_native_bf16_is_chosen_only_where_it_measured_faster_once(fake_cpu, monkeypatch, bf16_ms, expected):
+    fake_cpu("avx512_bf16 amx_bf16")
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: (bf16_ms if dtype is torch.bfloat16 else 10.0) / 1e3)
+    assert Precision.resolve("auto", torch.device("cpu")).name == expected
+    record = json.loads(_cpu._choice_file().read_text())
+    assert [entry["bf16_faster"] for entry in record.values()] == [expected == "bf16"]
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: pytest.fail("measured again"))
+    assert Precision.resolve("auto", torch.device("cpu")).name == expected  # from the cache
+    assert Precision.resolve("fp32", torch.device("cpu")).name == "fp32"  # an explicit choice stands
+
+
+def test_the_real_measurement_runs(fake_cpu):
+    fake_cpu("amx_bf16")
+    assert isinstance(_cpu.bf16_pays(), bool)
+
+
+def test_compile_runs_on_torch_and_auto_means_torch_then():
+    config = RenderConfig(model="vgg16-random", torch_compile=True)
+    with pytest.raises(BackendUnavailableError, match="--compile runs on the torch backend"):
+        backend_for(config.replace({"backend": "onnxruntime"}), torch.device("cpu"))
+    backend = backend_for(config, torch.device("cpu"))  # compiles lazily: nothing runs here
+    assert backend.name == "torch" and backend.compiled
