@@ -12,6 +12,7 @@ from ._cuda import KernelInputError, cuda_kernels_unavailable, gram_cuda, kernel
 from ._gram import gram_reference
 from ._gram_cpu import gram_cpu
 from ._patches import extract_patches, mrf_nearest_reference, normalize_patches
+from ._winograd import WinogradConv3x3, winograd_conv3x3, winograd_kernels
 
 
 def gram(features):
@@ -47,4 +48,7 @@ __all__ = [
     "mrf_nearest_cuda",
     "mrf_nearest_reference",
     "normalize_patches",
+    "WinogradConv3x3",
+    "winograd_conv3x3",
+    "winograd_kernels",
 ]

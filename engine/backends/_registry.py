@@ -19,7 +19,7 @@ import torch
 
 from .._backbone import ARCHITECTURES, VGGFeatures
 from .._config import RenderConfig
-from .._cpu import use_physical_cores
+from .._cpu import keep_freed_memory, use_physical_cores, winograd_pays
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import cache_dir, write_json_atomic
@@ -97,7 +97,8 @@ def backend_key(config: RenderConfig, device: torch.device) -> tuple:
 def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tuple[int, int]] = ((512, 512),), *,
                 backbone: VGGFeatures | None = None) -> Backend:
     """The backend ``config.runtime`` asks for on ``device`` (on a CPU, torch's threads are set
-    to the physical cores first, unless the user chose a count).
+    to the physical cores first, unless the user chose a count, and freed memory is kept for
+    reuse: see _cpu.keep_freed_memory).
 
     ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them;
     a size outside it later widens the profile). ``backbone`` overrides the model's weights
@@ -106,6 +107,7 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
     runtime = config.runtime
     if device.type == "cpu":
         use_physical_cores()
+        keep_freed_memory()
     precision = Precision.resolve(runtime.precision, device)
     exported = MODELS[runtime.model].arch in ARCHITECTURES  # the exported graphs are VGG's
     if runtime.backend != "auto":
@@ -125,7 +127,9 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
         backbone = load_backbone(runtime.model, config.taps, pooling=runtime.pooling, weights_path=runtime.weights,
                                  seed=config.optimization.seed)
     if name == "torch":
-        return kind(backbone, device, precision, cuda_graphs=runtime.cuda_graphs, compile=runtime.torch_compile)
+        winograd = device.type == "cpu" and not precision.is_half and winograd_pays()
+        return kind(backbone, device, precision, cuda_graphs=runtime.cuda_graphs, compile=runtime.torch_compile,
+                    winograd=winograd)
     if name == "onnxruntime":
         return kind(backbone, device, precision, model=runtime.model)
     return kind(backbone, device, precision, model=runtime.model, sizes=list(sizes))

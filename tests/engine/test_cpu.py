@@ -21,6 +21,7 @@ def fake_cpu(monkeypatch):
         monkeypatch.setattr(_cpu, "_cpuinfo", lambda: CPUINFO.replace("{flags}", flags))
         monkeypatch.setattr(_cpu.os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        monkeypatch.setattr(_cpu, "_MEMO", {})
     return install
 
 
@@ -78,3 +79,26 @@ def test_compile_runs_on_torch_and_auto_means_torch_then():
         backend_for(config.replace({"backend": "onnxruntime"}), torch.device("cpu"))
     backend = backend_for(config, torch.device("cpu"))  # compiles lazily: nothing runs here
     assert backend.name == "torch" and backend.compiled
+
+
+def test_winograd_runs_where_it_pays_and_gives_the_same_features(monkeypatch):
+    from styleforge.engine.backends import _registry
+    from styleforge.kernels import WinogradConv3x3
+
+    monkeypatch.setattr(_registry, "winograd_pays", lambda: True)
+    backend = backend_for(RenderConfig(model="vgg16-random"), torch.device("cpu"))
+    fast = [name for name, conv in backend._network.convs.items() if isinstance(conv, WinogradConv3x3)]
+    assert fast == ["conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]  # 256+ input channels
+    assert not any(isinstance(conv, WinogradConv3x3) for conv in backend.backbone.convs.values())
+    image = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    features, reference = backend.features(image), backend.backbone(image)
+    for name, value in reference.items():
+        assert ((features[name] - value).abs().max() / value.abs().max()).item() < 1e-5, name
+
+
+def test_the_winograd_measurement_is_taken_once(fake_cpu, monkeypatch):
+    fake_cpu()
+    calls = []
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype, winograd=False, **kw: calls.append(winograd) or (
+        1.0 if winograd else 2.0))
+    assert _cpu.winograd_pays() and _cpu.winograd_pays() and calls == [False, True]
