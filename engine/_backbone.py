@@ -158,17 +158,21 @@ class VGGFeatures(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.preprocess(image)
         features: dict[str, torch.Tensor] = {}
+        previous = ""
         for info in self.layers:
             if info.kind == "conv":
                 x = self.convs[info.name](x)
             elif info.kind == "relu":
-                x = F.relu(x)
+                # In place on a convolution's output unless it is a tap: one activation less to
+                # allocate and keep (the convolution's backward needs its input, not its output).
+                x = F.relu(x, inplace=previous not in self.feature_info)
             elif self.pooling == "max":
                 x = F.max_pool2d(x, 2)
             else:
                 x = F.avg_pool2d(x, 2)
             if info.name in self.feature_info:
                 features[info.name] = x
+            previous = info.name
         return features
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
