@@ -4,6 +4,7 @@ native and measured faster (the measurement cached)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -102,3 +103,15 @@ def test_the_winograd_measurement_is_taken_once(fake_cpu, monkeypatch):
     monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype, winograd=False, **kw: calls.append(winograd) or (
         1.0 if winograd else 2.0))
     assert _cpu.winograd_pays() and _cpu.winograd_pays() and calls == [False, True]
+
+
+def test_keeping_freed_memory_applies_once_and_can_be_turned_off(monkeypatch):
+    _cpu.keep_freed_memory.cache_clear()
+    try:
+        monkeypatch.setenv("STYLEFORGE_KEEP_FREED_MEMORY", "0")
+        assert _cpu.keep_freed_memory() is False
+        _cpu.keep_freed_memory.cache_clear()
+        monkeypatch.delenv("STYLEFORGE_KEEP_FREED_MEMORY")
+        assert _cpu.keep_freed_memory() is (sys.platform == "linux")  # glibc here; elsewhere it does not apply
+    finally:
+        _cpu.keep_freed_memory.cache_clear()
