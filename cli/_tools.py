@@ -100,7 +100,7 @@ _MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp1
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat.", show_default="every one present")] = None,
-    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare.", show_default="tf32 on CUDA, fp32 on CPU")] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help="fp32, tf32, bf16, fp16; repeat to compare.", show_default="tf32 on CUDA; on a CPU bf16 where native and faster, else fp32")] = None,
     model: Annotated[str, typer.Option(help="Backbone (timing does not depend on the weights).")] = "vgg19-random",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
@@ -122,6 +122,8 @@ def bench(
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
         if output is not None:  # before the timing, not after it
             check_json_output(output, "results", "output")
+        if target.type == "cpu":
+            engine.use_physical_cores()  # before the matrix rate too, as a render would run
         taps = RenderConfig().taps
         backbone = engine.load_backbone(model, taps)
         # The convolutions' achieved rate against the device's own measured matrix rate at the
@@ -149,10 +151,14 @@ def bench(
                                   f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
                                   f"{timing.tflops:.2f}", f"{share:.0%}")
         Console().print(table)
+        if target.type == "cpu":
+            say(f"threads: {torch.get_num_threads()} (physical cores: {engine.physical_cores()}); "
+                f"native bf16: {'yes' if engine.native_bf16() else 'no'}")
         if output is not None:
             report = {"device": str(target), "model": model, "platform": platform.platform(),
                       "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
-                      "matmul_tflops": peaks, "threads": torch.get_num_threads(), "results": rows}
+                      "matmul_tflops": peaks, "threads": torch.get_num_threads(),
+                      "physical_cores": engine.physical_cores(), "results": rows}
             write_json_atomic(output, report)
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}

@@ -8,6 +8,7 @@ exits: it reports through callbacks and raises typed errors.
 from ._config import RenderConfig, load_config_file
 from ._values import frame_shape, parse_size
 from ._device import Precision, resolve_device
+from ._cpu import cpu_flags, native_bf16, physical_cores, use_physical_cores
 from ._files import write_json_atomic
 from ._errors import (
     BackendUnavailableError,
@@ -38,6 +39,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS", "write_json_atomic",
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
+    # the CPU
+    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
     # models and backends

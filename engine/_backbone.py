@@ -30,17 +30,26 @@ __all__ = [
 #: Convolutions per block.
 ARCHITECTURES: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 _BLOCK_CHANNELS = (64, 128, 256, 512, 512)
+#: SqueezeNet 1.1 (Iandola et al. 2016, torchvision's ``squeezenet1_1``): fire module -> (squeeze
+#: channels, channels of each expand branch); a 3x3 stride-2 max pool follows conv1, fire3, fire5.
+SQUEEZENET_FIRES: dict[str, tuple[int, int]] = {
+    "fire2": (16, 64), "fire3": (16, 64), "fire4": (32, 128), "fire5": (32, 128),
+    "fire6": (48, 192), "fire7": (48, 192), "fire8": (64, 256), "fire9": (64, 256)}
+SQUEEZENET = "squeezenet1_1"
 POOLINGS = ("max", "avg")
 
 
 @dataclass(frozen=True)
 class FeatureInfo:
-    """One named layer output: its kind, channel count and stride relative to the input."""
+    """One named layer output: its kind, channel count and stride relative to the input, and
+    the kernel and step of the layer that makes it (what its receptive field grows by)."""
 
     name: str
-    kind: str  # "conv", "relu" or "pool"
+    kind: str  # "conv", "relu", "pool" or "fire" (SqueezeNet: squeeze, expand 1x1 + 3x3, ReLUs)
     channels: int
     stride: int
+    kernel: int = 1
+    step: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,29 @@ CAFFE_PREPROCESSING = Preprocessing("BGR", 255.0, (104.00699, 116.66877, 122.678
 
 def layer_infos(arch: str) -> list[FeatureInfo]:
     """Every layer of the architecture's conv stack, in order, with channels and stride."""
-    check_choice("model architecture", arch, ARCHITECTURES)
+    if arch == SQUEEZENET:
+        return _squeezenet_infos()
+    check_choice("model architecture", arch, (*ARCHITECTURES, SQUEEZENET))
     infos: list[FeatureInfo] = []
     stride = 1
     for block, (convs, channels) in enumerate(zip(ARCHITECTURES[arch], _BLOCK_CHANNELS), start=1):
         for index in range(1, convs + 1):
-            infos.append(FeatureInfo(f"conv{block}_{index}", "conv", channels, stride))
+            infos.append(FeatureInfo(f"conv{block}_{index}", "conv", channels, stride, kernel=3))
             infos.append(FeatureInfo(f"relu{block}_{index}", "relu", channels, stride))
         stride *= 2
-        infos.append(FeatureInfo(f"pool{block}", "pool", channels, stride))
+        infos.append(FeatureInfo(f"pool{block}", "pool", channels, stride, kernel=2, step=2))
+    return infos
+
+
+def _squeezenet_infos() -> list[FeatureInfo]:
+    infos = [FeatureInfo("conv1", "conv", 64, 2, kernel=3, step=2), FeatureInfo("relu1", "relu", 64, 2),
+             FeatureInfo("pool1", "pool", 64, 4, kernel=3, step=2)]
+    stride = 4
+    for name, (_, expand) in SQUEEZENET_FIRES.items():
+        infos.append(FeatureInfo(name, "fire", 2 * expand, stride, kernel=3))
+        if name in ("fire3", "fire5"):
+            stride *= 2
+            infos.append(FeatureInfo(f"pool{name[-1]}", "pool", 2 * expand, stride, kernel=3, step=2))
     return infos
 
 
@@ -108,17 +131,19 @@ class VGGFeatures(nn.Module):
         self.layers = tuple(all_layers[: deepest + 1])
         self.feature_info = {info.name: info for info in self.layers if info.name in self.taps}
 
-        self.convs = nn.ModuleDict()
-        in_channels = 3
-        for info in self.layers:
-            if info.kind == "conv":
-                self.convs[info.name] = nn.Conv2d(in_channels, info.channels, 3, padding=1)
-                in_channels = info.channels
-
+        self.convs = nn.ModuleDict(self._make_convs())
         self.preprocessing = preprocessing
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
+
+    def _make_convs(self) -> dict[str, nn.Conv2d]:
+        convs, in_channels = {}, 3
+        for info in self.layers:
+            if info.kind == "conv":
+                convs[info.name] = nn.Conv2d(in_channels, info.channels, 3, padding=1)
+                in_channels = info.channels
+        return convs
 
     @property
     def min_size(self) -> int:
@@ -133,17 +158,21 @@ class VGGFeatures(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.preprocess(image)
         features: dict[str, torch.Tensor] = {}
+        previous = ""
         for info in self.layers:
             if info.kind == "conv":
                 x = self.convs[info.name](x)
             elif info.kind == "relu":
-                x = F.relu(x)
+                # In place on a convolution's output unless it is a tap: one activation less to
+                # allocate and keep (the convolution's backward needs its input, not its output).
+                x = F.relu(x, inplace=previous not in self.feature_info)
             elif self.pooling == "max":
                 x = F.max_pool2d(x, 2)
             else:
                 x = F.avg_pool2d(x, 2)
             if info.name in self.feature_info:
                 features[info.name] = x
+            previous = info.name
         return features
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

@@ -277,9 +277,13 @@ class RuntimeConfig:
     device: str = _option("auto", "auto, cpu or cuda.")
     backend: str = _option("auto", "torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench').")
     precision: str = _option("auto", "fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, "
-                                     "optimiser fp32).", show="tf32 on CUDA, fp32 on CPU")
+                                     "optimiser fp32).",
+                             show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
     cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
                                        "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
+    torch_compile: bool = _option(False, "torch backend: run the network's forward and image gradient through "
+                                         "torch.compile (compiles once per size; see benchmarks/RESULTS.md for "
+                                         "when it pays).", flags=("--compile/--no-compile",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
@@ -348,6 +352,7 @@ class RenderConfig:
                 grouped[_FIELDS[key][0]][key] = value
             else:
                 raise ConfigError(f"unknown option {key!r}{_hint(key)}")
+        _arch_default_layers(grouped)
         for name, cls in _GROUPS.items():
             object.__setattr__(self, name, cls(**grouped[name]))
         self._check_across_groups()
@@ -425,6 +430,23 @@ class RenderConfig:
     def flag(name: str) -> str:
         """The command line's spelling of a field: style_weight -> --style-weight."""
         return option_name(name)
+
+
+#: Default layers of backbones whose layer names are not VGG's, used where VGG's defaults stand:
+#: CS231n's style transfer layers for SqueezeNet (content features[3], style features[1, 4, 6, 7]).
+ARCH_DEFAULT_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "squeezenet1_1": {"content_layers": ("fire2",), "style_layers": ("relu1", "fire3", "fire4", "fire5"),
+                      "mrf_layers": ("fire3", "fire5", "fire7")}}
+
+
+def _arch_default_layers(grouped: dict[str, dict[str, Any]]) -> None:
+    """Put the model's own default layers where the (VGG) defaults stand."""
+    model = grouped["runtime"].get("model", DEFAULT_MODEL)
+    arch = MODELS[model].arch if model in MODELS else None
+    for name, layers in ARCH_DEFAULT_LAYERS.get(arch, {}).items():
+        group, spec = _FIELDS[name]
+        if tuple(grouped[group].get(name, spec.default)) == spec.default:
+            grouped[group][name] = layers
 
 
 def _hint(key: str) -> str:

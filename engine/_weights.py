@@ -7,7 +7,9 @@
   a safetensors file in the cache. Works on any machine that reaches the package index.
 - ``vgg19`` / ``vgg16``: torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``,
   ``vgg16-397923af.pth``): an explicit path, the torch hub cache, or a download when online.
-- ``vgg19-random`` / ``vgg16-random``: seeded random weights, for tests.
+- ``squeezenet1_1``: torchvision's ImageNet SqueezeNet 1.1 (``squeezenet1_1-b8a52dc0.pth``), found
+  and fetched as the torchvision VGGs are.
+- ``vgg19-random`` / ``vgg16-random`` / ``squeezenet1_1-random``: seeded random weights, for tests.
 
 The cache is ``$STYLEFORGE_CACHE`` or ``$XDG_CACHE_HOME/styleforge`` (``~/.cache/styleforge``).
 """
@@ -29,6 +31,7 @@ import torch
 
 from ._backbone import (
     CAFFE_PREPROCESSING,
+    SQUEEZENET,
     TORCHVISION_PREPROCESSING,
     Preprocessing,
     VGGFeatures,
@@ -36,6 +39,7 @@ from ._backbone import (
 )
 from ._errors import WeightsError, check_choice
 from ._files import atomic_write, cache_dir, sha256_file
+from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -90,6 +94,12 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec("vgg19-random", "vgg19", "random", TORCHVISION_PREPROCESSING, "random VGG19 (tests only)"),
         ModelSpec("vgg16-random", "vgg16", "random", TORCHVISION_PREPROCESSING, "random VGG16 (tests only)"),
+        ModelSpec(
+            "squeezenet1_1", SQUEEZENET, "torchvision", TORCHVISION_PREPROCESSING,
+            "torchvision ImageNet SqueezeNet 1.1 (light: ~1/20 of VGG16's convolutions)", "squeezenet1_1-b8a52dc0.pth",
+        ),
+        ModelSpec("squeezenet1_1-random", SQUEEZENET, "random", TORCHVISION_PREPROCESSING,
+                  "random SqueezeNet 1.1 (tests only)"),
     )
 }
 
@@ -362,6 +372,8 @@ def load_state_dict(model: str, *, weights_path: str | os.PathLike | None = None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state_dict, got {type(state).__name__}")
     if any(key.startswith("features.") for key in state):
+        if spec.arch == SQUEEZENET:
+            return squeezenet_torchvision_to_named(state)
         return torchvision_to_named(state, spec.arch)
     return state
 
@@ -374,9 +386,11 @@ def load_backbone(
     weights_path: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> VGGFeatures:
-    """A VGGFeatures for the named model with its weights loaded (or seeded random weights)."""
+    """The named model's feature stack (VGGFeatures, or SqueezeNetFeatures) with its weights
+    loaded (or seeded random weights)."""
     spec = MODELS[check_choice("model", model, MODELS)]
-    backbone = VGGFeatures(spec.arch, taps, pooling=pooling, preprocessing=spec.preprocessing)
+    kind = SqueezeNetFeatures if spec.arch == SQUEEZENET else VGGFeatures
+    backbone = kind(spec.arch, taps, pooling=pooling, preprocessing=spec.preprocessing)
     if spec.source == "random":
         backbone.reset_parameters(torch.Generator().manual_seed(seed))
     else:

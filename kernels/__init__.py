@@ -6,15 +6,22 @@ present and compiles them, and are tested against the references; kernels/_nvrtc
 them as CuPy does (NVRTC), with no GPU, so a CPU test catches a source the runtime would reject.
 """
 
+import torch
+
 from ._cuda import KernelInputError, cuda_kernels_unavailable, gram_cuda, kernel_source, mrf_nearest_cuda
 from ._gram import gram_reference
+from ._gram_cpu import gram_cpu
 from ._patches import extract_patches, mrf_nearest_reference, normalize_patches
+from ._winograd import WinogradConv3x3, winograd_conv3x3, winograd_kernels
 
 
 def gram(features):
-    """Gram matrix as gram_reference; on CUDA tensors, the CuPy kernel when it can run."""
+    """Gram matrix as gram_reference; on CUDA tensors, the CuPy kernel when it can run; on float32
+    and float64 CPU tensors, one product per direction in the features' layout (gram_cpu)."""
     if features.is_cuda and features.dim() == 4 and cuda_kernels_unavailable() is None:
         return gram_cuda(features.contiguous())
+    if features.device.type == "cpu" and features.dim() == 4 and features.dtype in (torch.float32, torch.float64):
+        return gram_cpu(features)
     return gram_reference(features)
 
 
@@ -33,6 +40,7 @@ __all__ = [
     "cuda_kernels_unavailable",
     "extract_patches",
     "gram",
+    "gram_cpu",
     "gram_cuda",
     "gram_reference",
     "kernel_source",
@@ -40,4 +48,7 @@ __all__ = [
     "mrf_nearest_cuda",
     "mrf_nearest_reference",
     "normalize_patches",
+    "WinogradConv3x3",
+    "winograd_conv3x3",
+    "winograd_kernels",
 ]

@@ -21,12 +21,13 @@ def conv_flops(backbone: VGGFeatures, height: int, width: int) -> int:
     The backward pass needs only the input gradient of each convolution (the weights are
     frozen), which costs as many MACs as the forward convolution.
     """
-    total, in_channels = 0, 3
+    total = 0
     for info in backbone.layers:
-        if info.kind == "conv":
-            positions = (height // info.stride) * (width // info.stride)
-            total += 2 * in_channels * info.channels * 9 * positions
-            in_channels = info.channels
+        positions = (height // info.stride) * (width // info.stride)
+        # a conv layer is one convolution; a SqueezeNet fire module its squeeze and two expands
+        for name, conv in backbone.convs.items():
+            if name == info.name or name.startswith(f"{info.name}_"):
+                total += 2 * conv.weight.numel() * positions
     return 2 * total
 
 

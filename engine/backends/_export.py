@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .._backbone import VGGFeatures
+from .._backbone import ARCHITECTURES, VGGFeatures
 from .._errors import BackendUnavailableError
 from .._files import atomic_write, cache_dir, sha256_file
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
@@ -109,6 +109,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
 
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    if backbone.arch not in ARCHITECTURES:
+        raise BackendUnavailableError(f"--model {model}: the exported forward + backward graphs are VGG's; "
+                                      f"{backbone.arch} exports its forward alone (torch.onnx.export of the backbone)")
     backbone = backbone.float().cpu().eval()
     digest = weights_digest(backbone)
     if dtype != "fp32":

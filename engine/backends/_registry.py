@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .._backbone import VGGFeatures
+from .._backbone import ARCHITECTURES, VGGFeatures
 from .._config import RenderConfig
+from .._cpu import keep_freed_memory, use_physical_cores, winograd_pays
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import cache_dir, write_json_atomic
@@ -95,15 +96,29 @@ def backend_key(config: RenderConfig, device: torch.device) -> tuple:
 
 def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tuple[int, int]] = ((512, 512),), *,
                 backbone: VGGFeatures | None = None) -> Backend:
-    """The backend ``config.runtime`` asks for on ``device``.
+    """The backend ``config.runtime`` asks for on ``device`` (on a CPU, torch's threads are set
+    to the physical cores first, unless the user chose a count, and freed memory is kept for
+    reuse: see _cpu.keep_freed_memory).
 
     ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them;
     a size outside it later widens the profile). ``backbone`` overrides the model's weights
     (tests pass random-weight networks).
     """
     runtime = config.runtime
+    if device.type == "cpu":
+        use_physical_cores()
+        keep_freed_memory()
     precision = Precision.resolve(runtime.precision, device)
-    name = runtime.backend if runtime.backend != "auto" else auto_backend(device, precision)
+    exported = MODELS[runtime.model].arch in ARCHITECTURES  # the exported graphs are VGG's
+    if runtime.backend != "auto":
+        name = runtime.backend
+    else:  # --compile and backbones without exported graphs are torch's: auto then means torch
+        name = "torch" if runtime.torch_compile or not exported else auto_backend(device, precision)
+    if runtime.torch_compile and name != "torch":
+        raise BackendUnavailableError(f"--compile runs on the torch backend, not {name}")
+    if not exported and name != "torch":
+        raise BackendUnavailableError(f"--model {runtime.model} runs on the torch backend only ({name} runs the "
+                                      f"exported VGG graphs)")
     kind = BACKEND_TYPES[name]
     reason = kind.unsupported(precision, device)
     if reason is not None:
@@ -112,7 +127,9 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
         backbone = load_backbone(runtime.model, config.taps, pooling=runtime.pooling, weights_path=runtime.weights,
                                  seed=config.optimization.seed)
     if name == "torch":
-        return kind(backbone, device, precision, cuda_graphs=runtime.cuda_graphs)
+        winograd = device.type == "cpu" and not precision.is_half and winograd_pays()
+        return kind(backbone, device, precision, cuda_graphs=runtime.cuda_graphs, compile=runtime.torch_compile,
+                    winograd=winograd)
     if name == "onnxruntime":
         return kind(backbone, device, precision, model=runtime.model)
     return kind(backbone, device, precision, model=runtime.model, sizes=list(sizes))

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
 
+from styleforge.kernels import WinogradConv3x3
+
 from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
+from .._files import cache_dir
 from ._base import Backend
 
 __all__ = ["TorchBackend"]
 
+#: Winograd pays where the products dominate its additions: layers with this many input channels
+#: (measured on an AVX2 EPYC, one core: see benchmarks/RESULTS.md).
+WINOGRAD_MIN_CHANNELS = 256
 #: Input shapes captured as CUDA graphs per backend (a pyramid's levels; tiles beyond run eagerly).
 _MAX_GRAPHS = 16
 
@@ -30,6 +38,17 @@ class _TapTuple(torch.nn.Module):
         return tuple(features[name] for name in self.taps)
 
 
+def winograd_network(backbone: VGGFeatures, *, min_channels: int = WINOGRAD_MIN_CHANNELS) -> VGGFeatures:
+    """A shallow copy of ``backbone`` whose 3x3 stride-1 convolutions with at least
+    ``min_channels`` inputs run by Winograd F(2x2, 3x3) (same weights; the original is untouched)."""
+    network = copy.copy(backbone)
+    network._modules = dict(backbone._modules)
+    network.convs = torch.nn.ModuleDict({
+        name: WinogradConv3x3(conv) if conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+        and conv.in_channels >= min_channels else conv for name, conv in backbone.convs.items()})
+    return network
+
+
 class TorchBackend(Backend):
     """Autograd on the torch module, channels-last (measured faster on CPU and GPU).
 
@@ -38,17 +57,34 @@ class TorchBackend(Backend):
     are fp32. fp16 gradients are loss-scaled (the normalised losses give per-pixel gradients far
     below fp16's smallest normal number) and unscaled at the image; the image, its gradient and
     the optimiser's state are fp32 throughout.
+
+    ``winograd`` (CPU, fp32): the 3x3 convolutions with WINOGRAD_MIN_CHANNELS+ inputs run by
+    Winograd F(2x2, 3x3) (backend_for turns it on where _cpu.winograd_pays measured it faster).
+    ``compile``: the network (forward, and through AOTAutograd its backward) runs through
+    ``torch.compile``, once per input size; it pays only where the compile time is won back
+    (benchmarks/bench_cpu.py --compile measures both).
     """
 
     name = "torch"
 
     def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32",
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, *, compile: bool = False, winograd: bool = False) -> None:
         precision = precision if isinstance(precision, Precision) else Precision(precision)
         super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device, precision)
         if cuda_graphs and device.type != "cuda":
             raise BackendUnavailableError(f"--cuda-graphs needs a CUDA device, not {device.type}")
+        if cuda_graphs and compile:
+            raise BackendUnavailableError("--compile and --cuda-graphs: choose one")
         self.cuda_graphs = cuda_graphs
+        self.compiled = compile
+        self._network: torch.nn.Module = self.backbone
+        if winograd and device.type == "cpu" and not precision.is_half:
+            self._network = winograd_network(self.backbone)
+        if compile:
+            # Inductor's compiled kernels go to styleforge's cache, so a later render of the same
+            # network and size loads them instead of compiling again.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+            self._network = torch.compile(self._network, dynamic=False)
         self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
@@ -82,7 +118,7 @@ class TorchBackend(Backend):
             features = dict(zip(self.taps, graphed(image)))
         else:
             with self._context():
-                features = self.backbone(image)
+                features = self._network(image)
         if not self.precision.is_half:
             return features
         return {name: value.float() for name, value in features.items()}

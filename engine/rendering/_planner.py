@@ -49,11 +49,8 @@ def receptive_radius(layers: Sequence[FeatureInfo]) -> int:
     """Pixels on each side of a position that can influence the last layer's value there."""
     size, jump = 1, 1
     for info in layers:
-        if info.kind == "conv":
-            size += 2 * jump
-        elif info.kind == "pool":
-            size += jump
-            jump *= 2
+        size += (info.kernel - 1) * jump
+        jump *= info.step
     return size // 2 + 1
 
 
@@ -100,16 +97,16 @@ def default_budget(device: torch.device) -> int:
 def activation_bytes(layers: Sequence[FeatureInfo], height: int, width: int) -> int:
     """Estimated peak bytes of one forward + backward through ``layers`` at (height, width), fp32."""
     kept, largest = 0, 0
-    h, w = height, width
     for info in layers:
+        elements = info.channels * (height // info.stride) * (width // info.stride)
         if info.kind == "pool":
-            h, w = h // 2, w // 2
-            kept += info.channels * h * w * (4 + 8)  # the output, and int64 indices
+            kept += elements * (4 + 8)  # the output, and int64 indices
         else:
-            elements = info.channels * h * w
             largest = max(largest, elements)
             if info.kind == "relu":
                 kept += elements * 4
+            elif info.kind == "fire":  # the expands' ReLU outputs, their concatenation, the squeeze
+                kept += elements * 4 * 2 + elements // 4 * 4
     return kept + 2 * largest * 4 + 3 * height * width * 4
 
 

@@ -97,15 +97,17 @@ def test_corrupt_cache_entry_is_not_trusted(tmp_path, rng):
     assert not cached.exists() and list(cached.parent.glob("vgg16-hed.safetensors.corrupt-*"))
 
 
-def test_offline_torchvision_weights_give_a_clear_error(monkeypatch):
+@pytest.mark.parametrize(("model", "filename"), [("vgg19", "vgg19-dcbb9e9d.pth"),
+                                                ("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth")])
+def test_offline_torchvision_weights_give_a_clear_error(monkeypatch, model, filename):
     def refuse(*args, **kwargs):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     with pytest.raises(WeightsError) as caught:
-        resolve_weights("vgg19")
+        resolve_weights(model)
     message = str(caught.value)
-    assert "vgg19-dcbb9e9d.pth" in message and "--weights" in message and "vgg16-hed" in message
+    assert filename in message and "--weights" in message and "vgg16-hed" in message and "\n" not in message
 
 
 def test_missing_weights_path_is_reported():

@@ -18,7 +18,8 @@ class _Recorded(TorchBackend):
 
     built: list[dict] = []
 
-    def __init__(self, backbone, device, precision, *, cuda_graphs=False, model=None, sizes=None):
+    def __init__(self, backbone, device, precision, *, cuda_graphs=False, model=None, sizes=None, compile=False,
+                 winograd=False):
         type(self).built.append({"kind": self.kind, "precision": precision.name, "cuda_graphs": cuda_graphs,
                                  "sizes": sizes, "model": model, "device": str(device)})
         super().__init__(backbone, device, precision)

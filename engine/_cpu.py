@@ -1,0 +1,202 @@
+"""What the CPU can do, read once: its SIMD flags, its physical cores, whether bf16 and Winograd
+convolutions pay, and glibc's handling of freed memory.
+
+- Threads: torch's intra-op pool is set to the physical cores the process may run on (SMT
+  siblings share one core's vector units, so they add contention, not FLOPs), unless the user
+  chose: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, or ``torch.set_num_threads`` called.
+- bf16: only CPUs with native bf16 arithmetic (AVX-512 BF16, AMX) run it faster than fp32; on
+  others oneDNN emulates it (measured 6x slower than fp32 for a 3x3 convolution on an AVX2 EPYC).
+  Even where it is native it must measure faster: a micro-measurement (a few convolutions
+  forward + backward in fp32 and under bf16 autocast) is taken once and kept in the cache, like
+  the backend choice ``styleforge bench`` records.
+- Winograd F(2x2, 3x3) for the 3x3 convolutions with 256+ input channels (kernels._winograd):
+  2.25x fewer products; used where a one-off measurement on such a layer found it faster than
+  oneDNN's direct convolution (on an AVX2 EPYC it was ~1.7-2x faster there, and slower on
+  64-128 channels, where its transforms' memory traffic dominates).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from styleforge.kernels import WinogradConv3x3
+
+from ._files import cache_dir, write_json_atomic
+
+__all__ = ["NATIVE_BF16_FLAGS", "bf16_pays", "cpu_flags", "keep_freed_memory", "native_bf16", "physical_cores",
+           "use_physical_cores", "winograd_pays"]
+
+#: /proc/cpuinfo flags of native bf16 arithmetic.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: torch's own choice, read before anything here could change it: a different count later means
+#: someone (the user, a batch worker) set it.
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
+    line = next((line for line in _cpuinfo().splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def native_bf16() -> bool:
+    """Whether the CPU does bf16 arithmetic natively (flags, or torch's own capability probe)."""
+    return bool(cpu_flags() & set(NATIVE_BF16_FLAGS)) or torch.backends.cpu.get_cpu_capability() in (
+        "AVX512_BF16", "AMX")
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (SMT siblings counted once)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores, processor, package = set(), None, "0"
+    for line in _cpuinfo().splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            processor = int(value)
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and processor in allowed:
+            cores.add((package, value))
+    return max(1, len(cores) or len(allowed))
+
+
+def use_physical_cores() -> int:
+    """Set torch's threads to the physical cores unless the user chose a count; the count in use."""
+    chosen = any(os.environ.get(name) for name in _THREAD_VARIABLES)
+    if not chosen and torch.get_num_threads() == _TORCH_DEFAULT_THREADS:
+        torch.set_num_threads(physical_cores())
+    return torch.get_num_threads()
+
+
+#: glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of returning it to the kernel.
+
+    Every evaluation frees and allocates the same few hundred MB of activations; glibc serves
+    blocks over 32 MB with fresh mmaps and trims its heap on free, so each evaluation paid page
+    faults and the kernel's zeroing of every page again (a fifth of a 512 px evaluation's time
+    was system time). With mmap off and trimming off, freed blocks are reused; the peak RSS is
+    that of one evaluation, as before. Once per process; False where it does not apply (not
+    glibc) or ``STYLEFORGE_KEEP_FREED_MEMORY=0``.
+    """
+    if os.environ.get("STYLEFORGE_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def _choice_file() -> Path:
+    return cache_dir() / "cpu-precision.json"
+
+
+def _machine_key() -> str:
+    model = next((line.partition(":")[2].strip() for line in _cpuinfo().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{model}|{torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def _time(step, repeats: int = 3) -> float:
+    """Median seconds of ``step()`` after one untimed run."""
+    step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[repeats // 2]
+
+
+def _time_convolutions(dtype: torch.dtype | None, *, winograd: bool = False, channels: int = 128,
+                       size: int = 64) -> float:
+    """Median seconds of a small 3x3 convolution stack's forward + input gradient, in fp32 or
+    under ``dtype`` autocast, directly or by Winograd."""
+    generator = torch.Generator().manual_seed(0)
+    convs = [torch.nn.Conv2d(channels, channels, 3, padding=1).requires_grad_(False) for _ in range(3)]
+    layers = [WinogradConv3x3(conv) if winograd else conv for conv in convs]
+    image = torch.randn(1, channels, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        x = leaf = image.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            for layer in layers:
+                x = torch.relu(layer(x))
+        x.float().sum().backward()
+        assert leaf.grad is not None
+
+    return _time(step)
+
+
+#: (name, machine key) -> the answer, so a process reads the cache file once per question.
+_MEMO: dict[tuple[str, str], bool] = {}
+
+
+def _measured(name: str, measure) -> bool:
+    """A yes/no measured once per CPU model, torch version and thread count, kept in the cache:
+    ``measure()`` -> (faster, {figures})."""
+    key = _machine_key()
+    if (name, key) in _MEMO:
+        return _MEMO[name, key]
+    try:
+        record = json.loads(_choice_file().read_text())
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    entry = record.get(key) if isinstance(record.get(key), dict) else {}
+    if not isinstance(entry.get(name), bool):
+        faster, figures = measure()
+        entry = {**entry, name: faster, **figures}
+        record[key] = entry
+        try:
+            _choice_file().parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(_choice_file(), record)
+        except OSError:
+            pass  # an unwritable cache only means measuring again next time
+    _MEMO[name, key] = entry[name]
+    return entry[name]
+
+
+def bf16_pays() -> bool:
+    """Whether bf16 measured faster than fp32 here: never without native bf16; else measured once."""
+    if not native_bf16():
+        return False
+
+    def measure():
+        fp32, bf16 = _time_convolutions(None), _time_convolutions(torch.bfloat16)
+        return bf16 < fp32, {"fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3}
+
+    return _measured("bf16_faster", measure)
+
+
+def winograd_pays() -> bool:
+    """Whether Winograd F(2x2, 3x3) measured faster than the direct (oneDNN) convolution here, on
+    a 256-channel layer (the size from which it pays on an AVX2 EPYC), measured once."""
+
+    def measure():
+        direct = _time_convolutions(None, channels=256, size=48)
+        winograd = _time_convolutions(None, channels=256, size=48, winograd=True)
+        return winograd < direct, {"direct_256ch_ms": direct * 1e3, "winograd_256ch_ms": winograd * 1e3}
+
+    return _measured("winograd_faster", measure)

@@ -1,0 +1,117 @@
+"""The CPU policy: physical cores for threads unless the user chose, and bf16 only where it is
+native and measured faster (the measurement cached)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from styleforge.engine import BackendUnavailableError, Precision, RenderConfig, backend_for
+from styleforge.engine import _cpu
+
+CPUINFO = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu // 2}\nflags\t\t: fpu avx2 {{flags}}\n\n"
+                  for cpu in range(4))  # 4 logical CPUs, 2 cores with SMT siblings
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    def install(flags: str = "", allowed=(0, 1, 2, 3)):
+        monkeypatch.setattr(_cpu, "_cpuinfo", lambda: CPUINFO.replace("{flags}", flags))
+        monkeypatch.setattr(_cpu.os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        monkeypatch.setattr(_cpu, "_MEMO", {})
+    return install
+
+
+def test_smt_siblings_count_once_and_only_allowed_cpus(fake_cpu):
+    fake_cpu()
+    assert _cpu.physical_cores() == 2
+    fake_cpu(allowed=(0, 1))  # both siblings of core 0
+    assert _cpu.physical_cores() == 1
+
+
+def test_threads_follow_physical_cores_unless_the_user_chose(fake_cpu, monkeypatch):
+    fake_cpu(allowed=(0,))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "7")
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before)
+        assert _cpu.use_physical_cores() == before  # the user's variable wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before + 1)  # someone called set_num_threads
+        assert _cpu.use_physical_cores() == before
+        monkeypatch.setattr(_cpu, "_TORCH_DEFAULT_THREADS", before)
+        assert _cpu.use_physical_cores() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_is_fp32_without_native_bf16_and_measures_nothing(fake_cpu, monkeypatch):
+    fake_cpu("avx512f")
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: pytest.fail("measured without native bf16"))
+    assert Precision.resolve("auto", torch.device("cpu")).name == "fp32"
+    assert not _cpu._choice_file().exists()
+
+
+@pytest.mark.parametrize(("bf16_ms", "expected"), [(5.0, "bf16"), (20.0, "fp32")])
+def test_native_bf16_is_chosen_only_where_it_measured_faster_once(fake_cpu, monkeypatch, bf16_ms, expected):
+    fake_cpu("avx512_bf16 amx_bf16")
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: (bf16_ms if dtype is torch.bfloat16 else 10.0) / 1e3)
+    assert Precision.resolve("auto", torch.device("cpu")).name == expected
+    record = json.loads(_cpu._choice_file().read_text())
+    assert [entry["bf16_faster"] for entry in record.values()] == [expected == "bf16"]
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: pytest.fail("measured again"))
+    assert Precision.resolve("auto", torch.device("cpu")).name == expected  # from the cache
+    assert Precision.resolve("fp32", torch.device("cpu")).name == "fp32"  # an explicit choice stands
+
+
+def test_the_real_measurement_runs(fake_cpu):
+    fake_cpu("amx_bf16")
+    assert isinstance(_cpu.bf16_pays(), bool)
+
+
+def test_compile_runs_on_torch_and_auto_means_torch_then():
+    config = RenderConfig(model="vgg16-random", torch_compile=True)
+    with pytest.raises(BackendUnavailableError, match="--compile runs on the torch backend"):
+        backend_for(config.replace({"backend": "onnxruntime"}), torch.device("cpu"))
+    backend = backend_for(config, torch.device("cpu"))  # compiles lazily: nothing runs here
+    assert backend.name == "torch" and backend.compiled
+
+
+def test_winograd_runs_where_it_pays_and_gives_the_same_features(monkeypatch):
+    from styleforge.engine.backends import _registry
+    from styleforge.kernels import WinogradConv3x3
+
+    monkeypatch.setattr(_registry, "winograd_pays", lambda: True)
+    backend = backend_for(RenderConfig(model="vgg16-random"), torch.device("cpu"))
+    fast = [name for name, conv in backend._network.convs.items() if isinstance(conv, WinogradConv3x3)]
+    assert fast == ["conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]  # 256+ input channels
+    assert not any(isinstance(conv, WinogradConv3x3) for conv in backend.backbone.convs.values())
+    image = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    features, reference = backend.features(image), backend.backbone(image)
+    for name, value in reference.items():
+        assert ((features[name] - value).abs().max() / value.abs().max()).item() < 1e-5, name
+
+
+def test_the_winograd_measurement_is_taken_once(fake_cpu, monkeypatch):
+    fake_cpu()
+    calls = []
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype, winograd=False, **kw: calls.append(winograd) or (
+        1.0 if winograd else 2.0))
+    assert _cpu.winograd_pays() and _cpu.winograd_pays() and calls == [False, True]
+
+
+def test_keeping_freed_memory_applies_once_and_can_be_turned_off(monkeypatch):
+    _cpu.keep_freed_memory.cache_clear()
+    try:
+        monkeypatch.setenv("STYLEFORGE_KEEP_FREED_MEMORY", "0")
+        assert _cpu.keep_freed_memory() is False
+        _cpu.keep_freed_memory.cache_clear()
+        monkeypatch.delenv("STYLEFORGE_KEEP_FREED_MEMORY")
+        assert _cpu.keep_freed_memory() is (sys.platform == "linux")  # glibc here; elsewhere it does not apply
+    finally:
+        _cpu.keep_freed_memory.cache_clear()
