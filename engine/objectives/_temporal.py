@@ -42,7 +42,9 @@ class TemporalTerm(Term):
         super().__init__()
         if not references:
             raise ValueError("a temporal term needs at least one reference frame")
-        self.references = [(reference.detach(), weights.detach()) for reference, weights in references]
+        # Copies: a reference must not share memory with the image being optimised (a render's
+        # start is often the very frame this term compares against).
+        self.references = [(reference.detach().clone(), weights.detach().clone()) for reference, weights in references]
 
     def pixel_value(self, image: torch.Tensor) -> torch.Tensor:
         values = [temporal_loss(image, reference.to(image.dtype), weights.to(image.dtype))

@@ -44,15 +44,15 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image`` (C, H, W) or (B, C, H, W) sampled at x + flow(x): out(x) = image(x + flow(x)),
     bilinear, borders repeated outside. ``flow``: (2, H, W) in pixels."""
     batched = image if image.dim() == 4 else image[None]
+    dtype = image.dtype if image.dtype == torch.float64 else torch.float32
     height, width = flow.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
-    flow = flow.to(torch.float32).cpu()
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype), indexing="ij")
+    flow = flow.to(dtype).cpu()
     # align_corners=True: -1 and 1 are the centres of the first and last pixels.
     grid_x = 2.0 * (xs + flow[0]) / max(width - 1, 1) - 1.0
     grid_y = 2.0 * (ys + flow[1]) / max(height - 1, 1) - 1.0
     grid = torch.stack([grid_x, grid_y], dim=-1)[None].expand(batched.shape[0], -1, -1, -1)
-    out = F.grid_sample(batched.float(), grid.to(batched.device), mode="bilinear", padding_mode="border",
+    out = F.grid_sample(batched.to(dtype), grid.to(batched.device), mode="bilinear", padding_mode="border",
                         align_corners=True).to(image.dtype)
     return out if image.dim() == 4 else out[0]
 

@@ -71,12 +71,14 @@ class ShotResult:
     device: str
 
 
-class ShotInterrupted(StyleforgeError):
-    """Ctrl-C during a shot: ``frame`` (from 0) was being rendered; the frames before it are on disk."""
+class ShotInterrupted(RenderInterrupted):
+    """Ctrl-C during a shot: ``frame`` (from 0) was being rendered; the frames before it are on
+    disk. A RenderInterrupted, so a batch stops on it as on an image job's; ``image`` is None."""
 
     def __init__(self, frame: int, frames: int) -> None:
-        super().__init__(f"interrupted at frame {frame + 1} of {frames}; the frames before it are kept: "
-                         "run again to resume")
+        StyleforgeError.__init__(self, f"interrupted at frame {frame + 1} of {frames}; the frames before it are "
+                                       "kept: run again to resume")
+        self.image, self.iteration = None, 0
         self.frame, self.frames = frame, frames
 
 
@@ -185,10 +187,13 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     if store.video is not None:
         fps = video.fps or source.fps or DEFAULT_FPS
         audio = source.path if source.is_video and source.has_audio else None
-        if video_digest(store.video) != digests[-1]:
+        held = video_digest(store.video)
+        if held != digests[-1]:
             emit("encoding", source.count - 1, source.count)
+            # check_shot let an existing video through only with overwrite, or when it was ours.
             encode_video([store.path(i) for i in range(source.count)], store.video, fps=fps, codec=video.codec,
-                         crf=video.crf, audio_from=audio, overwrite=True, comment=digests[-1])
+                         crf=video.crf, audio_from=audio, overwrite=overwrite or held is not None,
+                         comment=digests[-1])
     return ShotResult(source.count, rendered, source.count - rendered, time.perf_counter() - started,
                       sum(times) / len(times) if times else None,
                       store.video if store.video is not None else store.path(0), str(device))
