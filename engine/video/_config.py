@@ -27,7 +27,7 @@ class VideoConfig:
 
     temporal_weight: float = 5e3
     frame_iterations: int | None = None
-    flow_preset: str = "fast"
+    flow_preset: str = "medium"
     fps: float | None = None
     codec: str | None = None
     crf: int = 18
