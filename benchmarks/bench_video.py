@@ -20,6 +20,7 @@ independent, temporal, and each one's difference to its warped previous frame, x
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -121,25 +122,31 @@ def _render(mode: str, config: RenderConfig, video: VideoConfig, folder: Path, s
     if count < source.count:
         source = open_frames(folder / "input" / "first")
     store = frame_store(folder / mode / "%05d.png")
+    # Each frame's last loss terms and seconds, kept beside its frames: a resumed run still has them.
+    stats_path = folder / mode / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"losses": {}, "seconds": {}}
     last: dict[int, dict] = {}
-    seconds: dict[int, float] = {}
 
     def on_event(event) -> None:
         if event.status == "step":
             last[event.frame] = event.step.loss_terms()
         elif event.status == "done":
-            seconds[event.frame] = event.seconds
+            stats["losses"][str(event.frame)] = last[event.frame]
+            stats["seconds"][str(event.frame)] = event.seconds
+            stats_path.write_text(json.dumps(stats))
             print(f"  {mode} frame {event.frame + 1}/{event.frames}: {event.seconds:.1f} s, "
                   f"style {last[event.frame]['style']:.4g}", flush=True)
 
-    started = time.perf_counter()
-    result = render_shot(config, source, [style], store, video=video, callback=on_event)
+    render_shot(config, source, [style], store, video=video, callback=on_event)
     frames = [load_image(store.path(i)) for i in range(source.count)]
-    return {"frames": frames, "seconds": time.perf_counter() - started, "seconds_first_frame": seconds.get(0),
-            "seconds_per_frame": result.seconds / source.count,
-            "seconds_per_later_frame": result.seconds_per_frame,
-            "style_loss": sum(v["style"] for v in last.values()) / len(last),
-            "content_loss": sum(v["content"] for v in last.values()) / len(last)}
+    losses = [stats["losses"][str(i)] for i in range(source.count)]
+    seconds = [stats["seconds"][str(i)] for i in range(source.count)]
+    return {"frames": frames, "seconds": sum(seconds), "seconds_first_frame": seconds[0],
+            "seconds_per_frame": sum(seconds) / len(seconds),
+            "seconds_per_later_frame": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else None,
+            "style_loss": sum(v["style"] for v in losses) / len(losses),
+            "content_loss": sum(v["content"] for v in losses) / len(losses),
+            "temporal_loss": sum(v.get("temporal", 0.0) for v in losses[1:]) / max(1, len(losses) - 1)}
 
 
 def _strip(shot, runs: dict, flows, path: Path, first: int, count: int, tile: int) -> None:
