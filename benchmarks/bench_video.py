@@ -202,6 +202,8 @@ def main() -> None:
         folder = args.work or Path(work)
         (folder / "input" / "first").mkdir(parents=True, exist_ok=True)
         independent_frames = min(args.independent_frames or args.frames, args.frames)
+        for stale in [*(folder / "input").glob("*.png"), *(folder / "input" / "first").glob("*.png")]:
+            stale.unlink()  # a kept --work folder may hold a longer shot's frames
         for t, frame in enumerate(shot):
             pixels = Image.fromarray(frame.mul(255).round().byte().permute(1, 2, 0).numpy())
             pixels.save(folder / "input" / f"{t:05d}.png")
