@@ -33,6 +33,18 @@ class VideoConfig:
     crf: int = 18
 
     def __post_init__(self) -> None:
+        # A manifest or a TOML file may give any type: each is checked before any arithmetic.
+        for name, kinds, optional in (("temporal_weight", (int, float), False), ("frame_iterations", (int,), True),
+                                      ("fps", (int, float), True), ("crf", (int,), False)):
+            value = getattr(self, name)
+            if (value is None and not optional) or (value is not None and (
+                    isinstance(value, bool) or not isinstance(value, kinds))):
+                kind = "an integer" if kinds == (int,) else "a number"
+                raise ConfigError(f"must be {kind}, got {value!r}", field=name)
+        for name in ("flow_preset", "codec"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"must be a string, got {value!r}", field=name)
         if not (math.isfinite(self.temporal_weight) and 0 <= self.temporal_weight <= 1e30):
             raise ConfigError(f"must be a finite number >= 0, got {self.temporal_weight}", field="temporal_weight")
         if self.frame_iterations is not None and self.frame_iterations < 1:
