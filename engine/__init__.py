@@ -1,6 +1,6 @@
 """styleforge's engine: the public API users call; the layers below it are subpackages.
 
-Data flows one way: ``batch`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
+Data flows one way: ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
 (errors, files, values, device, image, backbone, weights, config). The engine never prints or
 exits: it reports through callbacks and raises typed errors.
 """
@@ -26,6 +26,17 @@ from ._image import DEFAULT_MAX_PIXELS, check_output_path, load_image, read_meta
 from ._backbone import VGGFeatures, layer_infos
 from ._weights import MODELS, load_backbone, model_status, resolve_weights
 from .backends import backend_for, export_onnx
+from .video import (
+    MissingExtraError,
+    ShotInterrupted,
+    ShotResult,
+    VideoConfig,
+    VideoEvent,
+    frame_store,
+    open_frames,
+    render_shot,
+    warp_error,
+)
 from .batch import BatchJob, JobOutcome, ManifestError, glob_jobs, load_manifest, run_batch
 from .rendering import RenderEvent, RenderResult, TargetCache, plan_for, render
 
@@ -41,6 +52,9 @@ __all__ = [
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
     # the CPU
     "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores",
+    # video
+    "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
+    "MissingExtraError", "warp_error",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
     # models and backends

@@ -19,6 +19,7 @@ LAYERS = {
     "styleforge.cli": 5,
     "styleforge.engine": 4,  # the package's __init__: the public API, above everything it re-exports
     "styleforge.engine.batch": 3,
+    "styleforge.engine.video": 2.5,  # between batch (a shot is a job) and rendering (a frame is a render)
     "styleforge.engine.rendering": 2,
     "styleforge.engine.objectives": 1,
     "styleforge.engine.backends": 1,
@@ -40,7 +41,7 @@ def _modules() -> dict[str, Path]:
 
 def _layer(module: str) -> tuple[str, int]:
     """The layer a module belongs to (the engine's own private modules are its core)."""
-    for prefix in ("styleforge.engine.batch", "styleforge.engine.rendering", "styleforge.engine.objectives",
+    for prefix in ("styleforge.engine.batch", "styleforge.engine.video", "styleforge.engine.rendering", "styleforge.engine.objectives",
                    "styleforge.engine.backends"):
         if module == prefix or module.startswith(prefix + "."):
             return prefix, LAYERS[prefix]

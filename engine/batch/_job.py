@@ -22,7 +22,8 @@ from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
 from ..backends import Backend, backend_for, backend_key
-from ..rendering import TargetCache, plan_for, render
+from ..rendering import TargetCache, crop_to_frame, plan_for, render
+from ..video import frame_store, open_frames, render_shot
 from ._manifest import BatchJob
 
 __all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "complete_outcomes", "job_hash", "run_job",
@@ -101,6 +102,9 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
     worker's own GPU, ``cuda:N``) without changing its parameters.
     """
     try:
+        if job.kind == "video":
+            return _run_shot(job, overwrite=overwrite, cache=cache, backends=backends, device=device,
+                             callback=callback)
         remove_stale_temporaries(job.output)
         digest = job_hash(job)
         if job.output.exists():
@@ -132,7 +136,7 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
             pass  # save_image fails on it and keeps the image in the cache, saying where
         save_image(result.image, job.output, metadata=metadata, overwrite=True, recover=True)
         return JobOutcome(job.line, str(job.output), "done", seconds=round(result.elapsed, 3))
-    except RenderInterrupted:
+    except RenderInterrupted:  # a shot's ShotInterrupted too
         raise
     except StyleforgeError as error:
         return JobOutcome(job.line, str(job.output), "failed", str(error))
@@ -141,6 +145,27 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
         return JobOutcome(job.line, str(job.output), "failed", f"{where}{error.strerror or error}")
     except Exception as error:  # a CUDA error, a bug on one job's path: recorded, and the batch goes on
         return JobOutcome(job.line, str(job.output), "failed", f"{type(error).__name__}: {error}")
+
+
+def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, backends: BackendPool | None,
+              device: str | None, callback: Callable | None) -> JobOutcome:
+    """A video job: render_shot resumes by its frames' own hashes ("skipped": every frame and the
+    video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
+    config = job.config
+    source = open_frames(job.content)
+    styles = [load_image(path) for path in job.styles]
+    backend = None
+    if backends is not None:
+        target = resolve_device(device or config.runtime.device)
+        reference = crop_to_frame(torch.empty((3, source.height, source.width)), config)
+        backend = backends.get(config, target, plan_for(config, reference, target).shapes)
+    metadata = {"input": str(job.content), "styles": [str(s) for s in job.styles]}
+    result = render_shot(config, source, styles, frame_store(job.output), video=job.video, overwrite=overwrite,
+                         metadata=metadata, backend=backend, target_cache=cache,
+                         callback=(lambda event: callback(event.step) if event.step is not None else None)
+                         if callback is not None else None)
+    status = "skipped" if result.rendered == 0 else "done"
+    return JobOutcome(job.line, str(job.output), status, seconds=round(result.seconds, 3))
 
 
 def _existing_hash(path: Path) -> str | None:

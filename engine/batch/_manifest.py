@@ -9,6 +9,10 @@ defaults for the whole manifest come first:
   ``;`` in the ``style`` column;
 - TOML: a ``[defaults]`` table and ``[[job]]`` tables.
 
+A job with ``kind = "video"`` is a shot: its content is a video, a folder or a glob of frames,
+its output a video or a frame pattern, and it takes the video options (``temporal_weight``,
+``frame_iterations``, ``flow_preset``, ``fps``, ``codec``, ``crf``) beside the render options.
+
 Every job is checked (files present, options valid, outputs distinct, no output that is any
 job's input, outputs inside the manifest's folder or the output root, folders writable) before
 any render starts, and each problem is reported with its line number. Each output embeds the hash of everything
@@ -32,14 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from .._config import INITS, RenderConfig
-from .._errors import ConfigError, ImageError, InputError, StyleforgeError
+from .._errors import ConfigError, ImageError, InputError, StyleforgeError, check_choice
 from .._image import check_output_path
 from .._values import coerce_path, coerce_paths
+from ..video import VideoConfig, frame_store
 
 __all__ = ["BatchJob", "ManifestError", "glob_jobs", "load_manifest", "parse_option_value"]
 
 #: Job keys that are not render options.
-_JOB_FIELDS = {"content", "content_map", "style", "styles", "style_map", "style_maps", "output"}
+_JOB_FIELDS = {"content", "content_map", "style", "styles", "style_map", "style_maps", "output", "kind"}
+#: What a job's ``kind`` may be: one image, or a shot (engine.video).
+KINDS = ("image", "video")
+#: The options a video job takes beside the render options.
+_VIDEO_FIELDS = tuple(VideoConfig.__dataclass_fields__)
 #: What --glob's output template may name.
 _TEMPLATE_FIELDS = ("stem", "name", "index")
 
@@ -65,6 +74,8 @@ class BatchJob:
     content: Path | None = None
     content_map: Path | None = None
     style_maps: tuple[Path, ...] | None = None
+    kind: str = "image"  # one of KINDS
+    video: VideoConfig | None = None  # a video job's options
 
     def input_roles(self) -> list[tuple[str, Path]]:
         """(role, path) of every file the job reads: content, maps, styles and an init image."""
@@ -112,15 +123,22 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         raise ConfigError("no style image")
     if content is None and content_map is None:
         raise ConfigError("no content image (or content_map)")
+    kind = check_choice("kind", str(merged.get("kind", "image")), KINDS)
+    video = None
+    if kind == "video":
+        video = VideoConfig(**{key: options.pop(key) for key in _VIDEO_FIELDS if key in options})
+        frame_store(output)  # a video or a frame pattern
+        if content is None or not (content.exists() or globbing.has_magic(str(content))):
+            raise ImageError(content, "no such video, folder or frames")
     init = options.get("init")
     if isinstance(init, str) and init not in INITS and "\0" not in init:
         options["init"] = str(_resolve(init, base))  # relative to the manifest, as every path in it
     config = RenderConfig.from_options(options)
-    for path in [content, content_map, *styles, *(style_maps or ())]:
+    for path in [content if kind == "image" else None, content_map, *styles, *(style_maps or ())]:
         if path is not None and not path.is_file():
             raise ImageError(path, "no such file")
     return BatchJob(line=line, output=output, styles=styles, config=config, content=content,
-                    content_map=content_map, style_maps=style_maps)
+                    content_map=content_map, style_maps=style_maps, kind=kind, video=video)
 
 
 def _parse_jsonl(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
@@ -333,7 +351,7 @@ def _output_problems(jobs: list[BatchJob], root: Path, confine: bool) -> list[tu
                                        "there"))
             continue
         try:
-            check_output_path(job.output, overwrite=True, make_folders=True)
+            check_output_path(job.output, overwrite=True, make_folders=True, image=job.kind == "image")
         except ImageError as error:
             problems.append((job.line, str(error)))
     return problems

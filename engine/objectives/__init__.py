@@ -19,6 +19,7 @@ from ._sliced import (
     random_directions,
     sliced_wasserstein,
 )
+from ._temporal import TemporalTerm, temporal_loss
 from ._w2 import W2StyleTerm, gaussian_fit, gaussian_statistics, sqrtm_psd, wasserstein2_gaussian
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "Objective", "Term", "Region", "Statistic", "combine_statistics",
     # terms, and Gatys et al.'s objective made of them
     "gatys_objective", "content_style_objective", "mrf_objective", "ContentTerm", "GramStyleTerm", "W2StyleTerm",
-    "SlicedStyleTerm", "MRFTerm", "TotalVariationTerm",
+    "SlicedStyleTerm", "MRFTerm", "TotalVariationTerm", "TemporalTerm",
     # targets
     "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",
@@ -34,5 +35,5 @@ __all__ = [
     "semantic_labels", "semantic_palette", "shared_palette",
     # functional references
     "content_loss", "style_loss", "total_variation", "wasserstein2_gaussian", "gaussian_fit", "sqrtm_psd",
-    "sliced_wasserstein",
+    "sliced_wasserstein", "temporal_loss",
 ]

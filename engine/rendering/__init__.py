@@ -6,14 +6,14 @@ from ._evaluate import evaluate, features_over_regions, statistics_over_regions
 from ._inputs import LevelInputs, RenderInputs, crop_to_frame, initial_image, level_inputs, prepare_inputs
 from ._loop import LevelState, RenderEvent, RenderResult, carry_adam_state, plan_for, render, render_level
 from ._planner import LevelPlan, RenderPlan, default_budget, plan_render, plan_tiles, receptive_radius, tile_halo
-from ._targets import TargetCache, build_objective
+from ._targets import ExtraTerms, TargetCache, build_objective, with_terms
 
 __all__ = [
     "render", "render_level", "RenderEvent", "RenderResult", "LevelState",
     "plan_for", "plan_render", "RenderPlan", "LevelPlan", "default_budget",
     "plan_tiles", "receptive_radius", "tile_halo",
     "evaluate", "features_over_regions", "statistics_over_regions",
-    "TargetCache", "build_objective",
+    "TargetCache", "build_objective", "with_terms", "ExtraTerms",
     "RenderInputs", "LevelInputs", "prepare_inputs", "level_inputs", "initial_image", "crop_to_frame",
     "match_luminance_colors", "rgb_to_yiq", "carry_adam_state",
 ]

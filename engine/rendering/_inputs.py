@@ -144,8 +144,8 @@ def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs
     """The first level's start (1, 3, h, w): an --init image, the content, the style, or noise."""
     height, width = level.shape
     init = config.optimization.init
-    if inputs.init_image is not None:
-        return resize_to(inputs.init_image[None].float(), height, width)
+    if inputs.init_image is not None:  # a copy: the optimiser updates its start in place
+        return resize_to(inputs.init_image[None].float(), height, width).clone()
     if init == "content" and level.content is not None:
         return level.content.clone()
     if init == "style":

@@ -26,7 +26,7 @@ from ._color import match_luminance_colors
 from ._evaluate import evaluate
 from ._inputs import LevelInputs, RenderInputs, initial_image, level_inputs, prepare_inputs
 from ._planner import LevelPlan, RenderPlan, plan_render
-from ._targets import TargetCache, build_objective
+from ._targets import ExtraTerms, TargetCache, build_objective, with_terms
 
 __all__ = ["LevelState", "RenderEvent", "RenderResult", "plan_for", "render", "render_level"]
 
@@ -105,6 +105,7 @@ def render(
     content_map: torch.Tensor | None = None,
     style_maps: Sequence[torch.Tensor] | None = None,
     target_cache: TargetCache | None = None,
+    extra_terms: ExtraTerms | None = None,
 ) -> RenderResult:
     """Render ``content`` (3, H, W) in the style of ``styles`` [(3, H, W), ...].
 
@@ -115,6 +116,7 @@ def render(
     ``backbone`` overrides the model named in the config (tests pass random-weight ones);
     ``backend`` overrides the config's (a Backend already built, e.g. shared across renders);
     ``target_cache`` shares style targets (Grams, MRF banks) across renders of a batch.
+    ``extra_terms`` adds terms to every level's objective (video's temporal term).
     Raises RenderError on a NaN/Inf, RenderInterrupted (with the current image) on Ctrl-C.
     """
     inputs = prepare_inputs(config, content, styles, init_image=init_image, content_map=content_map,
@@ -129,7 +131,7 @@ def render(
     with Precision.resolve(config.runtime.precision, device).numerics(device):
         for level_plan, iterations in zip(plan.levels, schedule):
             state = render_level(config, backend, inputs, level_plan, iterations, state, clock=clock,
-                                 callback=callback, target_cache=target_cache)
+                                 callback=callback, target_cache=target_cache, extra_terms=extra_terms)
     assert state is not None
     return RenderResult(
         image=_finish(config, state.image, state.inputs),
@@ -143,11 +145,13 @@ def render(
 
 def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, plan: LevelPlan, iterations: int,
                  state: LevelState | None, *, clock: _Clock, callback: Callback | None = None,
-                 target_cache: TargetCache | None = None) -> LevelState:
+                 target_cache: TargetCache | None = None, extra_terms: ExtraTerms | None = None) -> LevelState:
     """One pyramid level: its inputs and targets, its start (the coarser result upsampled, or
     the initial image), and ``iterations`` of the optimiser."""
     level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone)
     objective = build_objective(config, backend, level, target_cache, plan.tile_size)
+    if extra_terms is not None:
+        objective = with_terms(objective, extra_terms(level.shape, backend.device))
     if state is None:
         start = initial_image(config, inputs, level)
     else:

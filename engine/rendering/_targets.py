@@ -37,7 +37,11 @@ from ._evaluate import features_over_regions, statistics_over_regions
 from ._inputs import LevelInputs
 from ._planner import plan_tiles, receptive_radius
 
-__all__ = ["TargetCache", "build_objective"]
+__all__ = ["ExtraTerms", "TargetCache", "build_objective", "with_terms"]
+
+#: Terms a caller adds to every level's objective, built for the level's (height, width) on its
+#: device, with their weights: e.g. video's temporal term, whose reference frame is per level.
+ExtraTerms = Callable[[tuple[int, int], torch.device], Sequence[tuple[Term, float]]]
 
 
 @dataclass
@@ -76,6 +80,14 @@ def _regions(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Regi
     if not tile_size:
         return [Region.whole(*image.shape[-2:])]
     return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
+
+
+def with_terms(objective: Objective, extra: Sequence[tuple[Term, float]]) -> Objective:
+    """``objective`` with ``extra`` (term, weight) pairs added after its own terms."""
+    if not extra:
+        return objective
+    terms = [*objective.terms.values(), *(term for term, _ in extra)]
+    return Objective(terms, {**objective.weights, **{term.name: weight for term, weight in extra}})
 
 
 def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None = None,

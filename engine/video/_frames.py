@@ -1,0 +1,154 @@
+"""A shot's input frames: a video file (decoded with PyAV) or image files (a folder or a glob),
+checked once before any work: every frame decodes, there is at least one, all share one size.
+
+Checking decodes every frame (cheap beside rendering one) and keeps only each frame's digest, so
+a long shot is never held in memory; ``FrameSource.frames()`` decodes them again as they render.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._errors import ImageError
+from .._image import DEFAULT_MAX_PIXELS, load_image
+from ._deps import require
+
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "FrameSource", "open_frames"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
+#: What a folder of frames may hold (other files in it are ignored).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """The frames of a shot, checked: ``files`` in order (None for a video ``path``), their
+    ``width`` x ``height``, the video's ``fps`` (None for files), whether it has audio, and the
+    sha256 of each frame's decoded pixels (what decides its render)."""
+
+    path: Path
+    files: tuple[Path, ...] | None
+    width: int
+    height: int
+    digests: tuple[str, ...]
+    fps: float | None = None
+    has_audio: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.digests)
+
+    @property
+    def is_video(self) -> bool:
+        return self.files is None
+
+    def frames(self) -> Iterator[torch.Tensor]:
+        """Each frame (3, H, W) float32 in [0, 1], in order."""
+        if self.files is not None:
+            for path in self.files:
+                yield load_image(path, max_pixels=self.width * self.height)
+            return
+        for _, array in _decode(self.path):
+            yield _to_tensor(array)
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
+
+
+def _digest(frame: torch.Tensor) -> str:
+    return hashlib.sha256(frame.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _natural(path: Path) -> list:
+    """Sort key: frame2 before frame10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _frame_files(source: Path) -> list[Path] | None:
+    """The frame files of a folder or a glob, in order; None if ``source`` is neither."""
+    text = str(source)
+    if source.is_dir():
+        return sorted((p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural)
+    if globbing.has_magic(text):
+        return sorted((Path(p) for p in globbing.glob(text) if Path(p).is_file()), key=_natural)
+    return None
+
+
+def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameSource:
+    """Check a shot's input (a video file, a folder of frames, or a glob) and describe it.
+
+    Raises ImageError naming the file and the problem: not found, not a video, no frames, a
+    frame that does not decode, frames of different sizes, frames with too many pixels."""
+    source = Path(source)
+    files = _frame_files(source)
+    if files is None:
+        if not source.exists():
+            raise ImageError(source, "no such file or folder")
+        return _open_video(source, max_pixels)
+    if not files:
+        what = "matches no files" if globbing.has_magic(str(source)) else \
+            f"holds no frames ({', '.join(IMAGE_SUFFIXES)} files)"
+        raise ImageError(source, what)
+    digests, size = [], None
+    for path in files:
+        frame = load_image(path, max_pixels=max_pixels)  # ImageError names the frame's file
+        shape = (frame.shape[-1], frame.shape[-2])
+        if size is None:
+            size = shape
+        elif shape != size:
+            raise ImageError(path, f"is {shape[0]}x{shape[1]}, the first frame ({files[0].name}) {size[0]}x{size[1]}: "
+                                   "every frame must be the same size")
+        digests.append(_digest(frame))
+    assert size is not None
+    return FrameSource(source, tuple(files), size[0], size[1], tuple(digests))
+
+
+def _decode(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, (H, W, 3) uint8 RGB) of each frame of a video; ImageError where it fails."""
+    av = require("av")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+        raise ImageError(path, f"not a video PyAV can read ({error})") from None
+    with container:
+        if not container.streams.video:
+            raise ImageError(path, "has no video stream")
+        index = 0
+        try:
+            for frame in container.decode(video=0):
+                yield index, frame.to_ndarray(format="rgb24")
+                index += 1
+        except av.error.FFmpegError as error:
+            raise ImageError(path, f"frame {index + 1} cannot be decoded ({error})") from None
+
+
+def _open_video(path: Path, max_pixels: int) -> FrameSource:
+    av = require("av")
+    digests, size = [], None
+    for index, array in _decode(path):
+        shape = (array.shape[1], array.shape[0])
+        if size is None:
+            size = shape
+            if shape[0] * shape[1] > max_pixels:
+                raise ImageError(path, f"frames are {shape[0]}x{shape[1]}, more than {max_pixels} pixels")
+        elif shape != size:
+            raise ImageError(path, f"frame {index + 1} is {shape[0]}x{shape[1]}, frame 1 {size[0]}x{size[1]}: "
+                                   "every frame must be the same size")
+        digests.append(_digest(_to_tensor(array)))
+    if size is None:
+        raise ImageError(path, "has no frames")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else None
+        has_audio = bool(container.streams.audio)
+    return FrameSource(path, None, size[0], size[1], tuple(digests), fps=fps, has_audio=has_audio)

@@ -1,0 +1,83 @@
+"""Where a shot's finished frames live, and what says a frame is finished.
+
+Every frame is written atomically (save_image) with the hash of everything that decides its
+pixels, chained through the frames before it (each frame starts from its predecessor's render):
+a frame whose file holds its hash is finished, so a killed render resumes at the first frame
+that does not. The frames are the output's own pattern (``out/%05d.png``), or, for a video
+output, a work folder beside it (``out.mp4.frames/``) that the video is encoded from at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._errors import ConfigError, ImageError
+from .._image import check_output_path, read_metadata, save_image
+from ._encode import CONTAINERS
+
+__all__ = ["FrameStore", "chain_digests", "frame_store"]
+
+_HASH_KEY = "frame_hash"
+#: One printf integer field: %d, %5d, %05d.
+_FIELD = re.compile(r"%0?\d*d")
+
+
+@dataclass(frozen=True)
+class FrameStore:
+    """Frames numbered from 1 through ``pattern`` (a printf pattern with one integer field)."""
+
+    pattern: str
+    video: Path | None = None  # the video encoded from them at the end, if any
+
+    def path(self, index: int) -> Path:
+        """The file of frame ``index`` (counted from 0)."""
+        return Path(_FIELD.sub(lambda m: m.group(0) % (index + 1), self.pattern, count=1))
+
+    def digest(self, index: int) -> str | None:
+        """The hash frame ``index``'s file holds (None: no file, or not one of ours)."""
+        path = self.path(index)
+        if not path.is_file():
+            return None
+        try:
+            metadata = read_metadata(path)
+        except ImageError:
+            return None
+        return metadata.get(_HASH_KEY) if isinstance(metadata, dict) else None
+
+    def write(self, index: int, image: torch.Tensor, digest: str, metadata: dict[str, Any]) -> Path:
+        path = self.path(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_image(image, path, metadata={**metadata, _HASH_KEY: digest, "frame": index + 1},
+                          overwrite=True, recover=True)
+
+
+def frame_store(output: str | Path) -> FrameStore:
+    """The store of an output: a video (frames in ``OUTPUT.frames/%05d.png``) or a frame pattern."""
+    text = str(output)
+    suffix = Path(text).suffix.lower()
+    if suffix in CONTAINERS:
+        return FrameStore(str(Path(f"{text}.frames") / "%05d.png"), video=Path(text))
+    fields = _FIELD.findall(Path(text).name)
+    if len(fields) != 1 or "%" in _FIELD.sub("", Path(text).name) or "%" in str(Path(text).parent):
+        raise ConfigError(f"{text}: the output is a video ({', '.join(CONTAINERS)}) or a frame pattern with one "
+                          "number field in its name, such as out/%05d.png", field="output")
+    store = FrameStore(text)
+    check_output_path(store.path(0), overwrite=True, probe=False, make_folders=True)  # the format: .png, .jpg or .tif
+    return store
+
+
+def chain_digests(shot: dict[str, Any], frame_digests: list[str] | tuple[str, ...]) -> list[str]:
+    """Each frame's hash: the shot's parameters, its input pixels and the previous frame's hash."""
+    base = hashlib.sha256(json.dumps(shot, sort_keys=True, default=str).encode()).hexdigest()
+    digests, previous = [], base
+    for frame in frame_digests:
+        previous = hashlib.sha256(f"{previous}:{frame}".encode()).hexdigest()
+        digests.append(previous)
+    return digests
