@@ -86,7 +86,7 @@ class ObjectiveConfig:
                                       "Gaussian fits of the features) or sliced (sliced Wasserstein, histogram "
                                       "matching on random projections). MRF ignores it.", show="gram")
     content_weight: float = _option(1.0, "Weight of the content term.")
-    style_weight: float = _option(1e4, "Weight of the Gram style term.")
+    style_weight: float = _option(1e3, "Weight of the style term (gram, w2 or sliced).")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
     content_layers: tuple[str, ...] = _option(("relu4_2",), "Content layers (comma-separated).")
     style_layers: tuple[str, ...] = _option(GATYS_STYLE_LAYERS, "Gram style layers (comma-separated).")
@@ -176,7 +176,7 @@ class PyramidConfig:
     level_scale: float = _option(2**0.5, "Size ratio between levels.")
     iteration_decay: float = _option(0.5, "Each level above 1024 px runs this fraction of the previous level's "
                                           "iterations.")
-    level_start: str = _option("upsample", "How a finer level starts: the coarser result upsampled, or (detail) that "
+    level_start: str = _option("detail", "How a finer level starts: the coarser result upsampled, or (detail) that "
                                            "plus the content's detail the coarser level could not hold.")
 
     def __post_init__(self) -> None:
@@ -320,7 +320,7 @@ _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
 #: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, init from the
 #: content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the normalised losses.
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
-                     content_weight=0.5, tv_weight=2.0, init="content")
+                     content_weight=0.5, tv_weight=2.0, init="content", level_start="upsample")
 
 
 @dataclass(frozen=True, init=False)
