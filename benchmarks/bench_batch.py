@@ -1,4 +1,5 @@
-"""Jobs per hour of `styleforge batch`: shared style targets on/off, local vs Ray (local cluster).
+"""Jobs per hour of `styleforge batch`: shared style targets on/off, I/O overlapped with the
+renders or in turn (local-in-turn: read, render, write one after another), local vs Ray.
 
     python benchmarks/bench_batch.py                                  # 100 jobs, 4 styles, 512 px
     python benchmarks/bench_batch.py --jobs 16 --size 128 --iterations 10 --model vgg19-random
@@ -38,7 +39,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--model", default="vgg16-hed")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", nargs="+", default=["local-shared", "local-unshared", "ray"])
+    parser.add_argument("--modes", nargs="+", default=["local-shared", "local-in-turn", "local-unshared", "ray"],
+                        choices=["local-shared", "local-in-turn", "local-unshared", "ray"])
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "batch.json")
     args = parser.parse_args()
 
@@ -59,7 +61,8 @@ def main() -> None:
             jobs = load_manifest(manifest)
             cache = NoSharing() if mode == "local-unshared" else TargetCache()
             start = time.perf_counter()
-            outcomes = run_batch(jobs, cache=cache, ray_address="auto" if mode == "ray" else None)
+            outcomes = run_batch(jobs, cache=cache, ray_address="auto" if mode == "ray" else None,
+                                 overlap=mode != "local-in-turn")
             seconds = time.perf_counter() - start
             failed = sum(o.status == "failed" for o in outcomes)
             row = {"mode": mode, "jobs": len(jobs), "failed": failed, "seconds": round(seconds, 2),

@@ -26,8 +26,8 @@ from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
 from ._manifest import BatchJob
 
-__all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "complete_outcomes", "job_hash", "run_job",
-           "summarize", "write_report"]
+__all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "PreparedJob", "RenderedJob", "complete_outcomes",
+           "guarded", "job_hash", "read_job", "render_job", "run_job", "summarize", "write_job", "write_report"]
 
 _HASH_KEY = "job_hash"
 
@@ -90,6 +90,26 @@ def complete_outcomes(jobs, outcomes: dict[int, JobOutcome], missing: str = "not
     return [outcomes.get(index) or JobOutcome(job.line, str(job.output), missing) for index, job in enumerate(jobs)]
 
 
+@dataclass
+class PreparedJob:
+    """A still job's read phase done: its parameters' hash and its decoded inputs."""
+
+    digest: str
+    content: torch.Tensor | None
+    styles: list[torch.Tensor]
+    content_map: torch.Tensor | None
+    style_maps: list[torch.Tensor] | None
+
+
+@dataclass
+class RenderedJob:
+    """A still job's render done, its image not yet written."""
+
+    image: torch.Tensor
+    metadata: dict[str, Any]
+    seconds: float
+
+
 def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None = None,
             backends: BackendPool | None = None, device: str | None = None,
             callback: Callable | None = None) -> JobOutcome:
@@ -100,42 +120,25 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
     is not the job's: it propagates, and the caller stops the batch. ``backends`` shares built
     backends across jobs (graphs and engines built once); ``device`` overrides the job's (a
     worker's own GPU, ``cuda:N``) without changing its parameters.
+
+    The three phases (``read_job``, ``render_job``, ``write_job``) are public so a batch can
+    overlap one job's reading and another's writing with a render (run_batch does).
     """
+    if job.kind == "video":
+        return guarded(job, lambda: _run_shot(job, overwrite=overwrite, cache=cache, backends=backends,
+                                              device=device, callback=callback))
+    prepared = guarded(job, lambda: read_job(job, overwrite=overwrite))
+    if isinstance(prepared, JobOutcome):
+        return prepared
+    rendered = guarded(job, lambda: render_job(job, prepared, cache=cache, backends=backends, device=device,
+                                               callback=callback))
+    return rendered if isinstance(rendered, JobOutcome) else write_job(job, rendered)
+
+
+def guarded(job: BatchJob, step: Callable[[], Any]) -> Any:
+    """``step()``, or the failed outcome its exception means for ``job`` (Ctrl-C propagates)."""
     try:
-        if job.kind == "video":
-            return _run_shot(job, overwrite=overwrite, cache=cache, backends=backends, device=device,
-                             callback=callback)
-        remove_stale_temporaries(job.output)
-        digest = job_hash(job)
-        if job.output.exists():
-            existing = _existing_hash(job.output)
-            if existing == digest:
-                return JobOutcome(job.line, str(job.output), "skipped")
-            if not overwrite:
-                return JobOutcome(job.line, str(job.output), "failed",
-                                  "output exists with other parameters; pass --overwrite to replace it")
-        # Before the work: a folder that cannot be made or written fails this job, not its render.
-        probe_writable(job.output)
-        config = job.config
-        target = resolve_device(device or config.runtime.device)
-        content = load_image(job.content) if job.content else None
-        styles = [load_image(path) for path in job.styles]
-        content_map = load_image(job.content_map) if job.content_map else None
-        style_maps = [load_image(path) for path in job.style_maps] if job.style_maps else None
-        backend = None
-        if backends is not None:
-            reference = content if content is not None else content_map
-            backend = backends.get(config, target, plan_for(config, reference, target).shapes)
-        result = render(config, content, styles, backend=backend, callback=callback, content_map=content_map,
-                        style_maps=style_maps, target_cache=cache)
-        metadata = {"content": str(job.content) if job.content else None, "styles": [str(s) for s in job.styles],
-                    "config": config.to_dict(), _HASH_KEY: digest, "iterations_done": result.iterations}
-        try:
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # save_image fails on it and keeps the image in the cache, saying where
-        save_image(result.image, job.output, metadata=metadata, overwrite=True, recover=True)
-        return JobOutcome(job.line, str(job.output), "done", seconds=round(result.elapsed, 3))
+        return step()
     except RenderInterrupted:  # a shot's ShotInterrupted too
         raise
     except StyleforgeError as error:
@@ -145,6 +148,58 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
         return JobOutcome(job.line, str(job.output), "failed", f"{where}{error.strerror or error}")
     except Exception as error:  # a CUDA error, a bug on one job's path: recorded, and the batch goes on
         return JobOutcome(job.line, str(job.output), "failed", f"{type(error).__name__}: {error}")
+
+
+def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutcome:
+    """A still job's read phase: its hash, the outcome already decided by an existing output
+    (skipped, or refused without ``overwrite``), a check that the output can be written, and
+    its decoded inputs. Raises on the job's own problems (``guarded`` turns them into outcomes)."""
+    remove_stale_temporaries(job.output)
+    digest = job_hash(job)
+    if job.output.exists():
+        existing = _existing_hash(job.output)
+        if existing == digest:
+            return JobOutcome(job.line, str(job.output), "skipped")
+        if not overwrite:
+            return JobOutcome(job.line, str(job.output), "failed",
+                              "output exists with other parameters; pass --overwrite to replace it")
+    # Before the work: a folder that cannot be made or written fails this job, not its render.
+    probe_writable(job.output)
+    return PreparedJob(digest, load_image(job.content) if job.content else None,
+                       [load_image(path) for path in job.styles],
+                       load_image(job.content_map) if job.content_map else None,
+                       [load_image(path) for path in job.style_maps] if job.style_maps else None)
+
+
+def render_job(job: BatchJob, prepared: PreparedJob, *, cache: TargetCache | None = None,
+               backends: BackendPool | None = None, device: str | None = None,
+               callback: Callable | None = None) -> RenderedJob:
+    """A still job's render from its read inputs."""
+    config = job.config
+    target = resolve_device(device or config.runtime.device)
+    backend = None
+    if backends is not None:
+        reference = prepared.content if prepared.content is not None else prepared.content_map
+        backend = backends.get(config, target, plan_for(config, reference, target).shapes)
+    result = render(config, prepared.content, prepared.styles, backend=backend, callback=callback,
+                    content_map=prepared.content_map, style_maps=prepared.style_maps, target_cache=cache)
+    metadata = {"content": str(job.content) if job.content else None, "styles": [str(s) for s in job.styles],
+                "config": config.to_dict(), _HASH_KEY: prepared.digest, "iterations_done": result.iterations}
+    return RenderedJob(result.image.cpu(), metadata, result.elapsed)
+
+
+def write_job(job: BatchJob, rendered: RenderedJob) -> JobOutcome:
+    """A still job's write phase: its image, atomically, with the hash that lets a rerun skip it."""
+
+    def write() -> JobOutcome:
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # save_image fails on it and keeps the image in the cache, saying where
+        save_image(rendered.image, job.output, metadata=rendered.metadata, overwrite=True, recover=True)
+        return JobOutcome(job.line, str(job.output), "done", seconds=round(rendered.seconds, 3))
+
+    return guarded(job, write)
 
 
 def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, backends: BackendPool | None,

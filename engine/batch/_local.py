@@ -7,14 +7,25 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from typing import Any
 
 import torch
 
 from .._errors import BackendUnavailableError, RenderInterrupted
 from ..rendering import TargetCache
-from ._job import BackendPool, BatchInterrupted, JobOutcome, complete_outcomes, run_job
+from ._job import (
+    BackendPool,
+    BatchInterrupted,
+    JobOutcome,
+    RenderedJob,
+    complete_outcomes,
+    guarded,
+    read_job,
+    render_job,
+    run_job,
+    write_job,
+)
 from ._manifest import BatchJob
 from ._ray import run_on_ray
 
@@ -71,6 +82,7 @@ def run_batch(
     on_outcome: Callable[[JobOutcome], None] | None = None,
     on_event: Callable[[BatchJob, Any], None] | None = None,
     cache: TargetCache | None = None,
+    overlap: bool = True,
 ) -> list[JobOutcome]:
     """Run every job, isolating failures; returns one outcome per job, in the jobs' order.
 
@@ -79,6 +91,8 @@ def run_batch(
     ``on_event(job, RenderEvent)`` follows each render's iterations (in-process runs only);
     ``on_outcome`` hears of each finished job. Ctrl-C stops the batch: the running jobs end
     (a second Ctrl-C does not wait for them) and BatchInterrupted carries every outcome.
+    In this process, ``overlap`` reads the next job's inputs and writes the last job's output in
+    background threads while a render runs (False: one phase after another, the baseline).
     """
     if ray_address is not None:
         return run_on_ray(jobs, address=ray_address, overwrite=overwrite, on_outcome=on_outcome, cache=cache)
@@ -87,21 +101,85 @@ def run_batch(
     outcomes: dict[int, JobOutcome] = {}
     workers = min(workers, len(jobs))  # never more processes than jobs
     if devices is None and workers <= 1:
-        cache = cache if cache is not None else TargetCache()
-        backends = BackendPool()
-        index = 0
+        run = _run_overlapped if overlap else _run_in_turn
+        return run(jobs, outcomes, overwrite, cache if cache is not None else TargetCache(), on_outcome, on_event)
+    return _run_in_workers(jobs, outcomes, overwrite, workers, devices, on_outcome)
+
+
+def _follow(on_event, job: BatchJob):
+    return (lambda event: on_event(job, event)) if on_event is not None else None
+
+
+def _run_in_turn(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cache: TargetCache, on_outcome,
+                 on_event) -> list[JobOutcome]:
+    backends = BackendPool()
+    index = 0
+    try:
+        for index, job in enumerate(jobs):
+            outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends,
+                                      callback=_follow(on_event, job))
+            if on_outcome is not None:
+                on_outcome(outcomes[index])
+    except (KeyboardInterrupt, RenderInterrupted):
+        if index not in outcomes:
+            outcomes[index] = JobOutcome(jobs[index].line, str(jobs[index].output), "interrupted")
+        raise BatchInterrupted(complete_outcomes(jobs, outcomes)) from None
+    return complete_outcomes(jobs, outcomes)
+
+
+def _run_overlapped(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cache: TargetCache, on_outcome,
+                    on_event) -> list[JobOutcome]:
+    """One job after another in this process, with the I/O beside the renders: while job i
+    renders, a reader thread decodes and hashes job i + 1's inputs and a writer thread encodes
+    and writes job i - 1's output (image codecs and hashing release the GIL). A job's outcome is
+    reported once its output is written; Ctrl-C waits for a write under way (a finished render
+    is never lost), then stops the batch."""
+    backends = BackendPool()
+    writing: tuple[int, Future] | None = None
+
+    def read(job: BatchJob) -> Any:
+        return guarded(job, lambda: read_job(job, overwrite=overwrite)) if job.kind != "video" else None
+
+    def settle(index: int, outcome: JobOutcome) -> None:
+        outcomes[index] = outcome
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    def settle_write() -> None:
+        nonlocal writing
+        if writing is not None:
+            settle(writing[0], writing[1].result())
+            writing = None
+
+    index = 0
+    with ThreadPoolExecutor(1, "styleforge-read") as reader, ThreadPoolExecutor(1, "styleforge-write") as writer:
+        reading = reader.submit(read, jobs[0]) if jobs else None
         try:
             for index, job in enumerate(jobs):
-                follow = (lambda event, job=job: on_event(job, event)) if on_event is not None else None
-                outcomes[index] = run_job(job, overwrite=overwrite, cache=cache, backends=backends, callback=follow)
-                if on_outcome is not None:
-                    on_outcome(outcomes[index])
+                prepared = reading.result()
+                reading = reader.submit(read, jobs[index + 1]) if index + 1 < len(jobs) else None
+                follow = _follow(on_event, job)
+                if job.kind == "video":  # a shot reads and writes frame by frame itself
+                    result = run_job(job, overwrite=overwrite, cache=cache, backends=backends, callback=follow)
+                elif isinstance(prepared, JobOutcome):  # skipped, or failed reading
+                    result = prepared
+                else:
+                    result = guarded(job, lambda: render_job(job, prepared, cache=cache, backends=backends,
+                                                             callback=follow))
+                settle_write()
+                if isinstance(result, RenderedJob):
+                    writing = (index, writer.submit(write_job, job, result))
+                else:
+                    settle(index, result)
+            settle_write()
         except (KeyboardInterrupt, RenderInterrupted):
+            if reading is not None:
+                reading.cancel()
+            settle_write()
             if index not in outcomes:
                 outcomes[index] = JobOutcome(jobs[index].line, str(jobs[index].output), "interrupted")
             raise BatchInterrupted(complete_outcomes(jobs, outcomes)) from None
-        return complete_outcomes(jobs, outcomes)
-    return _run_in_workers(jobs, outcomes, overwrite, workers, devices, on_outcome)
+    return complete_outcomes(jobs, outcomes)
 
 
 def _run_in_workers(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, workers: int,
