@@ -118,7 +118,7 @@ def bench(
             RenderConfig(backend=name)  # refuses an unknown name with the valid list
         target = engine.resolve_device(RenderConfig(device=device).runtime.device)
         names = backend or available_backends(target)
-        precisions = [Precision.resolve(value, target) for value in (precision or ["auto"])]
+        options = [Precision(value).name if value != "auto" else value for value in (precision or ["auto"])]
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
         if output is not None:  # before the timing, not after it
             check_json_output(output, "results", "output")
@@ -127,25 +127,28 @@ def bench(
         taps = RenderConfig().taps
         backbone = engine.load_backbone(model, taps)
         # The convolutions' achieved rate against the device's own measured matrix rate at the
-        # precision they run in (tf32 and fp32 share fp32 operands).
-        peaks = {value.name: matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
-                                           dtype=_MATMUL_DTYPES[value.name], tf32=value.name == "tf32")
-                 for value in precisions}
+        # precision they run in (tf32 and fp32 share fp32 operands); auto is what each backend
+        # runs (a CPU's bf16 on torch, fp32 on onnxruntime), so it is resolved per backend.
+        peaks: dict[str, float] = {}
         table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
         rows, by_backend = [], {}
         for name in names:
-            for value in precisions:
-                config = RenderConfig(model=model, backend=name, precision=value.name, device=str(target))
+            for option in options:
+                config = RenderConfig(model=model, backend=name, precision=option, device=str(target))
                 try:
                     built = engine.backend_for(config, target, sizes, backbone=backbone)
                 except BackendUnavailableError as error:
-                    say(f"skipped {name} {value.name}: {error}")
+                    say(f"skipped {name} {option}: {error}")
                     continue
+                value = built.precision
+                if value.name not in peaks:
+                    peaks[value.name] = matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
+                                                      dtype=_MATMUL_DTYPES[value.name], tf32=value.name == "tf32")
                 for height, width in sizes:
                     timing = time_backend(built, height, width, iterations=iterations, warmup=warmup)
                     share = timing.tflops / peaks[value.name]
                     rows.append({**timing.to_dict(), "precision": value.name, "share_of_matrix_rate": share})
-                    if value == precisions[0]:
+                    if option == options[0]:
                         by_backend.setdefault(name, []).append(timing.ms_per_iteration)
                     table.add_row(name, value.name, f"{width}x{height}", f"{timing.ms_per_iteration:.1f}",
                                   f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",

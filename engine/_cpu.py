@@ -113,9 +113,13 @@ def _choice_file() -> Path:
 
 
 def _machine_key() -> str:
+    """What a measurement holds for: the CPU, its SIMD level, torch and the threads. The model
+    name alone is not enough: virtual machines report generic names ("AMD EPYC") for CPUs with
+    and without AVX-512 BF16, and a cache directory may be shared across such hosts."""
     model = next((line.partition(":")[2].strip() for line in _cpuinfo().splitlines()
                   if line.startswith("model name")), "unknown CPU")
-    return f"{model}|{torch.__version__}|{torch.get_num_threads()} threads"
+    simd = torch.backends.cpu.get_cpu_capability() + ("+bf16" if native_bf16() else "")
+    return f"{model}|{simd}|{torch.__version__}|{torch.get_num_threads()} threads"
 
 
 def _time(step, repeats: int = 3) -> float:

@@ -120,6 +120,9 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
         raise BackendUnavailableError(f"--model {runtime.model} runs on the torch backend only ({name} runs the "
                                       f"exported VGG graphs)")
     kind = BACKEND_TYPES[name]
+    if runtime.precision == "auto" and kind.unsupported(precision, device) is not None:
+        # auto is the best the chosen backend runs: a CPU's bf16 is not onnxruntime's (fp32 graphs).
+        precision = Precision("fp32" if device.type == "cpu" else "tf32")
     reason = kind.unsupported(precision, device)
     if reason is not None:
         raise BackendUnavailableError(reason)

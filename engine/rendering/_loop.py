@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .._backbone import VGGFeatures
 from .._config import RenderConfig
-from .._device import Precision, peak_memory, resolve_device
+from .._device import peak_memory, resolve_device
 from .._errors import RenderError, RenderInterrupted
 from .._image import resize_to
 from ..backends import Backend, backend_for
@@ -128,7 +128,7 @@ def render(
     schedule = config.pyramid.level_iterations()
     clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
     state: LevelState | None = None
-    with Precision.resolve(config.runtime.precision, device).numerics(device):
+    with backend.precision.numerics(device):
         for level_plan, iterations in zip(plan.levels, schedule):
             state = render_level(config, backend, inputs, level_plan, iterations, state, clock=clock,
                                  callback=callback, target_cache=target_cache, extra_terms=extra_terms)
@@ -251,7 +251,8 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
         if not torch.isfinite(image).all():
             raise RenderError("the image became NaN/Inf; lower it or the loss weights", field="learning_rate")
         _check_divergence(image, start_pinned, first_loss[0] if first_loss else None, clock.last_loss, index,
-                          optimization.optimizer, optimization.resolved_learning_rate)
+                          optimization.optimizer, optimization.resolved_learning_rate,
+                          half=backend.precision.name if backend.precision.is_half else None)
     except KeyboardInterrupt:
         clock.check_finite(force=True)
         raise RenderInterrupted(_finish(config, average.result(image.detach()), level), clock.evaluations) from None
@@ -293,18 +294,24 @@ def _pinned_share(image: torch.Tensor) -> float:
 
 
 def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Tensor | None,
-                      last: torch.Tensor | None, level: int, optimizer: str, rate: float) -> None:
+                      last: torch.Tensor | None, level: int, optimizer: str, rate: float,
+                      half: str | None = None) -> None:
     """RenderError naming learning_rate when a level ended pinned at the clamp or with its loss
-    exploded: what a too-large step does, and what the clamp would otherwise hide."""
-    how = f"after level {level + 1} ({'Adam' if optimizer == 'adam' else 'L-BFGS'}, learning rate {rate:g})"
+    exploded: what a too-large step does, and what the clamp would otherwise hide. Under a half
+    precision (``half``; --precision auto picks bf16 on CPUs that run it natively) the message
+    also offers fp32: L-BFGS's curvature pairs are what half-precision gradients upset first."""
+    precision = f", {half}" if half else ""
+    how = (f"after level {level + 1} ({'Adam' if optimizer == 'adam' else 'L-BFGS'}{precision}, "
+           f"learning rate {rate:g})")
+    remedy = "lower it" + (" or use --precision fp32" if half else "")
     pinned = _pinned_share(image)
     if pinned > _PINNED_SHARE >= start_pinned:
-        raise RenderError(f"the render diverged: {pinned:.1%} of the image is pinned at 0 or 1 {how}; lower it",
+        raise RenderError(f"the render diverged: {pinned:.1%} of the image is pinned at 0 or 1 {how}; {remedy}",
                           field="learning_rate")
     if first is not None and last is not None:
         start, end = float(first), float(last)
         if end > _EXPLODED_RATIO * max(start, 0.0) and end > 1e-3:
-            raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; lower it",
+            raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; {remedy}",
                               field="learning_rate")
 
 

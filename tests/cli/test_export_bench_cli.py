@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from styleforge.cli import app
-from styleforge.engine import load_image
+from styleforge.engine import _device, load_image
 
 runner = CliRunner()
 
@@ -37,7 +37,11 @@ def test_export_unknown_format_is_refused():
     assert result.exit_code == 2 and "did you mean 'onnx'" in result.output
 
 
-def test_bench_times_each_backend_and_writes_json(tmp_path):
+@pytest.mark.parametrize("bf16_pays", [False, True])
+def test_bench_times_each_backend_and_writes_json(tmp_path, monkeypatch, bf16_pays):
+    """auto is resolved per backend: on a CPU where bf16 pays, torch runs bf16 and onnxruntime
+    (fp32 graphs) fp32, both timed."""
+    monkeypatch.setattr(_device, "bf16_pays", lambda: bf16_pays)
     output = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", "--size", "32x32", "--backend", "torch", "--backend", "onnxruntime",
                                  "-n", "1", "--warmup", "0", "--device", "cpu", "-o", str(output)])
@@ -45,6 +49,7 @@ def test_bench_times_each_backend_and_writes_json(tmp_path):
     report = json.loads(output.read_text())
     rows = {row["backend"]: row for row in report["results"]}
     assert set(rows) == {"torch", "onnxruntime"}
+    assert (rows["torch"]["precision"], rows["onnxruntime"]["precision"]) == ("bf16" if bf16_pays else "fp32", "fp32")
     for row in rows.values():
         assert (row["height"], row["width"]) == (32, 32)
         assert row["ms_per_iteration"] > 0 and row["tflops"] > 0 and row["peak_memory_bytes"] > 0

@@ -69,6 +69,19 @@ def test_native_bf16_is_chosen_only_where_it_measured_faster_once(fake_cpu, monk
     assert Precision.resolve("fp32", torch.device("cpu")).name == "fp32"  # an explicit choice stands
 
 
+def test_a_measurement_is_not_reused_on_a_cpu_of_the_same_name_with_other_simd(fake_cpu, monkeypatch):
+    """Virtual machines name different CPUs alike ("AMD EPYC"); a shared cache must not carry
+    one's choice to the other."""
+    fake_cpu("avx512_bf16")
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: (20.0 if dtype is torch.bfloat16 else 10.0) / 1e3)
+    assert Precision.resolve("auto", torch.device("cpu")).name == "fp32"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # same name, wider SIMD
+    monkeypatch.setattr(_cpu, "_MEMO", {})
+    monkeypatch.setattr(_cpu, "_time_convolutions", lambda dtype: (5.0 if dtype is torch.bfloat16 else 10.0) / 1e3)
+    assert Precision.resolve("auto", torch.device("cpu")).name == "bf16"  # measured again, for this CPU
+    assert len(json.loads(_cpu._choice_file().read_text())) == 2
+
+
 def test_the_real_measurement_runs(fake_cpu):
     fake_cpu("amx_bf16")
     assert isinstance(_cpu.bf16_pays(), bool)
@@ -87,7 +100,8 @@ def test_winograd_runs_where_it_pays_and_gives_the_same_features(monkeypatch):
     from styleforge.kernels import WinogradConv3x3
 
     monkeypatch.setattr(_registry, "winograd_pays", lambda: True)
-    backend = backend_for(RenderConfig(model="vgg16-random"), torch.device("cpu"))
+    # fp32 named: Winograd is an fp32 path, and "auto" is bf16 on CPUs where that measures faster.
+    backend = backend_for(RenderConfig(model="vgg16-random", precision="fp32"), torch.device("cpu"))
     fast = [name for name, conv in backend._network.convs.items() if isinstance(conv, WinogradConv3x3)]
     assert fast == ["conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]  # 256+ input channels
     assert not any(isinstance(conv, WinogradConv3x3) for conv in backend.backbone.convs.values())

@@ -7,7 +7,7 @@ import torch
 
 from styleforge.engine import ConfigError, RenderConfig, RenderError, render
 
-FAST = dict(size=32, model="vgg19-random", device="cpu", levels=1)
+FAST = dict(size=32, model="vgg19-random", device="cpu", levels=1, precision="fp32")  # the symptoms are fp32's
 
 
 def _images():
@@ -27,6 +27,14 @@ def test_an_absurd_learning_rate_is_a_render_error_naming_it(random_vgg19, rate,
         render(config, content, [style], backbone=random_vgg19)
     assert caught.value.field == "learning_rate"
     assert str(caught.value).startswith("learning_rate: ") and symptom in str(caught.value)
+
+
+def test_a_divergence_under_bf16_also_offers_fp32(random_vgg19):
+    """--precision auto is bf16 on CPUs that run it natively: the error says how to leave it."""
+    content, style = _images()
+    config = RenderConfig(**{**FAST, "precision": "bf16"}, iterations=3, optimizer="lbfgs", learning_rate=1e3)
+    with pytest.raises(RenderError, match=r"L-BFGS, bf16, learning rate 1000\); lower it or use --precision fp32"):
+        render(config, content, [style], backbone=random_vgg19)
 
 
 def test_an_adam_rate_that_can_only_pin_every_pixel_is_refused_up_front():

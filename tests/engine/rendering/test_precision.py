@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleforge.engine import BackendUnavailableError, Precision, RenderConfig, backend_for, load_backbone, render
+from styleforge.engine import (
+    BackendUnavailableError,
+    Precision,
+    RenderConfig,
+    _device,
+    backend_for,
+    load_backbone,
+    render,
+)
 from styleforge.engine.backends import TorchBackend
 from styleforge.engine.rendering import carry_adam_state as _carry_adam_state
 from styleforge.engine.rendering import crop_to_frame
@@ -49,6 +57,17 @@ def test_fp16_gradients_survive_tiny_upstream_gradients():
     assert grad.abs().max() > 0 and _relative(grad, reference) < 0.05
 
 
+def test_auto_precision_is_what_the_named_backend_runs(monkeypatch):
+    """On a CPU where bf16 pays, auto is bf16 on torch and fp32 on onnxruntime (its graphs are
+    fp32), not an error; a render's numerics follow the backend it runs on."""
+    monkeypatch.setattr(_device, "bf16_pays", lambda: True)
+    config = RenderConfig(model="vgg16-random")
+    assert backend_for(config.replace({"backend": "torch"}), torch.device("cpu")).precision.name == "bf16"
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs onnxruntime")
+    backend = backend_for(config.replace({"backend": "onnxruntime"}), torch.device("cpu"), [(32, 48)])
+    assert backend.precision.name == "fp32"
+
+
 def test_onnxruntime_refuses_half_precision_with_the_way_out():
     backbone = load_backbone("vgg16-random", TAPS)
     with pytest.raises(BackendUnavailableError, match="--precision bf16: the onnxruntime backend runs the fp32"):
@@ -56,8 +75,11 @@ def test_onnxruntime_refuses_half_precision_with_the_way_out():
                     backbone=backbone)
 
 
-def test_precision_defaults_per_device():
-    assert Precision.resolve(RenderConfig().runtime.precision, torch.device("cpu")).name == "fp32"
+@pytest.mark.parametrize(("bf16_pays", "on_cpu"), [(False, "fp32"), (True, "bf16")])
+def test_precision_defaults_per_device(monkeypatch, bf16_pays, on_cpu):
+    """auto: tf32 on CUDA; on a CPU bf16 where it is native and measured faster (test_cpu)."""
+    monkeypatch.setattr(_device, "bf16_pays", lambda: bf16_pays)
+    assert Precision.resolve(RenderConfig().runtime.precision, torch.device("cpu")).name == on_cpu
     assert Precision.resolve(RenderConfig().runtime.precision, torch.device("cuda")).name == "tf32"
     assert Precision.resolve(RenderConfig(precision="bf16").runtime.precision, torch.device("cpu")).name == "bf16"
 
@@ -65,7 +87,8 @@ def test_precision_defaults_per_device():
 def test_a_bf16_render_stays_close_to_the_fp32_one():
     generator = torch.Generator().manual_seed(2)
     content, style = torch.rand(3, 96, 128, generator=generator), torch.rand(3, 96, 96, generator=generator)
-    config = RenderConfig(size=128, levels=1, iterations=5, model="vgg16-random", device="cpu", backend="torch")
+    config = RenderConfig(size=128, levels=1, iterations=5, model="vgg16-random", device="cpu", backend="torch",
+                          precision="fp32")
     fp32 = render(config, content, [style]).image
     bf16 = render(config.replace({"precision": "bf16"}), content, [style]).image
     mse = (fp32 - bf16).pow(2).mean().item()

@@ -161,7 +161,8 @@ def test_cuda_device_without_cuda_is_a_clear_error(random_vgg19, rng):
 def test_progress_weighs_each_evaluation_by_its_level_pixels():
     generator = torch.Generator().manual_seed(7)
     content, style = torch.rand(3, 96, 128, generator=generator), torch.rand(3, 64, 64, generator=generator)
-    config = RenderConfig(size=128, levels=2, level_scale=2.0, iterations=(4, 4), model="vgg16-random", device="cpu")
+    config = RenderConfig(size=128, levels=2, level_scale=2.0, iterations=(4, 4), model="vgg16-random", device="cpu",
+                          precision="fp32")
     events = []
     render(config, content, [style], callback=events.append)
     progress = [event.progress for event in events]

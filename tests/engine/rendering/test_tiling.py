@@ -120,7 +120,7 @@ def test_tiled_gradient_equals_untiled_in_float32(backend_name):
 def test_a_tiled_render_matches_the_untiled_one():
     generator = torch.Generator().manual_seed(2)
     content, style = torch.rand(3, 120, 160, generator=generator), torch.rand(3, 96, 96, generator=generator)
-    config = RenderConfig(size=160, iterations=3, model="vgg16-random", device="cpu", backend="torch")
+    config = RenderConfig(size=160, iterations=3, model="vgg16-random", device="cpu", backend="torch", precision="fp32")
     untiled = render(config, content, [style]).image
     tiled = render(config.replace({"tile_size": 48}), content, [style]).image
     assert (tiled - untiled).abs().max().item() < 1e-4
@@ -191,7 +191,8 @@ def test_mrf_halo_covers_a_patch_at_the_coarsest_mrf_layer():
 def test_a_tiled_mrf_render_matches_the_untiled_one():
     generator = torch.Generator().manual_seed(6)
     content, style = torch.rand(3, 120, 160, generator=generator), torch.rand(3, 96, 96, generator=generator)
-    config = RenderConfig.mrf_defaults(size=160, levels=1, iterations=3, model="vgg16-random", device="cpu", backend="torch")
+    config = RenderConfig.mrf_defaults(size=160, levels=1, iterations=3, model="vgg16-random", device="cpu",
+                                       backend="torch", precision="fp32")
     untiled = render(config, content, [style]).image
     tiled = render(config.replace({"tile_size": 48}), content, [style]).image
     assert (tiled - untiled).abs().max().item() < 1e-4
