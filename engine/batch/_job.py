@@ -21,6 +21,7 @@ from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
+from .._maps import is_color, load_style_maps
 from ..backends import Backend, backend_for, backend_key
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
@@ -39,7 +40,8 @@ def job_hash(job: BatchJob) -> str:
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
         "styles": [sha256_file(path) for path in job.styles],
-        "style_maps": [sha256_file(path) for path in job.style_maps] if job.style_maps else None,
+        "style_maps": [str(path) if is_color(path) else sha256_file(path) for path in job.style_maps]
+        if job.style_maps else None,
     }
     if job.config.optimization.init not in INITS:  # only then: earlier outputs keep their hashes
         spec["init_image"] = sha256_file(job.config.optimization.init)
@@ -121,7 +123,7 @@ def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None
         content = load_image(job.content) if job.content else None
         styles = [load_image(path) for path in job.styles]
         content_map = load_image(job.content_map) if job.content_map else None
-        style_maps = [load_image(path) for path in job.style_maps] if job.style_maps else None
+        style_maps = load_style_maps(job.style_maps, styles) if job.style_maps else None
         backend = None
         if backends is not None:
             reference = content if content is not None else content_map
