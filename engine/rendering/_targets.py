@@ -147,7 +147,8 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
                          content_weight=objective.content_weight, mrf_weight=mrf.mrf_weight,
                          tv_weight=objective.tv_weight, patch_size=mrf.patch_size,
                          synthesis_stride=mrf.synthesis_stride, strides=strides,
-                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence)
+                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence,
+                         unstyled=level.unstyled)
 
 
 def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cached: Callable[..., Any],
@@ -167,7 +168,8 @@ def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cach
         return W2StyleTerm(moments, layer_weights, strides)
     if objective.style_loss == "sliced":
         channels = {layer: backend.backbone.feature_info[layer].channels for layer in layers}
-        target = cached(lambda: build_sliced_target(_over_regions(backend, tile_size), level.styles, blend, layers, strides, channels,
+        over_regions = _over_regions(backend, tile_size)
+        target = cached(lambda: build_sliced_target(over_regions, level.styles, blend, layers, strides, channels,
                                                     seed=config.optimization.seed), "sliced", blend, layers)
         return SlicedStyleTerm(target, layer_weights, strides)
     grams = cached(lambda: blended(lambda f, r: gram_statistics(f, r, layers, strides)), "gram", blend, layers)

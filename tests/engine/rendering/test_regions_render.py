@@ -8,6 +8,7 @@ import torch
 
 from styleforge.engine import ConfigError, RenderConfig, load_backbone, render, resize_to
 from styleforge.engine.backends import TorchBackend
+from styleforge.engine.objectives import Region
 from styleforge.engine.rendering import LevelInputs, build_objective, evaluate, plan_tiles, receptive_radius
 
 D = torch.float64
@@ -131,3 +132,35 @@ def test_flat_colour_style_maps_bind_each_style_to_its_region():
 def test_bad_maps_are_one_error_naming_the_option(options, maps, message):
     with pytest.raises(ConfigError, match=message):
         render(RenderConfig(**FAST, **options), torch.rand(3, 32, 32), [torch.rand(3, 40, 40)], **maps)
+
+
+def test_mrf_with_an_unstyled_colour_pulls_no_patch_there_and_tiles_exactly():
+    """MRF doodles take the unstyled colour too: patches wholly inside it get no pull (their
+    features' gradient is zero), a partial patch in proportion, and tiling stays exact."""
+    from styleforge.engine.rendering import tile_halo
+
+    generator = torch.Generator().manual_seed(15)
+    layers = ("relu2_1", "relu3_1")
+    backbone = load_backbone("vgg16-random", layers).double()
+    backend = TorchBackend(backbone, torch.device("cpu"))
+    content = torch.rand(1, 3, 96, 128, generator=generator, dtype=D)
+    style = torch.rand(1, 3, 80, 96, generator=generator, dtype=D)
+    palette = [RED, BLUE, BLACK]
+    level = LevelInputs(content, [style], (96, 128), content_labels=_labels(_stripes(96, 128, RED, BLUE, BLACK), palette),
+                        style_labels=[_labels(_stripes(80, 96, RED, BLUE), palette)], unstyled=2)
+    config = RenderConfig.mrf_defaults(model="vgg16-random", mrf_layers=layers, content_layers=("relu3_1",))
+    objective = build_objective(config, backend, level)
+    features = {name: value.requires_grad_(True) for name, value in backend.forward(
+        torch.rand(1, 3, 96, 128, generator=generator, dtype=D)).items()}
+    term = objective.terms["style"]
+    value = term.local_value(features, Region.whole(96, 128), {})
+    for layer, grad in zip(layers, torch.autograd.grad(value, [features[layer] for layer in layers])):
+        width = grad.shape[-1]
+        assert grad[..., width * 2 // 3 + 4:].abs().max().item() == 0.0  # past the patches that straddle
+        assert grad[..., : width // 3].abs().max().item() > 0.0
+    image = torch.rand(1, 3, 96, 128, generator=generator, dtype=D)
+    tiles = plan_tiles(96, 128, 32, tile_halo(backbone.layers, dict.fromkeys(layers, 2)))
+    expected_losses, expected = evaluate(backend, objective, image)
+    losses, gradient = evaluate(backend, objective, image, tiles)
+    assert losses["style"].item() == pytest.approx(expected_losses["style"].item(), rel=1e-10)
+    assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-10
