@@ -164,3 +164,21 @@ def test_mrf_with_an_unstyled_colour_pulls_no_patch_there_and_tiles_exactly():
     losses, gradient = evaluate(backend, objective, image, tiles)
     assert losses["style"].item() == pytest.approx(expected_losses["style"].item(), rel=1e-10)
     assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-10
+
+
+@pytest.mark.parametrize("options", [{"backend": "onnxruntime"}, {"precision": "bf16"}, {"precision": "fp16"}],
+                         ids=["onnxruntime", "bf16", "fp16"])
+def test_regions_render_on_every_cpu_backend_and_precision_close_to_torch_fp32(options):
+    """The guided terms read features as every backend and precision give them (fp32 tensors),
+    so a short render with maps lands near the torch fp32 one (half precisions: within their
+    rounding, as tests/engine/rendering/test_precision.py measures without maps)."""
+    generator = torch.Generator().manual_seed(16)
+    content = torch.rand(3, 48, 64, generator=generator)
+    styles = [torch.rand(3, 40, 40, generator=generator) for _ in range(2)]
+    maps = dict(content_map=_stripes(48, 64, RED, BLUE, BLACK), style_maps=["#ff0000", "#0000ff"])
+    config = RenderConfig(**{**FAST, "levels": 1, "iterations": 1}, unstyled_color="#000000", precision="fp32")
+    reference = render(config, content, styles, **maps).image
+    image = render(config.replace(options), content, styles, **maps).image
+    assert torch.isfinite(image).all()
+    tolerance = 1e-4 if "backend" in options else 2e-2
+    assert (image - reference).abs().max().item() < tolerance
