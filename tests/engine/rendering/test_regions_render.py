@@ -57,19 +57,18 @@ def test_tiled_regions_equal_untiled_in_float64(style_loss):
     assert ((gradient - expected).abs().max() / expected.abs().max()).item() < 1e-10
 
 
-FAST = dict(model="vgg16-random", device="cpu", backend="torch", size=64, levels=2, iterations=3)
+FAST = dict(model="vgg16-random", device="cpu", backend="torch", precision="fp32", size=64, levels=2, iterations=3)
 
 
 def test_a_tiled_render_with_maps_and_an_unstyled_region_matches_the_untiled_one():
-    """Through the loop (inputs, planner, targets, tiled evaluation) in float32: the first loss
-    and the first step agree. Longer float32 L-BFGS runs drift apart by rounding, maps or not
-    (two random styles at 160 px: 5e-3 after 3 iterations without maps, before this change
-    too), which is why exactness is tested in float64 above."""
+    """Through the loop (inputs, planner, targets, tiled evaluation) in float32, one level of three
+    L-BFGS steps, as test_tiling's render test without maps. (Two levels drift apart by rounding,
+    maps or not: 1.7e-2 at 160 px without maps.)"""
     generator = torch.Generator().manual_seed(12)
     content = torch.rand(3, 48, 64, generator=generator)
     styles = [torch.rand(3, 40, 40, generator=generator) for _ in range(2)]
     maps = dict(content_map=_stripes(48, 64, RED, BLUE, BLACK), style_maps=["#ff0000", "#0000ff"])
-    config = RenderConfig(**{**FAST, "levels": 1, "iterations": 1}, unstyled_color="#000000", style_loss="w2")
+    config = RenderConfig(**{**FAST, "levels": 1}, unstyled_color="#000000", style_loss="w2")
     runs = []
     for options in ({}, {"tile_size": 32}):
         events = []
@@ -78,7 +77,7 @@ def test_a_tiled_render_with_maps_and_an_unstyled_region_matches_the_untiled_one
     (untiled, expected), (tiled, losses) = runs
     for name in ("content", "style", "tv", "total"):
         assert losses[name].item() == pytest.approx(expected[name].item(), rel=1e-5)
-    assert (tiled - untiled).abs().max().item() < 1e-5
+    assert (tiled - untiled).abs().max().item() < 1e-4
 
 
 def test_the_unstyled_region_keeps_the_content():
@@ -176,7 +175,7 @@ def test_regions_render_on_every_cpu_backend_and_precision_close_to_torch_fp32(o
     content = torch.rand(3, 48, 64, generator=generator)
     styles = [torch.rand(3, 40, 40, generator=generator) for _ in range(2)]
     maps = dict(content_map=_stripes(48, 64, RED, BLUE, BLACK), style_maps=["#ff0000", "#0000ff"])
-    config = RenderConfig(**{**FAST, "levels": 1, "iterations": 1}, unstyled_color="#000000", precision="fp32")
+    config = RenderConfig(**{**FAST, "levels": 1, "iterations": 1}, unstyled_color="#000000")
     reference = render(config, content, styles, **maps).image
     image = render(config.replace(options), content, styles, **maps).image
     assert torch.isfinite(image).all()
