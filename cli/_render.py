@@ -72,8 +72,8 @@ def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default="none")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default="none")] = None,
-    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours); with --method mrf. CONTENT may then be omitted.", show_default="none")] = None,
-    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it.", show_default="none")] = None,
+    content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours): each region takes its style from the same colour in the --style-map(s); with --method mrf CONTENT may be omitted.", show_default="none")] = None,
+    style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it, or a flat #rrggbb: that style paints that region only.", show_default="none")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.", show_default="off")] = False,
     save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default="0")] = None,
     bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG.", show_default="8")] = None,
@@ -134,7 +134,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
     content_map = engine.load_image(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
     map_paths = [str(path) for path in cli.get("style_map") or []]
-    style_maps = [engine.load_image(path, max_pixels=max_pixels) for path in map_paths] or None
+    style_maps = engine.load_style_maps(map_paths, styles, max_pixels=max_pixels) if map_paths else None
 
     metadata = {
         "software": f"styleforge {engine.__version__}",
@@ -201,7 +201,8 @@ def _inputs(cli: dict[str, Any], config: RenderConfig, config_path: Path | None)
     """Every file the render reads, by role: no output may be one of them."""
     roles = {"content": cli.get("content"), "content map": cli.get("content_map"), "config": config_path}
     roles |= {f"style {i}": path for i, path in enumerate(cli.get("style") or [], start=1)}
-    roles |= {f"style map {i}": path for i, path in enumerate(cli.get("style_map") or [], start=1)}
+    roles |= {f"style map {i}": path for i, path in enumerate(cli.get("style_map") or [], start=1)
+              if not engine.is_color(path)}
     if config.optimization.init not in ("content", "noise", "style"):
         roles["init"] = config.optimization.init
     return {role: str(path) for role, path in roles.items() if path is not None}

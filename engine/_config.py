@@ -21,17 +21,21 @@ from typing import Any, ClassVar
 from ._backbone import POOLINGS, layer_infos
 from ._device import DEVICES, PRECISIONS
 from ._errors import ConfigError, check_choice
+from ._maps import parse_color
 from ._values import coerce, parse_bytes, parse_iterations, parse_size
 from ._weights import DEFAULT_MODEL, MODELS
 
 __all__ = [
-    "BACKENDS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig", "ObjectiveConfig",
+    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
+    "ObjectiveConfig",
     "OptimizationConfig", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file", "option_name",
 ]
 
 METHODS = ("gram", "mrf")
 #: Style losses of the gram method (objectives: Gram matrices, W2 between Gaussian fits, sliced W2).
 STYLE_LOSSES = ("gram", "w2", "sliced")
+#: Colour control: none, luminance only (after the render), style colours matched to the content's (before).
+COLOR_TRANSFERS = ("none", "luminance", "histogram")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 LEVEL_STARTS = ("upsample", "detail")
@@ -96,6 +100,14 @@ class ObjectiveConfig:
     style_scale: float = _option(1.0, "Style size relative to the output's long side.")
     original_colors: bool = _option(False, "Keep the content's colours (luminance-only transfer).",
                                     flags=("--original-colors/--style-colors",), show="style colours")
+    # control: regions and colour
+    color_transfer: str = _option("none", "Colour control: none, luminance (the content's colours, the style's "
+                                          "luminance: after the render; --original-colors for short) or histogram "
+                                          "(each style's colour mean and covariance matched to the content's, before "
+                                          "the render).", show="none")
+    unstyled_color: str | None = _option(None, "A --content-map colour that gets no style term, only content "
+                                               "(e.g. #000000); the content is blended back there with a soft mask.",
+                                         show="none")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -112,6 +124,17 @@ class ObjectiveConfig:
             if values is not None:
                 _check(all(v >= 0 for v in values) and sum(values) > 0, name,
                        f"weights must be >= 0 and not all zero, got {list(values)}")
+        # control: regions and colour
+        check_choice("color_transfer", self.color_transfer, COLOR_TRANSFERS)
+        _check(not self.original_colors or self.color_transfer in ("none", "luminance"), "color_transfer",
+               f"{self.color_transfer} contradicts original_colors (luminance transfer): give one of them")
+        if self.unstyled_color is not None:
+            parse_color(self.unstyled_color, field="unstyled_color")
+
+    @property
+    def colors(self) -> str:
+        """The colour transfer in effect: ``original_colors`` is luminance's short form."""
+        return "luminance" if self.original_colors else self.color_transfer
 
     def style_layer_weight_map(self) -> dict[str, float]:
         """Gram style layer -> weight (equal unless given)."""

@@ -21,6 +21,7 @@ from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
+from .._maps import is_color, load_style_maps
 from ..backends import Backend, backend_for, backend_key
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
@@ -39,7 +40,8 @@ def job_hash(job: BatchJob) -> str:
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
         "styles": [sha256_file(path) for path in job.styles],
-        "style_maps": [sha256_file(path) for path in job.style_maps] if job.style_maps else None,
+        "style_maps": [str(path) if is_color(path) else sha256_file(path) for path in job.style_maps]
+        if job.style_maps else None,
     }
     if job.config.optimization.init not in INITS:  # only then: earlier outputs keep their hashes
         spec["init_image"] = sha256_file(job.config.optimization.init)
@@ -165,10 +167,10 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
                               "output exists with other parameters; pass --overwrite to replace it")
     # Before the work: a folder that cannot be made or written fails this job, not its render.
     probe_writable(job.output)
-    return PreparedJob(digest, load_image(job.content) if job.content else None,
-                       [load_image(path) for path in job.styles],
+    styles = [load_image(path) for path in job.styles]
+    return PreparedJob(digest, load_image(job.content) if job.content else None, styles,
                        load_image(job.content_map) if job.content_map else None,
-                       [load_image(path) for path in job.style_maps] if job.style_maps else None)
+                       load_style_maps(job.style_maps, styles) if job.style_maps else None)
 
 
 def render_job(job: BatchJob, prepared: PreparedJob, *, cache: TargetCache | None = None,

@@ -38,6 +38,7 @@ from typing import Any
 from .._config import INITS, RenderConfig
 from .._errors import ConfigError, ImageError, InputError, StyleforgeError, check_choice
 from .._image import check_output_path
+from .._maps import is_color
 from .._values import coerce_path, coerce_paths
 from ..video import VideoConfig, frame_store
 
@@ -73,7 +74,7 @@ class BatchJob:
     config: RenderConfig
     content: Path | None = None
     content_map: Path | None = None
-    style_maps: tuple[Path, ...] | None = None
+    style_maps: tuple[Path, ...] | None = None  # a flat "#rrggbb" colour stays as it is written
     kind: str = "image"  # one of KINDS
     video: VideoConfig | None = None  # a video job's options
 
@@ -81,7 +82,8 @@ class BatchJob:
         """(role, path) of every file the job reads: content, maps, styles and an init image."""
         roles = [("content", self.content), ("content_map", self.content_map)]
         roles += [(f"style {index}", path) for index, path in enumerate(self.styles, start=1)]
-        roles += [(f"style_map {index}", path) for index, path in enumerate(self.style_maps or (), start=1)]
+        roles += [(f"style_map {index}", path) for index, path in enumerate(self.style_maps or (), start=1)
+                  if not is_color(path)]
         init = self.config.optimization.init
         if init not in INITS:
             roles.append(("init", Path(init)))
@@ -110,7 +112,8 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         key = next((k for k in keys if k in merged), None)
         if key is None:
             return ()
-        return tuple(_resolve(p, base) for p in coerce_paths(key, merged[key], separator=";"))
+        given = coerce_paths(key, merged[key], separator=";")
+        return tuple(Path(p) if is_color(p) else _resolve(p, base) for p in given)  # a colour is no path
 
     styles = paths("styles", "style")
     style_maps = paths("style_maps", "style_map") or None
@@ -135,7 +138,7 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         options["init"] = str(_resolve(init, base))  # relative to the manifest, as every path in it
     config = RenderConfig.from_options(options)
     for path in [content if kind == "image" else None, content_map, *styles, *(style_maps or ())]:
-        if path is not None and not path.is_file():
+        if path is not None and not is_color(path) and not path.is_file():
             raise ImageError(path, "no such file")
     return BatchJob(line=line, output=output, styles=styles, config=config, content=content,
                     content_map=content_map, style_maps=style_maps, kind=kind, video=video)

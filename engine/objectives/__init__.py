@@ -10,6 +10,14 @@ from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
 from ._gram import GramStyleTerm, blend_statistics, content_style_objective, gatys_objective, gram_statistics
 from ._mrf import MRFTerm, PatchBank, build_patch_bank, mrf_objective, style_variants
+from ._regions import (
+    GuidedSlicedTerm,
+    GuidedStyleTerm,
+    RegionGuide,
+    guided_moments,
+    guided_projection_statistics,
+    normalized_region,
+)
 from ._semantic import semantic_labels, semantic_palette, shared_palette
 from ._sliced import (
     SlicedStyleTerm,
@@ -31,8 +39,9 @@ __all__ = [
     # targets
     "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",
-    # semantic maps
-    "semantic_labels", "semantic_palette", "shared_palette",
+    # semantic maps, and regions for the global style terms
+    "semantic_labels", "semantic_palette", "shared_palette", "GuidedStyleTerm", "GuidedSlicedTerm", "RegionGuide",
+    "guided_moments", "guided_projection_statistics", "normalized_region",
     # functional references
     "content_loss", "style_loss", "total_variation", "wasserstein2_gaussian", "gaussian_fit", "sqrtm_psd",
     "sliced_wasserstein", "temporal_loss",

@@ -113,13 +113,15 @@ class MRFTerm(Term):
         content_labels: (1, K, H, W) one-hot label map of the output, or None (no doodle).
         map_scale: sqrt(map_weight) when maps are in use.
         confidence: pull only patches whose best match scores at least this NCC.
+        unstyled: the label channel of the unstyled colour: a patch is pulled in proportion to
+            the share of it outside that region (0 inside it: no style term there).
     """
 
     name = "style"
 
     def __init__(self, bank: PatchBank, layer_weights: Mapping[str, float], strides: Mapping[str, int] | None = None, *,
                  patch_size: int, synthesis_stride: int, content_labels: torch.Tensor | None = None,
-                 map_scale: float = 0.0, confidence: float | None = None) -> None:
+                 map_scale: float = 0.0, confidence: float | None = None, unstyled: int | None = None) -> None:
         super().__init__(strides)
         self.layers = tuple(layer_weights)
         total = sum(layer_weights.values())
@@ -131,6 +133,8 @@ class MRFTerm(Term):
         self.map_scale = map_scale if content_labels is not None else 0.0
         self._bank_scale = {layer: 1.0 / bank.raw[layer].pow(2).sum(1).mean().clamp_min(EPS) for layer in self.layers}
         self._content_label_patches: dict[tuple, torch.Tensor] = {}
+        self.unstyled = unstyled if content_labels is not None else None
+        self._styled_shares: dict[tuple, torch.Tensor] = {}
 
     def extent(self) -> dict[str, int]:
         return dict.fromkeys(self.layers, self.patch_size - 1)
@@ -145,6 +149,19 @@ class MRFTerm(Term):
             self._content_label_patches[key] = self.map_scale * _label_patches(
                 self.content_labels, shape, self.patch_size, self.synthesis_stride)
         return self._content_label_patches[key]
+
+    def styled_share(self, layer: str, shape: Sequence[int]) -> torch.Tensor | None:
+        """Each synthesis patch's share outside the unstyled region (N,) for a layer's full
+        (H, W), row-major like extract_patches (None without an unstyled colour)."""
+        if self.unstyled is None:
+            return None
+        key = (layer, tuple(shape[-2:]))
+        if key not in self._styled_shares:
+            assert self.content_labels is not None
+            unstyled = self.content_labels[:, self.unstyled:self.unstyled + 1].float()
+            small = F.adaptive_avg_pool2d(unstyled, tuple(shape[-2:]))
+            self._styled_shares[key] = 1 - extract_patches(small, self.patch_size, self.synthesis_stride).mean(dim=1)
+        return self._styled_shares[key]
 
     def matches(self, layer: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices into the bank, NCC scores) of every synthesis patch of whole ``features``."""
@@ -183,12 +200,11 @@ class MRFTerm(Term):
             top, left = rows[0] - region.cy0 // stride, cols[0] - region.cx0 // stride
             block = features[layer][:, :, top:top + rows[-1] - rows[0] + k, left:left + cols[-1] - cols[0] + k]
             patches = extract_patches(block, k, step)
-            labels = self.label_grid(layer, (full_h, full_w))
-            if labels is not None and not region.is_whole:
-                grid = labels.reshape(rows_all, cols_all, -1)
-                labels = grid[rows[0] // step:rows[-1] // step + 1, cols[0] // step:cols[-1] // step + 1]
-                labels = labels.reshape(-1, grid.shape[-1])
+            labels, styled = (_rows_of(grid, region, rows_all, cols_all, rows, cols, step) for grid in (
+                self.label_grid(layer, (full_h, full_w)), self.styled_share(layer, (full_h, full_w))))
             distance = self.patch_distances(layer, patches, labels)
+            if styled is not None:
+                distance = distance * styled.to(distance)
             share = distance.sum() / (rows_all * cols_all) * self.layer_scale(layer)
             term = share if term is None else term + share
         return term
@@ -196,6 +212,16 @@ class MRFTerm(Term):
     def layer_scale(self, layer: str) -> float:
         """A layer's weight over the bank's mean squared patch norm (multiplies the mean distance)."""
         return self._bank_scale[layer] * self.layer_weights[layer]
+
+
+def _rows_of(grid: torch.Tensor | None, region: Region, rows_all: int, cols_all: int, rows: range, cols: range,
+             step: int) -> torch.Tensor | None:
+    """The rows of a whole map's per-patch ``grid`` (N, ...) for the patches ``rows`` x ``cols``."""
+    if grid is None or region.is_whole:
+        return grid
+    block = grid.reshape(rows_all, cols_all, -1)
+    block = block[rows[0] // step:rows[-1] // step + 1, cols[0] // step:cols[-1] // step + 1]
+    return block.reshape(-1, *grid.shape[1:])
 
 
 def _patch_corners(start: int, stop: int, size: int, patch: int, step: int) -> range:
@@ -207,11 +233,12 @@ def _patch_corners(start: int, stop: int, size: int, patch: int, step: int) -> r
 def mrf_objective(bank: PatchBank, layer_weights: Mapping[str, float], *, content_targets, content_weight: float,
                   mrf_weight: float, tv_weight: float, patch_size: int, synthesis_stride: int,
                   strides: Mapping[str, int] | None = None, content_labels: torch.Tensor | None = None,
-                  map_scale: float = 0.0, confidence: float | None = None) -> Objective:
+                  map_scale: float = 0.0, confidence: float | None = None,
+                  unstyled: int | None = None) -> Objective:
     """Li & Wand's objective: content + MRF + total variation (content weight 0 without targets)."""
     terms = [ContentTerm(content_targets, strides),
              MRFTerm(bank, layer_weights, strides, patch_size=patch_size, synthesis_stride=synthesis_stride,
-                     content_labels=content_labels, map_scale=map_scale, confidence=confidence),
+                     content_labels=content_labels, map_scale=map_scale, confidence=confidence, unstyled=unstyled),
              TotalVariationTerm()]
     weights = {"content": content_weight if content_targets else 0.0, "style": mrf_weight, "tv": tv_weight}
     return Objective(terms, weights)

@@ -36,20 +36,36 @@ def semantic_labels(semantic_map: torch.Tensor, palette: torch.Tensor) -> torch.
     return one_hot.reshape(1, palette.shape[0], *semantic_map.shape[-2:])
 
 
-def shared_palette(content_map: torch.Tensor, style_map: torch.Tensor) -> torch.Tensor:
-    """The palette both maps use; a colour present on one side only is an error."""
+#: Colours closer than this (per channel, in [0, 1]) name the same region (JPEG-saved maps drift).
+_TOLERANCE = 12 / 255
+
+
+def shared_palette(content_map: torch.Tensor, style_map: torch.Tensor,
+                   unstyled: torch.Tensor | None = None) -> torch.Tensor:
+    """The palette both maps use; a colour present on one side only is an error, except the
+    content map's ``unstyled`` colour (3,), which no style needs to paint: it is appended last."""
     content_colours = semantic_palette(content_map, what="content_map")
     style_colours = semantic_palette(style_map, what="style_map")
+    if unstyled is not None:
+        near = torch.cdist(content_colours, unstyled[None]).squeeze(1) <= _TOLERANCE
+        if not near.any():
+            raise ConfigError(f"{_hexes(unstyled[None])} is not a colour of the content map", field="unstyled_color")
+        style_colours = style_colours[torch.cdist(style_colours, unstyled[None]).squeeze(1) > _TOLERANCE]
+        content_colours = content_colours[~near]
+        if not content_colours.shape[0]:
+            raise ConfigError("the whole content map is this colour: nothing is left to style", field="unstyled_color")
     distance = torch.cdist(content_colours, style_colours)
-    tolerance = 12 / 255
 
-    def hexes(colours: torch.Tensor) -> str:
-        return ", ".join("#" + "".join(f"{round(c * 255):02x}" for c in colour.tolist()) for colour in colours)
-
-    missing_in_style = content_colours[distance.min(dim=1).values > tolerance]
+    missing_in_style = content_colours[distance.min(dim=1).values > _TOLERANCE]
     if missing_in_style.shape[0]:
-        raise ConfigError(f"colour(s) {hexes(missing_in_style)} have no region in the style maps", field="content_map")
-    missing_in_content = style_colours[distance.min(dim=0).values > tolerance]
+        raise ConfigError(f"colour(s) {_hexes(missing_in_style)} have no region in the style maps", field="content_map")
+    missing_in_content = style_colours[distance.min(dim=0).values > _TOLERANCE]
     if missing_in_content.shape[0]:
-        raise ConfigError(f"colour(s) {hexes(missing_in_content)} have no region in the content map", field="style_map")
+        raise ConfigError(f"colour(s) {_hexes(missing_in_content)} have no region in the content map", field="style_map")
+    if unstyled is not None:
+        return torch.cat([style_colours, unstyled[None].to(style_colours)])
     return style_colours
+
+
+def _hexes(colours: torch.Tensor) -> str:
+    return ", ".join("#" + "".join(f"{round(c * 255):02x}" for c in colour.tolist()) for colour in colours)

@@ -94,13 +94,16 @@ def _rows(projections: torch.Tensor) -> list[slice]:
     return [slice(start, start + step) for start in range(0, projections.shape[0], step)]
 
 
-def _histogram(projections: torch.Tensor, low: torch.Tensor, width: torch.Tensor, bins: int) -> torch.Tensor:
-    """Share of each row's values per bin (K, bins); values outside the bins count in the edge ones."""
+def _histogram(projections: torch.Tensor, low: torch.Tensor, width: torch.Tensor, bins: int, *,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of each row's values per bin (K, bins); values outside the bins count in the edge ones.
+    ``weights`` (n,): each position counts with its weight (guided regions), still divided by n."""
     rows = []
     for part in _rows(projections):
         index = ((projections[part] - low[part, None]) / width[part, None]).floor().clamp(0, bins - 1).long()
         index = index + torch.arange(index.shape[0], device=index.device)[:, None] * bins
-        rows.append(torch.bincount(index.flatten(), minlength=index.shape[0] * bins).reshape(-1, bins))
+        counted = None if weights is None else weights.expand(index.shape).flatten()
+        rows.append(torch.bincount(index.flatten(), weights=counted, minlength=index.shape[0] * bins).reshape(-1, bins))
     return torch.cat(rows).to(projections.dtype) / projections.shape[1]
 
 
@@ -221,6 +224,10 @@ class SlicedStyleTerm(Term):
         self._cdf = {layer: _cdf(target.histogram[layer]) for layer in self.layers}
         self._scale = {layer: layer_weights[layer] / total / target.variance[layer].clamp_min(EPS)
                        for layer in self.layers}
+
+    def layer_scale(self, layer: str) -> torch.Tensor:
+        """A layer's weight over the style projections' total variance (multiplies its pulls)."""
+        return self._scale[layer]
 
     def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
         target = self.target

@@ -13,7 +13,9 @@ from .._backbone import VGGFeatures
 from .._config import INITS, RenderConfig
 from .._errors import ConfigError
 from .._image import load_image, resize_long_side, resize_to
+from .._maps import flat_map, is_color, parse_color
 from ..objectives import semantic_labels, shared_palette
+from ._color import transfer_style_colors
 
 __all__ = ["LevelInputs", "RenderInputs", "crop_to_frame", "initial_image", "level_inputs", "prepare_inputs"]
 
@@ -45,6 +47,7 @@ class RenderInputs:
     palette: torch.Tensor | None = None  # semantic maps' shared colours (K, 3)
     content_map: torch.Tensor | None = None
     style_maps: list[torch.Tensor] | None = None
+    unstyled: int | None = None  # the palette index of ``unstyled_color``
 
     @property
     def reference(self) -> torch.Tensor | None:
@@ -61,25 +64,37 @@ class LevelInputs:
     shape: tuple[int, int]
     content_labels: torch.Tensor | None = None  # (1, K, h, w) one-hot
     style_labels: list[torch.Tensor] | None = None
+    unstyled: int | None = None  # the label channel of ``unstyled_color``
 
 
 def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: Sequence[torch.Tensor], *,
                    init_image: torch.Tensor | None = None, content_map: torch.Tensor | None = None,
-                   style_maps: Sequence[torch.Tensor] | None = None) -> RenderInputs:
+                   style_maps: Sequence[torch.Tensor | str] | None = None) -> RenderInputs:
     """Check what the render was given against the config and crop it to the output's frame."""
     objective = config.objective
     if not styles:
         raise ConfigError("at least one style image is needed", field="style")
     if objective.style_blend is not None and len(objective.style_blend) != len(styles):
         raise ConfigError(f"{len(objective.style_blend)} weights for {len(styles)} style images", field="style_blend")
-    inputs = RenderInputs(crop_to_frame(content, config) if content is not None else None, list(styles))
+    cropped = crop_to_frame(content, config) if content is not None else None
+    inputs = RenderInputs(cropped, transfer_style_colors(config, cropped, styles))
     if content_map is None and style_maps is None:
         if content is None and objective.method == "mrf":
             raise ConfigError("method mrf needs a content image or a content_map", field="method")
+        if objective.unstyled_color is not None:
+            raise ConfigError("names a colour of the content map: give --content-map and --style-map",
+                              field="unstyled_color")
     else:
+        if style_maps is not None:  # a flat "#rrggbb" for a one-region style
+            style_maps = [flat_map(m, style) if is_color(m) else m for m, style in zip(style_maps, styles)] + list(
+                style_maps[len(styles):])
         _check_maps(config, content, styles, content_map, style_maps)
         assert content_map is not None and style_maps is not None
-        inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2))
+        unstyled = objective.unstyled_color
+        exempt = None if unstyled is None else torch.tensor(parse_color(unstyled, field="unstyled_color"))
+        inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2),
+                                        exempt)
+        inputs.unstyled = None if unstyled is None else inputs.palette.shape[0] - 1
         inputs.content_map = crop_to_frame(content_map, config)
         inputs.style_maps = list(style_maps)
     init = config.optimization.init
@@ -91,8 +106,6 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
 
 
 def _check_maps(config, content, styles, content_map, style_maps) -> None:
-    if config.objective.method != "mrf":
-        raise ConfigError("semantic maps need method mrf", field="content_map")
     if content_map is None or style_maps is None:
         raise ConfigError("semantic maps come in pairs: give both a content map and style maps", field="content_map")
     if len(style_maps) != len(styles):
@@ -131,7 +144,7 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
     styles = [resize_long_side(style.float(), style_side)[None].to(device) for style in inputs.styles]
     for index, style in enumerate(styles):
         check_size(f"style image {index + 1}", style.shape, backbone, config)
-    level = LevelInputs(content, styles, shape)
+    level = LevelInputs(content, styles, shape, unstyled=inputs.unstyled)
     if inputs.palette is not None:
         assert inputs.content_map is not None and inputs.style_maps is not None
         level.content_labels = semantic_labels(resize_to(inputs.content_map, *shape), inputs.palette).to(device)

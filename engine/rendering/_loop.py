@@ -23,6 +23,7 @@ from .._image import resize_to
 from ..backends import Backend, backend_for
 from ..objectives import Objective
 from ._color import match_luminance_colors
+from ._regions import blend_unstyled
 from ._evaluate import evaluate
 from ._inputs import LevelInputs, RenderInputs, initial_image, level_inputs, prepare_inputs
 from ._planner import LevelPlan, RenderPlan, plan_render
@@ -103,7 +104,7 @@ def render(
     backbone: VGGFeatures | None = None,
     backend: Backend | None = None,
     content_map: torch.Tensor | None = None,
-    style_maps: Sequence[torch.Tensor] | None = None,
+    style_maps: Sequence[torch.Tensor | str] | None = None,
     target_cache: TargetCache | None = None,
     extra_terms: ExtraTerms | None = None,
 ) -> RenderResult:
@@ -112,7 +113,8 @@ def render(
     ``config.objective.method``: "gram" (Gatys et al.) or "mrf" (Li & Wand), coarse to fine over
     the pyramid's levels. ``content`` may be None: texture synthesis, or (MRF) a render from
     ``content_map`` alone. ``content_map`` / ``style_maps`` (one per style, same size as it) are
-    neural-doodle semantic maps, MRF only.
+    neural-doodle semantic maps: each region of the output takes its style from the matching regions of the
+    styles (every style loss and MRF; a map may be a flat colour, see ``load_style_maps``).
     ``backbone`` overrides the model named in the config (tests pass random-weight ones);
     ``backend`` overrides the config's (a Backend already built, e.g. shared across renders);
     ``target_cache`` shares style targets (Grams, MRF banks) across renders of a batch.
@@ -175,8 +177,10 @@ def _next_level_start(config: RenderConfig, state: LevelState, level: LevelInput
 
 def _finish(config: RenderConfig, raw: torch.Tensor, level: LevelInputs) -> torch.Tensor:
     result = raw.detach().clamp(0.0, 1.0)
-    if config.objective.original_colors and level.content is not None:
+    if config.objective.colors == "luminance" and level.content is not None:
         result = match_luminance_colors(result, level.content)
+    if level.unstyled is not None and level.content is not None and level.content_labels is not None:
+        result = blend_unstyled(result, level.content, level.content_labels, level.unstyled)
     return result[0].float().cpu()
 
 

@@ -36,6 +36,7 @@ from ..objectives import (
 from ._evaluate import features_over_regions, statistics_over_regions
 from ._inputs import LevelInputs
 from ._planner import plan_tiles, receptive_radius
+from ._regions import guided_style_term
 
 __all__ = ["ExtraTerms", "TargetCache", "build_objective", "with_terms"]
 
@@ -82,6 +83,17 @@ def _regions(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Regi
     return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
 
 
+def _over_regions(backend: Backend, tile_size: int) -> Callable[[torch.Tensor, Callable[..., Any]], list[Any]]:
+    """over_regions(image, compute): ``compute(features, region)`` for each of the image's target
+    tiles (one whole region when ``tile_size`` is 0), without gradients."""
+    def over_regions(image: torch.Tensor, compute: Callable[..., Any]) -> list[Any]:
+        with torch.no_grad():
+            return [compute(backend.features(region.crop(image)), region)
+                    for region in _regions(backend, image, tile_size)]
+
+    return over_regions
+
+
 def with_terms(objective: Objective, extra: Sequence[tuple[Term, float]]) -> Objective:
     """``objective`` with ``extra`` (term, weight) pairs added after its own terms."""
     if not extra:
@@ -113,7 +125,11 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
             content_targets = features_over_regions(backend, level.content, _regions(backend, level.content, tile_size),
                                                     objective.content_layers)
     if objective.method == "gram":
-        return content_style_objective(_style_term(config, backend, level, cached, tile_size),
+        if level.content_labels is not None:  # regions: each takes its statistics from its styles' regions
+            style_term = guided_style_term(config, backend, level, cached, _over_regions(backend, tile_size))
+        else:
+            style_term = _style_term(config, backend, level, cached, tile_size)
+        return content_style_objective(style_term,
                                        content_targets=content_targets, content_weight=objective.content_weight,
                                        style_weight=objective.style_weight, tv_weight=objective.tv_weight,
                                        strides=strides)
@@ -131,7 +147,8 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
                          content_weight=objective.content_weight, mrf_weight=mrf.mrf_weight,
                          tv_weight=objective.tv_weight, patch_size=mrf.patch_size,
                          synthesis_stride=mrf.synthesis_stride, strides=strides,
-                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence)
+                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence,
+                         unstyled=level.unstyled)
 
 
 def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cached: Callable[..., Any],
@@ -150,12 +167,8 @@ def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cach
         moments = cached(lambda: blended(lambda f, r: gaussian_statistics(f, r, layers, strides)), "w2", blend, layers)
         return W2StyleTerm(moments, layer_weights, strides)
     if objective.style_loss == "sliced":
-        def over_regions(image: torch.Tensor, compute: Callable[..., Any]) -> list[Any]:
-            with torch.no_grad():
-                return [compute(backend.features(region.crop(image)), region)
-                        for region in _regions(backend, image, tile_size)]
-
         channels = {layer: backend.backbone.feature_info[layer].channels for layer in layers}
+        over_regions = _over_regions(backend, tile_size)
         target = cached(lambda: build_sliced_target(over_regions, level.styles, blend, layers, strides, channels,
                                                     seed=config.optimization.seed), "sliced", blend, layers)
         return SlicedStyleTerm(target, layer_weights, strides)

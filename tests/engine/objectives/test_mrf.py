@@ -140,10 +140,12 @@ def test_bad_maps_are_refused(random_vgg19, rng, kwargs, message):
         render(RenderConfig.mrf_defaults(**FAST), None, [torch.rand(3, 40, 40, generator=rng)], backbone=random_vgg19, **kwargs)
 
 
-def test_maps_need_the_mrf_method(random_vgg19, rng):
-    with pytest.raises(ConfigError, match="need method mrf"):
-        render(RenderConfig(model="vgg19-random", device="cpu", size=32), torch.rand(3, 32, 32), [torch.rand(3, 32, 32)],
-               backbone=random_vgg19, content_map=_two_region_map(32, 32), style_maps=[_two_region_map(32, 32)])
+def test_maps_serve_the_gram_method_too(random_vgg19, rng):
+    """Once MRF only; now every style loss takes regions (tests/engine/objectives/test_regions.py)."""
+    result = render(RenderConfig(model="vgg19-random", device="cpu", size=32, levels=1, iterations=2),
+                    torch.rand(3, 32, 32), [torch.rand(3, 32, 32)], backbone=random_vgg19,
+                    content_map=_two_region_map(32, 32), style_maps=[_two_region_map(32, 32)])
+    assert result.image.shape == (3, 32, 32)
 
 
 def test_a_level_too_small_for_an_mrf_patch_is_refused(random_vgg19, rng):
