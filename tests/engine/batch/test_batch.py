@@ -20,7 +20,8 @@ from styleforge.engine import (
 )
 from styleforge.engine.batch import run_on_ray
 
-FAST = {"model": "vgg19-random", "device": "cpu", "size": 32, "iterations": 3}
+FAST = {"model": "vgg19-random", "device": "cpu", "size": 32, "iterations": 3,
+        "precision": "fp32"}  # auto is a per-process measurement: workers would not agree on it
 
 
 @pytest.fixture
