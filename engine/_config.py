@@ -26,7 +26,8 @@ from ._weights import DEFAULT_MODEL, MODELS
 
 __all__ = [
     "BACKENDS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig", "ObjectiveConfig",
-    "OptimizationConfig", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file", "option_name",
+    "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file",
+    "option_name",
 ]
 
 METHODS = ("gram", "mrf")
@@ -96,6 +97,12 @@ class ObjectiveConfig:
     style_scale: float = _option(1.0, "Style size relative to the output's long side.")
     original_colors: bool = _option(False, "Keep the content's colours (luminance-only transfer).",
                                     flags=("--original-colors/--style-colors",), show="style colours")
+    # control: photorealism
+    photo_weight: float = _option(0.0, "Weight of the photorealism term (Luan et al.: the content's matting "
+                                       "Laplacian keeps the output locally an affine recolouring of the photo); "
+                                       "0: off.", show="0 (off)")
+    photo: bool = _option(False, "Photorealistic preset (see RenderConfig.photo_defaults); options given "
+                                 "explicitly override it.", flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -112,6 +119,7 @@ class ObjectiveConfig:
             if values is not None:
                 _check(all(v >= 0 for v in values) and sum(values) > 0, name,
                        f"weights must be >= 0 and not all zero, got {list(values)}")
+        _check_weights(self, ("photo_weight",))  # control: photorealism
 
     def style_layer_weight_map(self) -> dict[str, float]:
         """Gram style layer -> weight (equal unless given)."""
@@ -321,6 +329,10 @@ _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
 #: content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the normalised losses.
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
                      content_weight=0.5, tv_weight=2.0, init="content", level_start="upsample")
+#: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
+#: al.'s matting-Laplacian term, started from the content; tuned by looking at tubingen in the look of
+#: a night photo (benchmarks/RESULTS.md, "Control: photorealism"). Explicit options override it.
+PHOTO_PRESET: dict[str, Any] = dict(photo=True, photo_weight=1e4, init="content", tv_weight=0.0)
 
 
 @dataclass(frozen=True, init=False)
@@ -342,6 +354,8 @@ class RenderConfig:
     FIELDS: ClassVar[tuple[str, ...]] = tuple(_FIELDS)
 
     def __init__(self, **values: Any) -> None:
+        if values.get("photo") is True:  # the preset fills what is not given
+            values = {**PHOTO_PRESET, **values}
         grouped: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
         for key, value in values.items():
             if key in _GROUPS:
@@ -377,14 +391,29 @@ class RenderConfig:
         return cls(**{**_MRF_DEFAULTS, **overrides})
 
     @classmethod
+    def photo_defaults(cls, **overrides: Any) -> "RenderConfig":
+        """The photorealistic preset with ``overrides`` applied (see ``PHOTO_PRESET``)."""
+        return cls(**{**PHOTO_PRESET, **overrides})
+
+    @classmethod
+    def defaults_for(cls, values: Mapping[str, Any]) -> "RenderConfig":
+        """The base that options are applied on: the method's defaults (CNNMRF's for ``method =
+        "mrf"``), under the photorealistic preset where ``photo`` is true. The command line, TOML
+        files, manifests and ``from_options`` all start here, so a preset never overrides an
+        option given explicitly, wherever it was given."""
+        given = {str(key).replace("-", "_"): value for key, value in values.items()}
+        base = dict(_MRF_DEFAULTS) if given.get("method") == "mrf" else {}
+        if "photo" in given and coerce("photo", given["photo"], bool):
+            base |= PHOTO_PRESET
+        return cls(**base)
+
+    @classmethod
     def from_options(cls, values: Mapping[str, Any], *, source: str | None = None,
                      base: "RenderConfig | None" = None) -> "RenderConfig":
         """Options as a TOML file, a manifest or the command line give them (snake_ or kebab-case
-        keys, values checked and converted), on ``base`` or on the method's defaults (CNNMRF's
-        for ``method = "mrf"``)."""
+        keys, values checked and converted), on ``base`` or on ``defaults_for(values)``."""
         if base is None:
-            method = values.get("method", values.get("method".replace("_", "-")))
-            base = cls.mrf_defaults() if method == "mrf" else cls()
+            base = cls.defaults_for(values)
         return base.replace(values, source=source)
 
     def replace(self, values: Mapping[str, Any], *, source: str | None = None) -> "RenderConfig":
