@@ -26,9 +26,10 @@ than the box-sum form's 12 (means and inverse covariances).
 
 Windows are the 3x3 windows wholly inside the image, as in Levin et al.'s code. The term reads
 pixels, not features, so it is a pixel term of the contract: both the untiled and the tiled
-evaluation run it once on the whole image (as total variation), which is exact by construction;
-its memory (27 numbers per pixel, about as much again while differentiating) is a tenth of
-L-BFGS's history (300 per pixel), so it needs no bands of its own.
+evaluation run it once on the whole image (as total variation), which is exact by construction.
+Its memory is whole-image state like the optimiser's: 27 numbers per pixel kept, about 110 more at
+the peak of an evaluation, beside L-BFGS's 300 (history 50); the planner counts it there
+(``matting_bytes``). Only building the offsets needs float64, done in bands of rows.
 """
 
 from __future__ import annotations
@@ -37,13 +38,24 @@ import torch
 
 from ._base import Term
 
-__all__ = ["MATTING_EPSILON", "PhotorealismTerm", "matting_energy", "matting_offsets"]
+__all__ = ["MATTING_EPSILON", "PhotorealismTerm", "matting_bytes", "matting_energy", "matting_offsets"]
 
 #: Levin et al.'s regulariser, as in Luan et al.'s code (getLaplacian, eps = 1e-7): colour
 #: changes must follow the content's own edges almost exactly.
 MATTING_EPSILON = 1e-7
 _WINDOW = 3
 _N = _WINDOW * _WINDOW
+#: Windows per band while building the offsets (float64, about 2 KB each at the peak).
+_BAND_WINDOWS = 1 << 18
+#: Numbers per pixel the term holds: its offsets (27), and at the peak of a value and its
+#: gradient the window views, their centred copy, the affine part and their gradients (measured:
+#: 107 on a 2048 x 2048 CPU evaluation).
+_KEPT_PER_PIXEL, _PEAK_PER_PIXEL = 27, 110
+
+
+def matting_bytes(height: int, width: int, element_size: int = 4) -> int:
+    """Memory of the term at (height, width), offsets plus one evaluation's peak (for planning)."""
+    return (_KEPT_PER_PIXEL + _PEAK_PER_PIXEL) * height * width * element_size
 
 
 def _window_views(image: torch.Tensor) -> torch.Tensor:
@@ -56,18 +68,29 @@ def _window_views(image: torch.Tensor) -> torch.Tensor:
 
 def matting_offsets(content: torch.Tensor, epsilon: float = MATTING_EPSILON) -> torch.Tensor:
     """The whitened offsets u_{w,i} of a (B, 3, H, W) content image in [0, 1]: (B, 9, 3, H - 2,
-    W - 2), computed in float64, returned in the content's dtype (see the module docstring)."""
+    W - 2), computed in float64, returned in the content's dtype (see the module docstring).
+    Computed in bands of window rows, so the float64 work (about 250 numbers per window) stays
+    a few hundred MB at any size, once per level."""
     if content.shape[1] != 3 or min(content.shape[-2:]) < _WINDOW:
         raise ValueError(f"content must be (B, 3, H >= 3, W >= 3), got {tuple(content.shape)}")
+    height, width = content.shape[-2] - _WINDOW + 1, content.shape[-1] - _WINDOW + 1
+    offsets = content.new_empty(content.shape[0], _N, 3, height, width)
+    band = max(1, _BAND_WINDOWS // width)
+    for top in range(0, height, band):
+        bottom = min(height, top + band)
+        offsets[..., top:bottom, :] = _band_offsets(content[..., top:bottom + _WINDOW - 1, :], epsilon)
+    return offsets
+
+
+def _band_offsets(content: torch.Tensor, epsilon: float) -> torch.Tensor:
     pixels = _window_views(content.double())                                    # (B, 9, 3, h, w)
     centred = pixels - pixels.mean(dim=1, keepdim=True)
-    batch, _, _, height, width = centred.shape
     columns = centred.permute(0, 3, 4, 2, 1)                                    # (B, h, w, 3, 9)
     covariance = columns @ columns.transpose(-1, -2) / _N
     covariance = covariance + epsilon / _N * torch.eye(3, dtype=covariance.dtype, device=covariance.device)
     cholesky = torch.linalg.cholesky(covariance)
     whitened = torch.linalg.solve_triangular(cholesky, columns, upper=False) / _N ** 0.5
-    return whitened.permute(0, 4, 3, 1, 2).to(content.dtype).contiguous()
+    return whitened.permute(0, 4, 3, 1, 2).to(content.dtype)
 
 
 def matting_energy(image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

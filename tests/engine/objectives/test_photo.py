@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from styleforge.engine import load_image, resize_to
+from styleforge.engine import RenderConfig, load_image, resize_to
 from styleforge.engine.objectives import (
     MATTING_EPSILON,
     Objective,
     PhotorealismTerm,
+    _photo,
+    matting_bytes,
     matting_energy,
     matting_offsets,
 )
+from styleforge.engine.rendering import plan_render
 
 HEIGHT, WIDTH = 7, 9
 
@@ -115,3 +118,16 @@ def test_mismatched_sizes_are_refused(content):
         matting_energy(torch.zeros(1, 3, HEIGHT + 1, WIDTH), matting_offsets(content))
     with pytest.raises(ValueError, match="content must be"):
         matting_offsets(torch.zeros(1, 3, 2, 9))
+
+
+def test_offsets_built_in_bands_equal_the_whole_build(content, monkeypatch):
+    whole = matting_offsets(content)
+    monkeypatch.setattr(_photo, "_BAND_WINDOWS", 10)  # 7 columns of windows: bands of one row
+    assert torch.allclose(matting_offsets(content), whole, rtol=0, atol=1e-12)
+
+
+def test_the_planner_counts_the_term_with_the_optimiser_state():
+    shapes, cpu = [(300, 400)], torch.device("cpu")
+    plain = plan_render(RenderConfig(), shapes, cpu, budget=1 << 40).levels[0]
+    photo = plan_render(RenderConfig(photo_weight=1.0), shapes, cpu, budget=1 << 40).levels[0]
+    assert photo.state_bytes - plain.state_bytes == matting_bytes(300, 400) > 100 * 300 * 400 * 4
