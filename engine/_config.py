@@ -330,9 +330,14 @@ _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
                      content_weight=0.5, tv_weight=2.0, init="content", level_start="upsample")
 #: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
-#: al.'s matting-Laplacian term, started from the content; tuned by looking at tubingen in the look of
-#: a night photo (benchmarks/RESULTS.md, "Control: photorealism"). Explicit options override it.
-PHOTO_PRESET: dict[str, Any] = dict(photo=True, photo_weight=1e4, init="content", tv_weight=0.0)
+#: al.'s matting-Laplacian term, started from the content, no TV (the term smooths only where the
+#: photo is smooth). Chosen by looking at tubingen in the look of a night photo at 256 px
+#: (benchmarks/RESULTS.md, "Control: photorealism"): relu3_1 and deeper style layers drew large
+#: shapes into the flat sky (the style's roof line) that the term cannot forbid there, the first two
+#: carry the colours; a content weight of 20 keeps the windows, photo weight 3e4 the edges straight.
+#: VGG layer names: other backbones need --style-layers. Explicit options override the preset.
+PHOTO_PRESET: dict[str, Any] = dict(photo=True, photo_weight=3e4, style_weight=1e4, content_weight=20.0,
+                                    style_layers=("relu1_1", "relu2_1"), init="content", tv_weight=0.0)
 
 
 @dataclass(frozen=True, init=False)

@@ -35,7 +35,7 @@ def test_photo_flag_sets_the_preset_and_renders_with_the_term(photos):
     assert result.exit_code == 0, result.output
     config = read_metadata(output)["config"]
     for name, value in PHOTO_PRESET.items():
-        assert config[name] == value, name
+        assert config[name] == (list(value) if isinstance(value, tuple) else value), name
     assert config["photo_weight"] > 0 and config["tv_weight"] == 0.0 and config["init"] == "content"
 
 

@@ -19,7 +19,7 @@ def test_the_api_the_preset_function_and_from_options_agree():
         {"photo": True})
     assert api == preset == options
     for name, value in PHOTO_PRESET.items():
-        assert _flat(api)[name] == value, name
+        assert _flat(api)[name] == (list(value) if isinstance(value, tuple) else value), name
     assert RenderConfig().objective.photo_weight == 0.0  # off unless asked for
 
 
