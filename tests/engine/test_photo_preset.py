@@ -3,10 +3,13 @@ fills what is not given and never overrides what is."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from styleforge.engine import PHOTO_PRESET, ConfigError, RenderConfig
+from styleforge.engine.batch import load_manifest
 from styleforge.engine.rendering import prepare_inputs
 
 
@@ -52,3 +55,19 @@ def test_a_bad_photo_weight_names_the_field(value):
 def test_the_term_needs_a_content_photo():
     with pytest.raises(ConfigError, match="photo_weight: the photorealism term is built from the content"):
         prepare_inputs(RenderConfig(photo_weight=1.0), None, [torch.rand(3, 32, 32)])
+
+
+def test_a_manifest_line_with_photo_gets_the_preset_under_its_own_options(tmp_path):
+    for name in ("a.png", "s.png"):
+        (tmp_path / name).write_bytes(b"")  # the manifest checks that inputs exist, not what they hold
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in [
+        {"defaults": {"photo": True}},
+        {"content": "a.png", "style": "s.png", "output": "out/a.png"},
+        {"content": "a.png", "style": "s.png", "output": "out/b.png", "content_weight": 2.0},
+        {"content": "a.png", "style": "s.png", "output": "out/c.png", "photo": False},
+    ]) + "\n")
+    preset, overridden, plain = (job.config for job in load_manifest(path))
+    assert preset == RenderConfig(photo=True)
+    assert overridden == RenderConfig(photo=True, content_weight=2.0)
+    assert plain == RenderConfig()
