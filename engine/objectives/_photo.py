@@ -27,9 +27,12 @@ than the box-sum form's 12 (means and inverse covariances).
 Windows are the 3x3 windows wholly inside the image, as in Levin et al.'s code. The term reads
 pixels, not features, so it is a pixel term of the contract: both the untiled and the tiled
 evaluation run it once on the whole image (as total variation), which is exact by construction.
-Its memory is whole-image state like the optimiser's: 27 numbers per pixel kept, about 110 more at
-the peak of an evaluation, beside L-BFGS's 300 (history 50); the planner counts it there
-(``matting_bytes``). Only building the offsets needs float64, done in bands of rows.
+Its memory is whole-image state like the optimiser's, and small beside it: the offsets (27
+numbers per pixel) and L v (3), against L-BFGS's 300 (history 50); the planner counts it there
+(``matting_bytes``). The offsets are built (in float64) and the term evaluated in bands of window
+rows, each with its 2-row window halo, with the gradient 2 L v computed in the same pass
+(``matting_energy_in_bands``), so no autograd graph is kept: autograd through the reference
+``matting_energy`` peaked at 107 numbers per pixel more at 2048 x 2048, the bands at 8.
 """
 
 from __future__ import annotations
@@ -38,24 +41,26 @@ import torch
 
 from ._base import Term
 
-__all__ = ["MATTING_EPSILON", "PhotorealismTerm", "matting_bytes", "matting_energy", "matting_offsets"]
+__all__ = ["MATTING_EPSILON", "PhotorealismTerm", "matting_bytes", "matting_energy", "matting_energy_in_bands",
+           "matting_offsets"]
 
 #: Levin et al.'s regulariser, as in Luan et al.'s code (getLaplacian, eps = 1e-7): colour
 #: changes must follow the content's own edges almost exactly.
 MATTING_EPSILON = 1e-7
 _WINDOW = 3
 _N = _WINDOW * _WINDOW
-#: Windows per band while building the offsets (float64, about 2 KB each at the peak).
+#: Windows per band, building the offsets (float64) and evaluating the term alike.
 _BAND_WINDOWS = 1 << 18
-#: Numbers per pixel the term holds: its offsets (27), and at the peak of a value and its
-#: gradient the window views, their centred copy, the affine part and their gradients (measured:
-#: 107 on a 2048 x 2048 CPU evaluation).
-_KEPT_PER_PIXEL, _PEAK_PER_PIXEL = 27, 110
+#: Numbers per pixel the term holds: its offsets (27), and while evaluating L v and the gradient
+#: (6); bytes per window of a band at its peak (the float64 build; measured at 2048 x 2048 on the
+#: CPU: 41 numbers per pixel while building, 8 more than the offsets while evaluating).
+_NUMBERS_PER_PIXEL, _BAND_BYTES_PER_WINDOW = 33, 1024
 
 
 def matting_bytes(height: int, width: int, element_size: int = 4) -> int:
-    """Memory of the term at (height, width), offsets plus one evaluation's peak (for planning)."""
-    return (_KEPT_PER_PIXEL + _PEAK_PER_PIXEL) * height * width * element_size
+    """Peak memory of the term at (height, width), for the planner."""
+    pixels = height * width
+    return _NUMBERS_PER_PIXEL * pixels * element_size + min(pixels, _BAND_WINDOWS) * _BAND_BYTES_PER_WINDOW
 
 
 def _window_views(image: torch.Tensor) -> torch.Tensor:
@@ -105,6 +110,55 @@ def matting_energy(image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return centred.pow(2).sum() - affine.pow(2).sum()
 
 
+def matting_energy_in_bands(image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``matting_energy``, computed in bands of window rows with its gradient 2 L v at once, so
+    no autograd graph is kept: the fast path the term runs, tested against the reference above.
+    Each band's windows read its rows and the two below (the window halo), and scatter their
+    share of L v back onto those rows."""
+    if offsets.shape[-2:] != (image.shape[-2] - _WINDOW + 1, image.shape[-1] - _WINDOW + 1):
+        raise ValueError(f"offsets {tuple(offsets.shape)} do not fit an image of {tuple(image.shape)}")
+    return _MattingEnergy.apply(image, offsets)
+
+
+class _MattingEnergy(torch.autograd.Function):
+    """v -> sum_c v_c^T L v_c, whose gradient 2 L v the forward pass computes band by band."""
+
+    @staticmethod
+    def forward(ctx, image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        height, width = offsets.shape[-2:]
+        laplacian = torch.zeros_like(image)
+        energy = image.new_zeros(())
+        band = max(1, _BAND_WINDOWS // width)
+        for top in range(0, height, band):
+            bottom = min(height, top + band)
+            rows = slice(top, bottom + _WINDOW - 1)
+            energy = energy + _add_band(image[..., rows, :], offsets[..., top:bottom, :], laplacian[..., rows, :])
+        ctx.save_for_backward(laplacian)
+        return energy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (laplacian,) = ctx.saved_tensors
+        return 2 * grad * laplacian, None
+
+
+def _add_band(image: torch.Tensor, offsets: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
+    """One band: adds its windows' share of L v into ``laplacian`` (a view of the band's rows) and
+    returns their energy. With c the window's centred values and a = sum_i u_i c_i, a window adds
+    c_i - u_i . a to (L v)_i (the centring drops out since sum_i u_i = 0 and sum_i c_i = 0)."""
+    pixels = _window_views(image)                                               # (B, 9, C, h, w)
+    centred = pixels - pixels.mean(dim=1, keepdim=True)
+    offsets = offsets.to(image.dtype)
+    affine = torch.einsum("bncyx,bnjyx->bcjyx", centred, offsets)
+    residual = centred - torch.einsum("bcjyx,bnjyx->bncyx", affine, offsets)
+    height, width = residual.shape[-2:]
+    for index in range(_N):
+        dy, dx = divmod(index, _WINDOW)
+        laplacian[..., dy:dy + height, dx:dx + width] += residual[:, index]
+    return centred.pow(2).sum() - affine.pow(2).sum()
+
+
 class PhotorealismTerm(Term):
     """Luan et al.'s photorealism regulariser of the [0, 1] output against one level's content
     (1, 3, H, W): sum_c v_c^T L v_c / (H W), a mean per pixel as total variation is, so one
@@ -117,4 +171,4 @@ class PhotorealismTerm(Term):
         self.offsets = matting_offsets(content.detach(), epsilon)
 
     def pixel_value(self, image: torch.Tensor) -> torch.Tensor:
-        return matting_energy(image, self.offsets) / (image.shape[-2] * image.shape[-1])
+        return matting_energy_in_bands(image, self.offsets) / (image.shape[-2] * image.shape[-1])

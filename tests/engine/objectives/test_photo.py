@@ -15,6 +15,7 @@ from styleforge.engine.objectives import (
     _photo,
     matting_bytes,
     matting_energy,
+    matting_energy_in_bands,
     matting_offsets,
 )
 from styleforge.engine.rendering import plan_render
@@ -130,4 +131,17 @@ def test_the_planner_counts_the_term_with_the_optimiser_state():
     shapes, cpu = [(300, 400)], torch.device("cpu")
     plain = plan_render(RenderConfig(), shapes, cpu, budget=1 << 40).levels[0]
     photo = plan_render(RenderConfig(photo_weight=1.0), shapes, cpu, budget=1 << 40).levels[0]
-    assert photo.state_bytes - plain.state_bytes == matting_bytes(300, 400) > 100 * 300 * 400 * 4
+    assert photo.state_bytes - plain.state_bytes == matting_bytes(300, 400) > 30 * 300 * 400 * 4
+
+
+@pytest.mark.parametrize("band_windows", [7, 15, 1 << 18])  # one window row per band, two, all
+def test_the_banded_fast_path_equals_the_reference_in_value_and_gradient(content, monkeypatch, band_windows):
+    offsets = matting_offsets(content)
+    monkeypatch.setattr(_photo, "_BAND_WINDOWS", band_windows)
+    image = _random_image(4).requires_grad_(True)
+    expected = matting_energy(image, offsets)
+    (expected_gradient,) = torch.autograd.grad(expected, image)
+    value = matting_energy_in_bands(image, offsets)
+    (gradient,) = torch.autograd.grad(3.0 * value, image)  # the upstream gradient scales it
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.allclose(gradient, 3.0 * expected_gradient, rtol=0, atol=1e-12 * expected_gradient.abs().max())
