@@ -74,8 +74,8 @@ def _window_views(image: torch.Tensor) -> torch.Tensor:
 def matting_offsets(content: torch.Tensor, epsilon: float = MATTING_EPSILON) -> torch.Tensor:
     """The whitened offsets u_{w,i} of a (B, 3, H, W) content image in [0, 1]: (B, 9, 3, H - 2,
     W - 2), computed in float64, returned in the content's dtype (see the module docstring).
-    Computed in bands of window rows, so the float64 work (about 250 numbers per window) stays
-    a few hundred MB at any size, once per level."""
+    Computed in bands of window rows, so the float64 work (under 1 KB per window) stays a few
+    hundred MB at any size, once per level."""
     if content.shape[1] != 3 or min(content.shape[-2:]) < _WINDOW:
         raise ValueError(f"content must be (B, 3, H >= 3, W >= 3), got {tuple(content.shape)}")
     height, width = content.shape[-2] - _WINDOW + 1, content.shape[-1] - _WINDOW + 1
