@@ -1,14 +1,18 @@
-"""Control sheets (issue 14): regions and colour, rendered to look at.
+"""Control sheets (issue 14): regions, colour and photorealism, rendered to look at.
 
     python benchmarks/control.py sky-map              # benchmarks/data/golden_gate_sky.png from the photo
     python benchmarks/control.py regions --size 384   # results/control/regions.png
     python benchmarks/control.py color --size 384     # results/control/color.png
+    python benchmarks/control.py photo --size 384     # results/control/photo.png
 
 ``regions``: golden_gate.jpg with the sky in The Starry Night and the rest in The Scream, from the
 sky map (each style's map a flat colour: the style is bound to that region). ``color``:
-tubingen.jpg in Starry Night with --color-transfer none, luminance and histogram. Each sheet is
-labelled, and control.json beside it holds each render's time. Reads ../shared/images beside
-the checkout; renders with the default weights (vgg16-hed) and otherwise default options.
+tubingen.jpg in Starry Night with --color-transfer none, luminance and histogram. ``photo``:
+tubingen in the look of a night photo (hoovertowernight, used as the style), plain Gram against
+the photorealistic preset (``photo = true``: Luan et al.'s matting-Laplacian term), with the
+term's own cost per evaluation. Each sheet is labelled (256-colour PNG); control.json (regions,
+colour) and photo.json beside them hold each render's time. Reads ../shared/images beside the
+checkout; renders with the default weights (vgg16-hed) and otherwise default options.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import write_report
 from PIL import Image
-from quality import _sheet, _tile  # the quality benchmark's labelled tiles and sheets
+from quality import SHARED, _sheet, _tile  # the quality benchmark's labelled tiles and sheets
 from scipy import ndimage
 
-from styleforge.engine import RenderConfig, load_image, load_style_maps, render
+from styleforge.engine import PHOTO_PRESET, RenderConfig, load_image, load_style_maps, render, resize_to
+from styleforge.engine.objectives import PhotorealismTerm
 
 ROOT = Path(__file__).resolve().parent
-SHARED = ROOT.parent.parent / "shared" / "images"
 OUT = ROOT / "results" / "control"
 SKY_MAP = ROOT / "data" / "golden_gate_sky.png"
 SKY, REST = "#0000ff", "#ff0000"
@@ -90,22 +95,74 @@ def color(size: int, options: dict) -> tuple[list[Image.Image], list[dict]]:
     return tiles, rows
 
 
+def _timed_render(config: RenderConfig, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    events = []
+    started = time.perf_counter()
+    result = render(config, content, [style], callback=events.append)
+    seconds = time.perf_counter() - started
+    return result.image, {"seconds": round(seconds, 1), "evaluations": result.iterations,
+                          "seconds_per_evaluation": round(seconds / result.iterations, 4),
+                          "losses": events[-1].loss_terms()}
+
+
+def _term_cost(content: torch.Tensor, shape: tuple[int, int], repeats: int = 20) -> dict:
+    """The photo term alone at the output's size: building it once (per level), and one value
+    with its gradient (per evaluation)."""
+    level = resize_to(content[None].float(), *shape)
+    started = time.perf_counter()
+    term = PhotorealismTerm(level)
+    build = time.perf_counter() - started
+    image = (level + 0.05 * torch.randn_like(level)).requires_grad_(True)
+    torch.autograd.grad(term.pixel_value(image), image)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.autograd.grad(term.pixel_value(image), image)
+    return {"build_seconds": round(build, 4), "seconds_per_evaluation": round((time.perf_counter() - started) / repeats, 4)}
+
+
+def photo(size: int, out: Path) -> None:
+    """content | style | plain gram | --photo, at ``size`` px, and what the term costs."""
+    content = load_image(SHARED / "content" / "tubingen.jpg")
+    style = load_image(SHARED / "content" / "hoovertowernight.jpg")
+    plain_config = RenderConfig(size=size)
+    photo_config = RenderConfig.photo_defaults(size=size)
+    plain, plain_row = _timed_render(plain_config, content, style)
+    photoreal, photo_row = _timed_render(photo_config, content, style)
+    term = _term_cost(content, tuple(photoreal.shape[-2:]))
+    rows = [{"render": "plain gram", "options": {"size": size}, **plain_row},
+            {"render": "--photo", "options": {"photo": True, "size": size}, **photo_row},
+            {"render": "photo term alone", **term,
+             "share_of_a_plain_evaluation": round(term["seconds_per_evaluation"]
+                                                  / plain_row["seconds_per_evaluation"], 3)}]
+    for row in rows:
+        print(row, flush=True)
+    tiles = [_tile(content, "content"), _tile(style, "style (a night photo)"),
+             _tile(plain, f"plain gram ({plain_row['seconds']:.0f} s)"),
+             _tile(photoreal, f"--photo ({photo_row['seconds']:.0f} s)")]
+    out.mkdir(parents=True, exist_ok=True)
+    _sheet(tiles, out / "photo.png")
+    write_report(out / "photo.json", "control: photorealism", rows, size=size,
+                 preset={name: photo_config.to_dict()[name] for name in PHOTO_PRESET})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sheet", choices=["sky-map", "regions", "color"])
+    parser.add_argument("sheet", choices=["sky-map", "regions", "color", "photo"])
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--option", action="append", default=[], help="a render option, NAME=VALUE (as TOML)")
     args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"the control benchmarks read {SHARED}, which is not there")
     if args.sheet == "sky-map":
         print(sky_map())
+        return
+    if args.sheet == "photo":
+        photo(args.size, OUT)
         return
     options = dict(item.split("=", 1) for item in args.option)
     tiles, rows = {"regions": regions, "color": color}[args.sheet](args.size, options)
     OUT.mkdir(parents=True, exist_ok=True)
-    sheet = OUT / f"{args.sheet}.png"
-    _sheet(tiles, sheet)
-    with Image.open(sheet) as picture:  # 256 colours keep a sheet a few hundred KB
-        picture.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(sheet, optimize=True)
+    _sheet(tiles, OUT / f"{args.sheet}.png")  # 256 colours: a few hundred KB
     report = OUT / "control.json"
     data = json.loads(report.read_text()) if report.exists() else {}
     data[args.sheet] = {"command": " ".join(sys.argv), "renders": rows}

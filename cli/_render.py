@@ -46,9 +46,9 @@ def _command_options(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def options_to_config(file_options: dict[str, Any], config_path: Path | None, flags: dict[str, Any]) -> RenderConfig:
     """A config file's render options, then the flags over them; each value's error names where
-    it came from (the file and key, or the flag). ``method = "mrf"`` starts from CNNMRF's defaults."""
-    method = flags.get("method", file_options.get("method"))
-    base = RenderConfig.mrf_defaults() if method == "mrf" else RenderConfig()
+    it came from (the file and key, or the flag). ``method = "mrf"`` starts from CNNMRF's defaults,
+    ``photo`` from the photorealistic preset (RenderConfig.defaults_for)."""
+    base = RenderConfig.defaults_for({**file_options, **flags})
     config = base.replace(file_options, source=str(config_path) if config_path is not None else None)
     return config.replace(flags)
 

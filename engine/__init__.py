@@ -5,7 +5,7 @@ Data flows one way: ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / 
 exits: it reports through callbacks and raises typed errors.
 """
 
-from ._config import RenderConfig, load_config_file
+from ._config import PHOTO_PRESET, RenderConfig, load_config_file
 from ._values import frame_shape, parse_size
 from ._device import Precision, resolve_device
 from ._cpu import cpu_flags, native_bf16, physical_cores, use_physical_cores
@@ -45,7 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # configure
-    "RenderConfig", "load_config_file", "parse_size", "frame_shape", "Precision",
+    "RenderConfig", "PHOTO_PRESET", "load_config_file", "parse_size", "frame_shape", "Precision",
     # images in and out
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
     "DEFAULT_MAX_PIXELS", "write_json_atomic", "load_style_maps", "flat_map", "is_color",

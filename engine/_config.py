@@ -27,8 +27,8 @@ from ._weights import DEFAULT_MODEL, MODELS
 
 __all__ = [
     "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
-    "ObjectiveConfig",
-    "OptimizationConfig", "PyramidConfig", "RenderConfig", "RuntimeConfig", "load_config_file", "option_name",
+    "ObjectiveConfig", "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig",
+    "load_config_file", "option_name",
 ]
 
 METHODS = ("gram", "mrf")
@@ -108,6 +108,12 @@ class ObjectiveConfig:
     unstyled_color: str | None = _option(None, "A --content-map colour that gets no style term, only content "
                                                "(e.g. #000000); the content is blended back there with a soft mask.",
                                          show="none")
+    # control: photorealism
+    photo_weight: float = _option(0.0, "Weight of the photorealism term (Luan et al.: the content's matting "
+                                       "Laplacian keeps the output locally an affine recolouring of the photo); "
+                                       "0: off.", show="0 (off)")
+    photo: bool = _option(False, "Photorealistic preset (see RenderConfig.photo_defaults); options given "
+                                 "explicitly override it.", flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -130,6 +136,7 @@ class ObjectiveConfig:
                f"{self.color_transfer} contradicts original_colors (luminance transfer): give one of them")
         if self.unstyled_color is not None:
             parse_color(self.unstyled_color, field="unstyled_color")
+        _check_weights(self, ("photo_weight",))  # control: photorealism
 
     @property
     def colors(self) -> str:
@@ -344,6 +351,15 @@ _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
 #: content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the normalised losses.
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
                      content_weight=0.5, tv_weight=2.0, init="content", level_start="upsample")
+#: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
+#: al.'s matting-Laplacian term, started from the content, no TV (the term smooths only where the
+#: photo is smooth). Chosen by looking at tubingen in the look of a night photo at 256 px
+#: (benchmarks/RESULTS.md, "Control: photorealism"): relu3_1 and deeper style layers drew large
+#: shapes into the flat sky (the style's roof line) that the term cannot forbid there, the first two
+#: carry the colours; a content weight of 20 keeps the windows, photo weight 3e4 the edges straight.
+#: VGG layer names: other backbones need --style-layers. Explicit options override the preset.
+PHOTO_PRESET: dict[str, Any] = dict(photo=True, photo_weight=3e4, style_weight=1e4, content_weight=20.0,
+                                    style_layers=("relu1_1", "relu2_1"), init="content", tv_weight=0.0)
 
 
 @dataclass(frozen=True, init=False)
@@ -365,6 +381,8 @@ class RenderConfig:
     FIELDS: ClassVar[tuple[str, ...]] = tuple(_FIELDS)
 
     def __init__(self, **values: Any) -> None:
+        if values.get("photo") is True:  # the preset fills what is not given
+            values = {**PHOTO_PRESET, **values}
         grouped: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
         for key, value in values.items():
             if key in _GROUPS:
@@ -400,14 +418,29 @@ class RenderConfig:
         return cls(**{**_MRF_DEFAULTS, **overrides})
 
     @classmethod
+    def photo_defaults(cls, **overrides: Any) -> "RenderConfig":
+        """The photorealistic preset with ``overrides`` applied (see ``PHOTO_PRESET``)."""
+        return cls(**{**PHOTO_PRESET, **overrides})
+
+    @classmethod
+    def defaults_for(cls, values: Mapping[str, Any]) -> "RenderConfig":
+        """The base that options are applied on: the method's defaults (CNNMRF's for ``method =
+        "mrf"``), under the photorealistic preset where ``photo`` is true. The command line, TOML
+        files, manifests and ``from_options`` all start here, so a preset never overrides an
+        option given explicitly, wherever it was given."""
+        given = {str(key).replace("-", "_"): value for key, value in values.items()}
+        base = dict(_MRF_DEFAULTS) if given.get("method") == "mrf" else {}
+        if "photo" in given and coerce("photo", given["photo"], bool):
+            base |= PHOTO_PRESET
+        return cls(**base)
+
+    @classmethod
     def from_options(cls, values: Mapping[str, Any], *, source: str | None = None,
                      base: "RenderConfig | None" = None) -> "RenderConfig":
         """Options as a TOML file, a manifest or the command line give them (snake_ or kebab-case
-        keys, values checked and converted), on ``base`` or on the method's defaults (CNNMRF's
-        for ``method = "mrf"``)."""
+        keys, values checked and converted), on ``base`` or on ``defaults_for(values)``."""
         if base is None:
-            method = values.get("method", values.get("method".replace("_", "-")))
-            base = cls.mrf_defaults() if method == "mrf" else cls()
+            base = cls.defaults_for(values)
         return base.replace(values, source=source)
 
     def replace(self, values: Mapping[str, Any], *, source: str | None = None) -> "RenderConfig":

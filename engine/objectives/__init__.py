@@ -1,7 +1,7 @@
 """Objectives: loss terms on a backbone's features, on one contract (see ``_base``).
 
 Functional references (``content_loss``, ``style_loss``, ``total_variation``,
-``wasserstein2_gaussian``, ``sliced_wasserstein``) are stateless;
+``wasserstein2_gaussian``, ``sliced_wasserstein``, ``matting_energy``) are stateless;
 terms hold their targets, computed once per style and level by the render's target builder.
 """
 
@@ -10,6 +10,14 @@ from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
 from ._gram import GramStyleTerm, blend_statistics, content_style_objective, gatys_objective, gram_statistics
 from ._mrf import MRFTerm, PatchBank, build_patch_bank, mrf_objective, style_variants
+from ._photo import (
+    MATTING_EPSILON,
+    PhotorealismTerm,
+    matting_bytes,
+    matting_energy,
+    matting_energy_in_bands,
+    matting_offsets,
+)
 from ._regions import (
     GuidedSlicedTerm,
     GuidedStyleTerm,
@@ -36,6 +44,9 @@ __all__ = [
     # terms, and Gatys et al.'s objective made of them
     "gatys_objective", "content_style_objective", "mrf_objective", "ContentTerm", "GramStyleTerm", "W2StyleTerm",
     "SlicedStyleTerm", "MRFTerm", "TotalVariationTerm", "TemporalTerm",
+    # photorealism (Luan et al.): the matting Laplacian of the content, matrix-free
+    "PhotorealismTerm", "MATTING_EPSILON", "matting_bytes", "matting_energy", "matting_energy_in_bands",
+    "matting_offsets",
     # targets
     "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",

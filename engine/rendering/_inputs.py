@@ -76,6 +76,8 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
         raise ConfigError("at least one style image is needed", field="style")
     if objective.style_blend is not None and len(objective.style_blend) != len(styles):
         raise ConfigError(f"{len(objective.style_blend)} weights for {len(styles)} style images", field="style_blend")
+    if content is None and objective.photo_weight > 0:
+        raise ConfigError("the photorealism term is built from the content photo: give one", field="photo_weight")
     cropped = crop_to_frame(content, config) if content is not None else None
     inputs = RenderInputs(cropped, transfer_style_colors(config, cropped, styles))
     if content_map is None and style_maps is None:

@@ -29,7 +29,7 @@ from .._backbone import FeatureInfo, layer_infos
 from .._config import RenderConfig
 from .._errors import ConfigError
 from .._weights import MODELS
-from ..objectives import Region
+from ..objectives import Region, matting_bytes
 
 __all__ = ["LevelPlan", "RenderPlan", "default_budget", "plan_render", "plan_tiles", "receptive_radius", "tile_halo"]
 
@@ -168,7 +168,8 @@ def _state_bytes(config: RenderConfig, layers: dict[str, FeatureInfo], height: i
         for name in mrf.mrf_layers:
             per_side = max(0, (side / layers[name].stride - mrf.patch_size) // mrf.style_stride + 1)
             bank += int(2 * copies * per_side**2 * layers[name].channels * mrf.patch_size**2 * 4)
-    return (history + 4) * pixels + content + bank
+    photo = matting_bytes(height, width) if config.objective.photo_weight > 0 else 0  # control: photorealism
+    return (history + 4) * pixels + content + bank + photo
 
 
 def objective_extent(config: RenderConfig) -> dict[str, int]:

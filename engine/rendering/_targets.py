@@ -20,6 +20,7 @@ from ..backends import Backend
 from ..objectives import (
     GramStyleTerm,
     Objective,
+    PhotorealismTerm,
     Region,
     SlicedStyleTerm,
     Term,
@@ -104,6 +105,15 @@ def with_terms(objective: Objective, extra: Sequence[tuple[Term, float]]) -> Obj
 
 def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None = None,
                     tile_size: int = 0) -> Objective:
+    """The method's objective with its targets for this level (computed, or from ``cache``), and
+    the controls' terms (photorealism: the matting Laplacian of this level's content)."""
+    objective = _method_objective(config, backend, level, cache, tile_size)
+    photo = config.objective.photo_weight  # control: photorealism
+    return with_terms(objective, [(PhotorealismTerm(level.content), photo)] if photo > 0 else [])
+
+
+def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None,
+                      tile_size: int) -> Objective:
     """The method's objective with its targets for this level (computed, or from ``cache``).
 
     On a tiled level (``tile_size``) the content features and style statistics are computed tile
