@@ -26,7 +26,7 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
         ({"device": "gpu"}, "device"),
         ({"style_layers": ("relu6_1",)}, "style_layers"),
         ({"style_layers": ()}, "at least one layer"),
-        ({"style_layer_weights": (1.0, 2.0)}, "2 values for 5 style layers"),
+        ({"style_layer_weights": (1.0, 2.0)}, "2 values for 4 style layers"),
         ({"style_blend": (0.0, 0.0)}, "not all zero"),
         ({"init": "photo.jpg"}, "init: 'photo.jpg' is neither"),
         ({"learning_rate": 0.0}, "learning_rate"),

@@ -12,6 +12,7 @@ import torch
 from styleforge.engine import BackendUnavailableError, Precision, RenderConfig, backend_for
 from styleforge.engine import _cpu
 
+GATYS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CPUINFO = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu // 2}\nflags\t\t: fpu avx2 {{flags}}\n\n"
                   for cpu in range(4))  # 4 logical CPUs, 2 cores with SMT siblings
 
@@ -101,7 +102,8 @@ def test_winograd_runs_where_it_pays_and_gives_the_same_features(monkeypatch):
 
     monkeypatch.setattr(_registry, "winograd_pays", lambda: True)
     # fp32 named: Winograd is an fp32 path, and "auto" is bf16 on CPUs where that measures faster.
-    backend = backend_for(RenderConfig(model="vgg16-random", precision="fp32"), torch.device("cpu"))
+    backend = backend_for(RenderConfig(model="vgg16-random", precision="fp32", style_layers=GATYS_LAYERS),
+                          torch.device("cpu"))  # to relu5_1: every 256+ channel conv
     fast = [name for name, conv in backend._network.convs.items() if isinstance(conv, WinogradConv3x3)]
     assert fast == ["conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]  # 256+ input channels
     assert not any(isinstance(conv, WinogradConv3x3) for conv in backend.backbone.convs.values())
