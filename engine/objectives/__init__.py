@@ -26,7 +26,7 @@ from ._regions import (
     guided_projection_statistics,
     normalized_region,
 )
-from ._semantic import semantic_labels, semantic_palette, shared_palette
+from ._semantic import REGION_SHARE, semantic_labels, semantic_palette, shared_palette
 from ._sliced import (
     SlicedStyleTerm,
     SlicedTarget,
@@ -51,8 +51,8 @@ __all__ = [
     "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",
     # semantic maps, and regions for the global style terms
-    "semantic_labels", "semantic_palette", "shared_palette", "GuidedStyleTerm", "GuidedSlicedTerm", "RegionGuide",
-    "guided_moments", "guided_projection_statistics", "normalized_region",
+    "REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette", "GuidedStyleTerm", "GuidedSlicedTerm",
+    "RegionGuide", "guided_moments", "guided_projection_statistics", "normalized_region",
     # functional references
     "content_loss", "style_loss", "total_variation", "wasserstein2_gaussian", "gaussian_fit", "sqrtm_psd",
     "sliced_wasserstein", "temporal_loss",

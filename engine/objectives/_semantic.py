@@ -12,17 +12,17 @@ import torch.nn.functional as F
 
 from .._errors import ConfigError
 
-__all__ = ["semantic_labels", "semantic_palette", "shared_palette"]
+__all__ = ["REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette"]
 
 #: A colour counts as a region when it covers this share of a map (edges are antialiased blends).
-_REGION_SHARE = 0.005
+REGION_SHARE = 0.005
 
 
 def semantic_palette(semantic_map: torch.Tensor, *, what: str) -> torch.Tensor:
     """The region colours of a (3, H, W) map in [0, 1]: (K, 3), colours covering >= 0.5%."""
     pixels = (semantic_map.reshape(3, -1).T * 255).round().to(torch.int64)
     colours, counts = torch.unique(pixels, dim=0, return_counts=True)
-    regions = colours[counts >= _REGION_SHARE * pixels.shape[0]]
+    regions = colours[counts >= REGION_SHARE * pixels.shape[0]]
     if regions.shape[0] == 0:
         raise ConfigError("no flat colour regions found", field=what)
     return regions.float() / 255

@@ -23,10 +23,10 @@ from .._image import resize_to
 from ..backends import Backend, backend_for
 from ..objectives import Objective
 from ._color import match_luminance_colors
-from ._regions import blend_unstyled
 from ._evaluate import evaluate
 from ._inputs import LevelInputs, RenderInputs, initial_image, level_inputs, prepare_inputs
 from ._planner import LevelPlan, RenderPlan, plan_render
+from ._regions import blend_unstyled
 from ._targets import ExtraTerms, TargetCache, build_objective, with_terms
 
 __all__ = ["LevelState", "RenderEvent", "RenderResult", "plan_for", "render", "render_level"]

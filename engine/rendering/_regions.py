@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .._config import RenderConfig
 from ..backends import Backend
 from ..objectives import (
+    REGION_SHARE,
     GramStyleTerm,
     GuidedSlicedTerm,
     GuidedStyleTerm,
@@ -37,9 +38,6 @@ from ._inputs import LevelInputs
 
 __all__ = ["blend_unstyled", "guided_style_term"]
 
-#: A style's map contains a colour when it covers this share of it (as the palette counts regions).
-_PRESENT = 0.005
-
 #: over_regions(image, compute) -> [compute(features of a region's crop, region) for each region]
 OverRegions = Callable[[torch.Tensor, Callable[..., Any]], list[Any]]
 
@@ -55,7 +53,8 @@ def guided_style_term(config: RenderConfig, backend: Backend, level: LevelInputs
     blend = list(objective.style_blend or (1.0,) * len(level.styles))
     styled = [r for r in range(level.content_labels.shape[1]) if r != level.unstyled]
     guides = [RegionGuide(labels, styled) for labels in level.style_labels]
-    present = [{r for r in styled if float(labels[0, r].mean()) >= _PRESENT} for labels in level.style_labels]
+    # A style's map holds a colour where it covers as much of it as the palette asks of a region.
+    present = [{r for r in styled if float(labels[0, r].mean()) >= REGION_SHARE} for labels in level.style_labels]
     guide = RegionGuide(level.content_labels, styled)
 
     def per_region(statistics: Callable[..., dict[str, Statistic]], names: Sequence[str]
