@@ -203,6 +203,5 @@ def _inputs(cli: dict[str, Any], config: RenderConfig, config_path: Path | None)
     roles |= {f"style {i}": path for i, path in enumerate(cli.get("style") or [], start=1)}
     roles |= {f"style map {i}": path for i, path in enumerate(cli.get("style_map") or [], start=1)
               if not engine.is_color(path)}
-    if config.optimization.init not in ("content", "noise", "style"):
-        roles["init"] = config.optimization.init
+    roles["init"] = config.optimization.init_image
     return {role: str(path) for role, path in roles.items() if path is not None}

@@ -37,7 +37,9 @@ STYLE_LOSSES = ("gram", "w2", "sliced")
 #: Colour control: none, luminance only (after the render), style colours matched to the content's (before).
 COLOR_TRANSFERS = ("none", "luminance", "histogram")
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise", "style")
+#: Where the first level starts: the content photo, the content in the styles' palette (their
+#: colours' mean and covariance), noise, the (first) style; or an image path.
+INITS = ("content", "palette", "noise", "style")
 LEVEL_STARTS = ("upsample", "detail")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -276,7 +278,12 @@ class OptimizationConfig:
     lbfgs_history: int = _option(50, "L-BFGS corrections kept (memory: 2 image-sized vectors each).")
     average: float = _option(0.0, "Iterate averaging: each level's result is the exponential moving average of its "
                                   "iterates with this decay (0: off, the last iterate; 0.9 to 0.99 with adam).")
-    init: str = _option("content", "content, noise, style or an image path.")
+    # palette by default: from the photo's own colours the optimiser keeps each colour near where it
+    # was (a blue sky stays the painting's nearest blue); from the content in the painting's palette,
+    # skies and walls take the painting's colours at their luminance, as neural-style's references
+    # have them. Chosen by looking at every pair of the quality benchmark (benchmarks/RESULTS.md).
+    init: str = _option("palette", "content, palette (the content in the styles' colours), noise, style or "
+                                   "an image path.")
     seed: int = _option(0, "Seed of the noise init (and of random test weights).")
 
     def __post_init__(self) -> None:
@@ -296,6 +303,11 @@ class OptimizationConfig:
         if self.init not in INITS:
             _check("\0" not in self.init and Path(self.init).is_file(), "init",
                    f"{self.init!r} is neither one of {', '.join(INITS)} nor an existing image file")
+
+    @property
+    def init_image(self) -> Path | None:
+        """The image file the render starts from, or None for a named start (content, noise, ...)."""
+        return None if self.init in INITS else Path(self.init)
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -355,10 +367,12 @@ _GROUPS: dict[str, type] = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyr
 #: Flat option name -> (group name, dataclass field).
 _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
     f.name: (group, f) for group, cls in _GROUPS.items() for f in fields(cls)}
-#: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, init from the
-#: content, 3 resolutions x 100 iterations, 384 px; weights re-tuned for the normalised losses.
+#: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, 3 resolutions x
+#: 100 iterations, 384 px; weights re-tuned for the normalised losses. CNNMRF starts from the
+#: content; the palette start (the default init) gave its portrait the painting's ochre background
+#: where the photo's blue-grey came through as streaks (benchmarks/RESULTS.md, Quality).
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
-                     content_weight=0.5, tv_weight=2.0, init="content", level_start="upsample")
+                     content_weight=0.5, tv_weight=2.0, level_start="upsample")
 #: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
 #: al.'s matting-Laplacian term, started from the content, no TV (the term smooths only where the
 #: photo is smooth). Chosen by looking at tubingen in the look of a night photo at 256 px

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from .._config import INITS
 from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
@@ -43,8 +42,8 @@ def job_hash(job: BatchJob) -> str:
         "style_maps": [str(path) if is_color(path) else sha256_file(path) for path in job.style_maps]
         if job.style_maps else None,
     }
-    if job.config.optimization.init not in INITS:  # only then: earlier outputs keep their hashes
-        spec["init_image"] = sha256_file(job.config.optimization.init)
+    if job.config.optimization.init_image is not None:  # only then: earlier outputs keep their hashes
+        spec["init_image"] = sha256_file(job.config.optimization.init_image)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -84,9 +84,7 @@ class BatchJob:
         roles += [(f"style {index}", path) for index, path in enumerate(self.styles, start=1)]
         roles += [(f"style_map {index}", path) for index, path in enumerate(self.style_maps or (), start=1)
                   if not is_color(path)]
-        init = self.config.optimization.init
-        if init not in INITS:
-            roles.append(("init", Path(init)))
+        roles.append(("init", self.config.optimization.init_image))
         return [(role, path) for role, path in roles if path is not None]
 
     def inputs(self) -> list[Path]:

@@ -1,7 +1,7 @@
 """Rendering: the pyramid loop, its inputs and targets, the memory planner with its tile
 geometry, and the (tiled) evaluation of any objective on any backend."""
 
-from ._color import match_color_histogram, match_luminance_colors, rgb_to_yiq, transfer_style_colors
+from ._color import match_color_histogram, match_luminance_colors, palette_content, rgb_to_yiq, transfer_style_colors
 from ._evaluate import evaluate, features_over_regions, statistics_over_regions
 from ._inputs import LevelInputs, RenderInputs, crop_to_frame, initial_image, level_inputs, prepare_inputs
 from ._loop import LevelState, RenderEvent, RenderResult, carry_adam_state, plan_for, render, render_level
@@ -15,5 +15,5 @@ __all__ = [
     "evaluate", "features_over_regions", "statistics_over_regions",
     "TargetCache", "build_objective", "with_terms", "ExtraTerms",
     "RenderInputs", "LevelInputs", "prepare_inputs", "level_inputs", "initial_image", "crop_to_frame",
-    "match_luminance_colors", "match_color_histogram", "transfer_style_colors", "rgb_to_yiq", "carry_adam_state",
+    "match_luminance_colors", "match_color_histogram", "palette_content", "transfer_style_colors", "rgb_to_yiq", "carry_adam_state",
 ]

@@ -1,6 +1,7 @@
 """Colour control: the content's colours after the render (luminance-only transfer), or the
 style's colour distribution matched to the content's before it (Gatys et al., "Controlling
-Perceptual Factors in Neural Style Transfer", CVPR 2017, section 5)."""
+Perceptual Factors in Neural Style Transfer", CVPR 2017, section 5); and the other way round,
+the content in the style's palette, which the render starts from with ``init = palette``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from .._config import RenderConfig
 from .._errors import ConfigError
 
-__all__ = ["match_color_histogram", "match_luminance_colors", "rgb_to_yiq", "transfer_style_colors"]
+__all__ = ["match_color_histogram", "match_luminance_colors", "palette_content", "rgb_to_yiq", "transfer_style_colors"]
 
 #: Floor of the style covariance's eigenvalues (relative to their mean) before its inverse root:
 #: a flat-coloured style has none to invert.
@@ -50,20 +51,142 @@ def _symmetric_power(matrix: torch.Tensor, power: float) -> torch.Tensor:
     return (vectors * values.pow(power)) @ vectors.T
 
 
+def _coloring(source_cov: torch.Tensor, target_cov: torch.Tensor) -> torch.Tensor:
+    """A = target^1/2 source^-1/2 (symmetric roots): whitening in the source's decorrelated space,
+    then colouring with the target's, so A source A^T = target."""
+    return _symmetric_power(target_cov, 0.5) @ _symmetric_power(source_cov, -0.5)
+
+
 def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The (3, H, W) style with its colours' mean and covariance made the content's (3, H', W').
 
-    The affine map x' = A (x - mu_s) + mu_c with A = Sigma_c^1/2 Sigma_s^-1/2 (symmetric roots):
-    in the style's decorrelated colour space (its covariance's eigenvectors) each axis is
-    whitened, then coloured by the content's (Gatys et al. 2017, section 5.1, as Hertzmann et
-    al.'s Image Analogies match colours). Not clamped to [0, 1]: clamping would move the
-    statistics, and the network takes any values."""
+    The affine map x' = A (x - mu_s) + mu_c (see ``_coloring``; Gatys et al. 2017, section 5.1, as
+    Hertzmann et al.'s Image Analogies match colours). Not clamped to [0, 1]: clamping would move
+    the statistics, and the network takes any values."""
     style_mean, style_cov = _color_moments(style)
     content_mean, content_cov = _color_moments(content)
-    transform = _symmetric_power(content_cov, 0.5) @ _symmetric_power(style_cov, -0.5)
     pixels = style.reshape(3, -1).double()
-    matched = transform @ (pixels - style_mean[:, None]) + content_mean[:, None]
+    matched = _coloring(style_cov, content_cov) @ (pixels - style_mean[:, None]) + content_mean[:, None]
     return matched.reshape(style.shape).to(style.dtype)
+
+
+#: Luminance bands of the palette start: equal shares of the pixels, at least _BAND_PIXELS each.
+_PALETTE_BANDS = 32
+_BAND_PIXELS = 16
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """numpy.interp along the last axis of ``fp`` (..., n) at ``x`` (N,): piecewise linear through
+    (xp, fp) with xp (n,) increasing, constant beyond its ends."""
+    if xp.numel() == 1:
+        return fp[..., :1].expand(*fp.shape[:-1], x.numel())
+    right = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
+    left = right - 1
+    share = ((x - xp[left]) / (xp[right] - xp[left]).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return fp[..., left] + (fp[..., right] - fp[..., left]) * share
+
+
+def _quantiles(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each value's weighted mid-rank in (0, 1): the share of the weight below it plus half that of
+    its equals (equal values share one quantile, so a flat area stays flat)."""
+    order = torch.argsort(values)
+    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
+    group_weights = torch.zeros(counts.numel(), dtype=weights.dtype).index_add_(0, group, weights[order])
+    mid = (torch.cumsum(group_weights, 0) - group_weights / 2) / group_weights.sum()
+    return torch.empty_like(weights).scatter_(0, order, mid[group])
+
+
+def _band_means(quantiles: torch.Tensor, values: torch.Tensor, weights: torch.Tensor, bands: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted means (C, bands) of ``values`` (C, N) in equal-share bands of ``quantiles``, and
+    the bands' centres; a band without weight is left out."""
+    band = (quantiles * bands).long().clamp(0, bands - 1)
+    total = torch.zeros(bands, dtype=values.dtype).index_add_(0, band, weights)
+    sums = torch.zeros(values.shape[0], bands, dtype=values.dtype).index_add_(1, band, values * weights)
+    kept = total > 0
+    centres = (torch.arange(bands, dtype=values.dtype) + 0.5) / bands
+    return sums[:, kept] / total[kept], centres[kept]
+
+
+def _palette_map(source: torch.Tensor, source_weights: torch.Tensor, target: torch.Tensor,
+                 target_weights: torch.Tensor) -> torch.Tensor:
+    """``source`` pixels (3, N) in the palette of ``target`` pixels (3, M), both YIQ, float64, each
+    with weights > 0 (a mixture of images is a weighted set of pixels).
+
+    Luminance by quantile: a source pixel at quantile q takes the target's luminance at q (the
+    target's luminance histogram, the source's order). Chrominance: the target's mean chrominance
+    at q (in bands of luminance, interpolated between them), plus the pixel's own difference from
+    the source's mean chrominance at q, mapped so that these differences take the covariance of the
+    target's (``_coloring``). So the colour that dominates a luminance band of the photo (a blue
+    sky) becomes the painting's colour at that luminance (The Scream's orange), and what stands
+    out from it there (a red roof) stays apart, in the painting's own spread of colours."""
+    source_q = _quantiles(source[0], source_weights)
+    target_q = _quantiles(target[0], target_weights)
+    order = torch.argsort(target_q)
+    luminance = _interp(source_q, target_q[order], target[0, order])
+    bands = max(1, min(_PALETTE_BANDS, source.shape[1] // _BAND_PIXELS, target.shape[1] // _BAND_PIXELS))
+    source_means, source_centres = _band_means(source_q, source[1:], source_weights, bands)
+    target_means, target_centres = _band_means(target_q, target[1:], target_weights, bands)
+    source_rest = source[1:] - _interp(source_q, source_centres, source_means)
+    target_rest = target[1:] - _interp(target_q, target_centres, target_means)
+
+    def covariance(rest: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return (rest * weights) @ rest.T / weights.sum()
+
+    coloring = _coloring(covariance(source_rest, source_weights), covariance(target_rest, target_weights))
+    chroma = _interp(source_q, target_centres, target_means) + coloring @ source_rest
+    return torch.cat([luminance[None], chroma])
+
+
+def _yiq_pixels(image: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """YIQ pixels (3, N) of a (3, H, W) image in float64 and their weights: the mask's (H, W) where
+    it is positive, else all ones."""
+    pixels = rgb_to_yiq(image.double()).reshape(3, -1)
+    if mask is None:
+        return pixels, torch.ones(pixels.shape[1], dtype=torch.float64)
+    weights = mask.reshape(-1).double()
+    return pixels[:, weights > 0], weights[weights > 0]
+
+
+def palette_content(content: torch.Tensor, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None, *,
+                    content_labels: torch.Tensor | None = None,
+                    style_labels: Sequence[torch.Tensor] | None = None,
+                    keep: int | None = None) -> torch.Tensor:
+    """The content (3, H, W) in the styles' palette (``_palette_map``), clamped to [0, 1]; several
+    styles are one mixture of their pixels, each style weighing its ``blend`` weight.
+
+    Where the optimiser starts decides which colour of the painting lands where: from the photo, a
+    blue sky stays the painting's nearest blue; from this, the sky takes the painting's colours at
+    the sky's luminance, as neural-style's references (from noise, with ImageNet VGG19) have it.
+
+    With semantic maps, one-hot ``content_labels`` (1, K, H, W) and ``style_labels`` [(1, K, h, w)]
+    (each the size of its style), each region is mapped on its own to the style pixels of the same
+    label; region ``keep`` (the unstyled colour) and regions no style paints keep their colours.
+    """
+    blend = [float(weight) for weight in blend] if blend is not None else [1.0] * len(styles)
+    regions = range(content_labels.shape[1]) if content_labels is not None else [None]
+    result = rgb_to_yiq(content.double()).reshape(3, -1)
+    for label in regions:
+        if label is not None and label == keep:
+            continue
+        inside = content_labels[0, label] if content_labels is not None and label is not None else None
+        source, source_weights = _yiq_pixels(content, inside)
+        painted = []
+        for index, (style, weight) in enumerate(zip(styles, blend, strict=True)):
+            mask = style_labels[index][0, label] if style_labels is not None and label is not None else None
+            pixels, weights = _yiq_pixels(style, mask)
+            if weights.numel() and weight > 0:
+                painted.append((pixels, weights * (weight / weights.sum())))
+        if source.shape[1] < 2 or not painted:
+            continue
+        mapped = _palette_map(source, source_weights, torch.cat([p for p, _ in painted], dim=1),
+                              torch.cat([w for _, w in painted]))
+        if inside is None:
+            result = mapped
+        else:
+            result[:, inside.reshape(-1) > 0] = mapped
+    rgb = torch.linalg.inv(result.new_tensor(_YIQ)) @ result
+    return rgb.reshape(content.shape).clamp(0.0, 1.0).to(content.dtype)
 
 
 def transfer_style_colors(config: RenderConfig, content: torch.Tensor | None,

@@ -15,7 +15,7 @@ from .._errors import ConfigError
 from .._image import load_image, resize_long_side, resize_to
 from .._maps import flat_map, is_color, parse_color
 from ..objectives import semantic_labels, shared_palette
-from ._color import transfer_style_colors
+from ._color import palette_content, transfer_style_colors
 
 __all__ = ["LevelInputs", "RenderInputs", "crop_to_frame", "initial_image", "level_inputs", "prepare_inputs"]
 
@@ -65,6 +65,13 @@ class LevelInputs:
     content_labels: torch.Tensor | None = None  # (1, K, h, w) one-hot
     style_labels: list[torch.Tensor] | None = None
     unstyled: int | None = None  # the label channel of ``unstyled_color``
+    palette_content: torch.Tensor | None = None  # init "palette": the content in the styles' palette
+
+    @property
+    def start_content(self) -> torch.Tensor | None:
+        """The content as the render starts from it and adds its detail back (``level_start =
+        detail``): in the styles' palette with ``init = palette``, else as it is."""
+        return self.palette_content if self.palette_content is not None else self.content
 
 
 def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: Sequence[torch.Tensor], *,
@@ -152,17 +159,22 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
         level.content_labels = semantic_labels(resize_to(inputs.content_map, *shape), inputs.palette).to(device)
         level.style_labels = [semantic_labels(resize_to(m, *s.shape[-2:]), inputs.palette).to(device)
                               for m, s in zip(inputs.style_maps, styles)]
+    if config.optimization.init == "palette" and content is not None:
+        level.palette_content = palette_content(content[0], [style[0] for style in styles],
+                                                config.objective.style_blend, content_labels=level.content_labels,
+                                                style_labels=level.style_labels, keep=level.unstyled)[None]
     return level
 
 
 def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs) -> torch.Tensor:
-    """The first level's start (1, 3, h, w): an --init image, the content, the style, or noise."""
+    """The first level's start (1, 3, h, w): an --init image, the content (in the styles'
+    palette with ``palette``), the style, or noise (also for content and palette without a content)."""
     height, width = level.shape
     init = config.optimization.init
     if inputs.init_image is not None:  # a copy: the optimiser updates its start in place
         return resize_to(inputs.init_image[None].float(), height, width).clone()
-    if init == "content" and level.content is not None:
-        return level.content.clone()
+    if init in ("content", "palette") and level.start_content is not None:
+        return level.start_content.clone()
     if init == "style":
         return resize_to(level.styles[0], height, width)
     generator = torch.Generator().manual_seed(config.optimization.seed)

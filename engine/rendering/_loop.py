@@ -166,11 +166,12 @@ def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, p
 def _next_level_start(config: RenderConfig, state: LevelState, level: LevelInputs) -> torch.Tensor:
     """The coarser result upsampled to this level; with ``level_start = detail``, plus the band
     of the content this level can hold and the coarser one could not (the content minus its
-    own down-and-up-sampled copy), so structure washed out at the coarse level comes back."""
+    own down-and-up-sampled copy), so structure washed out at the coarse level comes back; with
+    ``init = palette``, that band in the styles' palette, as the render started."""
     start = resize_to(state.image, *level.shape)
-    if config.pyramid.level_start == "detail" and level.content is not None:
+    if config.pyramid.level_start == "detail" and level.start_content is not None:
         coarse = tuple(state.image.shape[-2:])
-        content = level.content.to(start.device, start.dtype)
+        content = level.start_content.to(start.device, start.dtype)
         start = (start + content - resize_to(resize_to(content, *coarse), *level.shape)).clamp(0.0, 1.0)
     return start
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleforge.engine import ConfigError, RenderConfig, load_image, render
-from styleforge.engine.rendering import match_color_histogram, match_luminance_colors, prepare_inputs
+from styleforge.engine import ConfigError, RenderConfig, load_image, render, resize_long_side, resize_to
+from styleforge.engine.rendering import match_color_histogram, match_luminance_colors, palette_content, prepare_inputs
 
 
 def _moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +74,114 @@ def test_bad_colour_options_name_the_option(options, message):
     with pytest.raises(ConfigError) as error:
         RenderConfig.from_options(options)
     assert message in str(error.value)
+
+
+def _luminance(image: torch.Tensor) -> torch.Tensor:
+    return (torch.tensor([0.299, 0.587, 0.114])[:, None, None] * image).sum(0)
+
+
+def test_palette_start_takes_the_styles_luminance_histogram_and_keeps_the_photos_order(test_images):
+    content = load_image(test_images / "tubingen.jpg")
+    style = load_image(test_images / "starry_night.jpg")
+    start = palette_content(content, [style])
+    assert start.shape == content.shape and start.dtype == content.dtype
+    levels = torch.linspace(0.05, 0.95, 19)
+    wanted = torch.quantile(_luminance(style).flatten(), levels)
+    assert (torch.quantile(_luminance(content).flatten(), levels) - wanted).abs().max() > 0.1  # far off before
+    assert (torch.quantile(_luminance(start).flatten(), levels) - wanted).abs().max() < 0.02  # the clamp moves a few
+    # A monotone map of luminance: the photo's structure is kept.
+    ranks = torch.stack([_luminance(image).flatten().argsort().argsort().float() for image in (content, start)])
+    assert torch.corrcoef(ranks)[0, 1] > 0.99
+
+
+def _bands(generator, height, width, colours, spread=0.02):
+    """(3, height, width) of horizontal bands, one per colour, each with a little noise."""
+    rows = torch.cat([torch.tensor(c)[:, None].expand(3, height // len(colours)) for c in colours], dim=1)
+    return rows[:, :, None].expand(3, height, width) + spread * torch.rand(3, height, width, generator=generator)
+
+
+def test_the_colour_that_fills_a_luminance_band_becomes_the_paintings_colour_there():
+    """A photo of a mid-bright blue sky over white walls and a dark river, a painting of an orange
+    sky, cream and dark blue in the same shares: the sky turns orange (an affine colour match
+    keeps it bluish), the walls cream, the river dark blue; a red roof as bright as the sky stays
+    apart from it."""
+    generator = torch.Generator().manual_seed(3)
+    sky, wall, river = (0.25, 0.45, 0.85), (0.95, 0.95, 0.93), (0.08, 0.10, 0.12)
+    content = _bands(generator, 60, 40, [wall, sky, river])  # luminance: 0.94, 0.44, 0.09
+    content[:, 24:30, :8] = torch.tensor([0.85, 0.3, 0.25])[:, None, None]  # the roof: luminance 0.46
+    orange, cream, navy = (0.9, 0.4, 0.1), (0.95, 0.9, 0.75), (0.1, 0.12, 0.25)
+    style = _bands(generator, 45, 30, [cream, orange, navy])  # luminance: 0.89, 0.52, 0.13
+    start = palette_content(content, [style])
+    for rows, colour in ((slice(2, 18), cream), (slice(32, 38), orange), (slice(42, 58), navy)):
+        mean = start[:, rows, 8:].mean(dim=(1, 2))
+        assert (mean - torch.tensor(colour)).abs().max() < 0.06, (colour, mean)
+    roof, sky_start = start[:, 24:30, :8].mean(dim=(1, 2)), start[:, 32:38, 8:].mean(dim=(1, 2))
+    assert (roof - sky_start).abs().max() > 0.1, (roof, sky_start)
+
+
+def test_palette_start_of_blended_styles_weighs_each_style_by_its_blend_weight():
+    generator = torch.Generator().manual_seed(4)
+    content = torch.rand(3, 24, 24, generator=generator)
+    # Both large enough for all 32 luminance bands, so the band count is the same in both calls.
+    a, b = torch.rand(3, 24, 24, generator=generator) * 0.5, torch.rand(3, 30, 20, generator=generator) * 0.5 + 0.5
+    blended = palette_content(content, [a, b], [0.75, 0.25])
+    assert torch.allclose(blended, palette_content(content, [a, a, a, b]), atol=1e-6)
+    assert not torch.allclose(blended, palette_content(content, [a, b]), atol=1e-2)
+
+
+def test_palette_start_with_maps_maps_each_region_to_its_own_style_region():
+    """Left half of the content is region 0, right half region 1: region 0 takes the luminance of
+    region 0 of the style only; region 1, when kept (the unstyled colour), keeps the photo's."""
+    generator = torch.Generator().manual_seed(5)
+    content = torch.rand(3, 20, 20, generator=generator) * 0.2 + 0.4
+    style = torch.cat([torch.rand(3, 16, 8, generator=generator) * 0.2 + 0.1,  # region 0: dark
+                       torch.rand(3, 16, 8, generator=generator) * 0.2 + 0.7], dim=2)  # region 1: light
+    content_labels = torch.zeros(1, 2, 20, 20)
+    content_labels[0, 0, :, :10] = content_labels[0, 1, :, 10:] = 1
+    style_labels = torch.zeros(1, 2, 16, 16)
+    style_labels[0, 0, :, :8] = style_labels[0, 1, :, 8:] = 1
+    start = palette_content(content, [style], content_labels=content_labels, style_labels=[style_labels], keep=1)
+    assert _luminance(start[:, :, :10]).mean() == pytest.approx(float(_luminance(style[:, :, :8]).mean()), abs=0.01)
+    assert torch.equal(start[:, :, 10:], content[:, :, 10:])
+    both = palette_content(content, [style], content_labels=content_labels, style_labels=[style_labels])
+    assert _luminance(both[:, :, 10:]).mean() == pytest.approx(float(_luminance(style[:, :, 8:]).mean()), abs=0.01)
+
+
+def test_a_palette_render_starts_from_the_content_in_the_styles_palette_and_adds_its_detail(random_vgg19):
+    """init = palette: the first evaluation is at the content recoloured at the first level's size;
+    a finer level's start (level_start = detail) adds that image's detail band, not the photo's."""
+    generator = torch.Generator().manual_seed(5)
+    # A grey photo (its detail the same in every channel) and a style whose first two channels
+    # run opposite ways: the two bands differ in sign in the second channel.
+    grey = torch.rand(1, 48, 64, generator=generator)
+    content = (0.35 + 0.3 * grey + 0.02 * torch.rand(3, 48, 64, generator=generator))
+    ramp = torch.rand(1, 40, 40, generator=generator)
+    style = torch.cat([0.2 + 0.3 * ramp, 0.5 - 0.3 * ramp, 0.3 + 0.02 * torch.rand(1, 40, 40, generator=generator)])
+    config = RenderConfig(size=64, levels=2, level_scale=2.0, iterations=(3, 1), init="palette",
+                          model="vgg19-random", device="cpu", precision="fp32")
+    seen = []  # (level, image) of each evaluation; an event's image is the live one: copy it
+    render(config, content, [style], backbone=random_vgg19,
+           callback=lambda event: seen.append((event.level, event.image.clone())))
+    first = seen[0][1]
+    assert torch.allclose(first, palette_content(resize_to(content, 24, 32), [resize_long_side(style, 32)]),
+                          atol=1e-6)
+    fine = next(image for level, image in seen if level == 1)
+    fine_palette = palette_content(resize_to(content, 48, 64), [resize_long_side(style, 64)])
+    band = fine_palette - resize_to(resize_to(fine_palette, 24, 32), 48, 64)
+    photo_band = resize_to(content, 48, 64) - resize_to(resize_to(content, 24, 32), 48, 64)
+    # The coarse level's last step is not seen by an evaluation: compare bands, not pixels.
+    fine_band = fine - resize_to(resize_to(fine, 24, 32), 48, 64)
+    to_palette, to_photo = (fine_band - band).pow(2).mean(), (fine_band - photo_band).pow(2).mean()
+    assert to_palette < 0.1 * to_photo, (to_palette, to_photo)
+
+
+def test_a_palette_start_without_a_content_is_noise_as_a_content_start_is(random_vgg19):
+    style = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(6))
+    options = dict(size=32, levels=1, iterations=1, model="vgg19-random", device="cpu", precision="fp32")
+    starts = {}
+    for init in ("palette", "content"):
+        seen = []
+        render(RenderConfig(**options, init=init), None, [style], backbone=random_vgg19,
+               callback=lambda event: seen.append(event.image.clone()))
+        starts[init] = seen[0]
+    assert torch.equal(starts["palette"], starts["content"])
