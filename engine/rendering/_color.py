@@ -91,7 +91,8 @@ def _quantiles(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     its equals (equal values share one quantile, so a flat area stays flat)."""
     order = torch.argsort(values)
     _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
-    group_weights = torch.zeros(counts.numel(), dtype=weights.dtype).index_add_(0, group, weights[order])
+    group_weights = torch.zeros(counts.numel(), dtype=weights.dtype, device=weights.device).index_add_(
+        0, group, weights[order])
     mid = (torch.cumsum(group_weights, 0) - group_weights / 2) / group_weights.sum()
     return torch.empty_like(weights).scatter_(0, order, mid[group])
 
@@ -101,10 +102,11 @@ def _band_means(quantiles: torch.Tensor, values: torch.Tensor, weights: torch.Te
     """Weighted means (C, bands) of ``values`` (C, N) in equal-share bands of ``quantiles``, and
     the bands' centres; a band without weight is left out."""
     band = (quantiles * bands).long().clamp(0, bands - 1)
-    total = torch.zeros(bands, dtype=values.dtype).index_add_(0, band, weights)
-    sums = torch.zeros(values.shape[0], bands, dtype=values.dtype).index_add_(1, band, values * weights)
+    total = torch.zeros(bands, dtype=values.dtype, device=values.device).index_add_(0, band, weights)
+    sums = torch.zeros(values.shape[0], bands, dtype=values.dtype, device=values.device).index_add_(
+        1, band, values * weights)
     kept = total > 0
-    centres = (torch.arange(bands, dtype=values.dtype) + 0.5) / bands
+    centres = (torch.arange(bands, dtype=values.dtype, device=values.device) + 0.5) / bands
     return sums[:, kept] / total[kept], centres[kept]
 
 
@@ -143,7 +145,7 @@ def _yiq_pixels(image: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[
     it is positive, else all ones."""
     pixels = rgb_to_yiq(image.double()).reshape(3, -1)
     if mask is None:
-        return pixels, torch.ones(pixels.shape[1], dtype=torch.float64)
+        return pixels, torch.ones_like(pixels[0])
     weights = mask.reshape(-1).double()
     return pixels[:, weights > 0], weights[weights > 0]
 

@@ -159,7 +159,9 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
         level.content_labels = semantic_labels(resize_to(inputs.content_map, *shape), inputs.palette).to(device)
         level.style_labels = [semantic_labels(resize_to(m, *s.shape[-2:]), inputs.palette).to(device)
                               for m, s in zip(inputs.style_maps, styles)]
-    if config.optimization.init == "palette" and content is not None:
+    # With the content's colours asked for (luminance or histogram transfer), its own colours are
+    # the palette: the start is the content.
+    if config.optimization.init == "palette" and content is not None and config.objective.colors == "none":
         level.palette_content = palette_content(content[0], [style[0] for style in styles],
                                                 config.objective.style_blend, content_labels=level.content_labels,
                                                 style_labels=level.style_labels, keep=level.unstyled)[None]

@@ -52,7 +52,8 @@ def test_histogram_transfer_changes_the_styles_the_render_uses():
 def test_luminance_transfer_is_original_colors_by_either_name(random_vgg19):
     generator = torch.Generator().manual_seed(2)
     content, style = torch.rand(3, 32, 32, generator=generator), torch.rand(3, 32, 32, generator=generator)
-    fast = dict(model="vgg19-random", device="cpu", size=32, levels=1, iterations=2)
+    # Both from the content (a luminance transfer starts there; a plain render starts from the palette).
+    fast = dict(model="vgg19-random", device="cpu", size=32, levels=1, iterations=2, init="content")
     plain = render(RenderConfig(**fast), content, [style], backbone=random_vgg19).image
     for options in ({"color_transfer": "luminance"}, {"original_colors": True},
                     {"original_colors": True, "color_transfer": "luminance"}):
@@ -185,3 +186,35 @@ def test_a_palette_start_without_a_content_is_noise_as_a_content_start_is(random
                callback=lambda event: seen.append(event.image.clone()))
         starts[init] = seen[0]
     assert torch.equal(starts["palette"], starts["content"])
+
+
+@pytest.mark.parametrize("colors", [{"color_transfer": "luminance"}, {"color_transfer": "histogram"},
+                                    {"original_colors": True}])
+def test_with_the_contents_colours_asked_for_the_palette_start_is_the_content(random_vgg19, colors):
+    generator = torch.Generator().manual_seed(7)
+    content, style = torch.rand(3, 24, 32, generator=generator), torch.rand(3, 32, 32, generator=generator) * 0.3
+    seen = []
+    render(RenderConfig(size=32, levels=1, iterations=1, model="vgg19-random", device="cpu", precision="fp32",
+                        **colors), content, [style], backbone=random_vgg19,
+           callback=lambda event: seen.append(event.image.clone()))
+    assert torch.equal(seen[0], content)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_palette_start_on_cuda_is_the_cpus(test_images):
+    content = load_image(test_images / "tubingen.jpg")
+    style = load_image(test_images / "starry_night.jpg")
+    labels = torch.zeros(1, 2, *content.shape[-2:])
+    labels[0, 0, :, : content.shape[-1] // 2] = 1
+    labels[0, 1, :, content.shape[-1] // 2:] = 1
+    style_labels = torch.zeros(1, 2, *style.shape[-2:])
+    style_labels[0, 0, : style.shape[-2] // 3] = 1
+    style_labels[0, 1, style.shape[-2] // 3:] = 1
+    for maps in ({}, {"content_labels": labels, "style_labels": [style_labels]}):
+        cpu = palette_content(content, [style], **maps)
+        cuda = palette_content(content.cuda(), [style.cuda()],
+                               **{key: value.cuda() if key == "content_labels" else [v.cuda() for v in value]
+                                  for key, value in maps.items()})
+        assert cuda.device.type == "cuda"
+        torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-5, rtol=0)
