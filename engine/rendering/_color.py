@@ -73,11 +73,15 @@ def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.T
 #: Luminance bands of the palette start: equal shares of the pixels, at least _BAND_PIXELS each.
 _PALETTE_BANDS = 32
 _BAND_PIXELS = 16
+#: The palette map is fitted on at most this many pixels of each side (an even subsample) and
+#: applied to the content in chunks of _CHUNK pixels, so a 4K or 8K level needs little memory.
+_FIT_PIXELS = 2**18
+_CHUNK = 2**20
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """numpy.interp along the last axis of ``fp`` (..., n) at ``x`` (N,): piecewise linear through
-    (xp, fp) with xp (n,) increasing, constant beyond its ends."""
+    (xp, fp) with xp (n,) non-decreasing, constant beyond its ends."""
     if xp.numel() == 1:
         return fp[..., :1].expand(*fp.shape[:-1], x.numel())
     right = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
@@ -86,15 +90,14 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return fp[..., left] + (fp[..., right] - fp[..., left]) * share
 
 
-def _quantiles(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Each value's weighted mid-rank in (0, 1): the share of the weight below it plus half that of
-    its equals (equal values share one quantile, so a flat area stays flat)."""
-    order = torch.argsort(values)
-    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
-    group_weights = torch.zeros(counts.numel(), dtype=weights.dtype, device=weights.device).index_add_(
-        0, group, weights[order])
-    mid = (torch.cumsum(group_weights, 0) - group_weights / 2) / group_weights.sum()
-    return torch.empty_like(weights).scatter_(0, order, mid[group])
+def _quantile_knots(values: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values, increasing, and each one's weighted mid-rank in (0, 1): the share of
+    the weight below it plus half that of its equals (equal values share one quantile, so a flat
+    area stays flat)."""
+    distinct, group = torch.unique(values, sorted=True, return_inverse=True)
+    group_weights = torch.zeros(distinct.numel(), dtype=weights.dtype, device=weights.device).index_add_(
+        0, group, weights)
+    return distinct, (torch.cumsum(group_weights, 0) - group_weights / 2) / group_weights.sum()
 
 
 def _band_means(quantiles: torch.Tensor, values: torch.Tensor, weights: torch.Tensor, bands: int
@@ -110,51 +113,67 @@ def _band_means(quantiles: torch.Tensor, values: torch.Tensor, weights: torch.Te
     return sums[:, kept] / total[kept], centres[kept]
 
 
-def _palette_map(source: torch.Tensor, source_weights: torch.Tensor, target: torch.Tensor,
-                 target_weights: torch.Tensor) -> torch.Tensor:
-    """``source`` pixels (3, N) in the palette of ``target`` pixels (3, M), both YIQ, float64, each
-    with weights > 0 (a mixture of images is a weighted set of pixels).
+class _PaletteMap:
+    """Pixels (3, N) in YIQ, float64, taken into the palette of a target's.
 
     Luminance by quantile: a source pixel at quantile q takes the target's luminance at q (the
     target's luminance histogram, the source's order). Chrominance: the target's mean chrominance
     at q (in bands of luminance, interpolated between them), plus the pixel's own difference from
     the source's mean chrominance at q, mapped so that these differences take the covariance of the
-    target's (``_coloring``). So the colour that dominates a luminance band of the photo (a blue
-    sky) becomes the painting's colour at that luminance (The Scream's orange), and what stands
-    out from it there (a red roof) stays apart, in the painting's own spread of colours."""
-    source_q = _quantiles(source[0], source_weights)
-    target_q = _quantiles(target[0], target_weights)
-    order = torch.argsort(target_q)
-    luminance = _interp(source_q, target_q[order], target[0, order])
-    bands = max(1, min(_PALETTE_BANDS, source.shape[1] // _BAND_PIXELS, target.shape[1] // _BAND_PIXELS))
-    source_means, source_centres = _band_means(source_q, source[1:], source_weights, bands)
-    target_means, target_centres = _band_means(target_q, target[1:], target_weights, bands)
-    source_rest = source[1:] - _interp(source_q, source_centres, source_means)
-    target_rest = target[1:] - _interp(target_q, target_centres, target_means)
+    target's (``_coloring``). So the colour that fills a luminance band of the photo (a blue sky)
+    becomes the painting's colour at that luminance (The Scream's orange), and what stands out from
+    it there (a red roof as bright) stays apart, in the painting's own spread of colours.
 
-    def covariance(rest: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return (rest * weights) @ rest.T / weights.sum()
+    Fitted on weighted pixel sets (a mixture of images is one, each image's pixels weighing its
+    share), ``source`` and ``target`` (3, N) with weights (N,) > 0.
+    """
 
-    coloring = _coloring(covariance(source_rest, source_weights), covariance(target_rest, target_weights))
-    chroma = _interp(source_q, target_centres, target_means) + coloring @ source_rest
-    return torch.cat([luminance[None], chroma])
+    def __init__(self, source: torch.Tensor, source_weights: torch.Tensor, target: torch.Tensor,
+                 target_weights: torch.Tensor) -> None:
+        self.source_levels, self.source_knots = _quantile_knots(source[0], source_weights)
+        self.target_levels, self.target_knots = _quantile_knots(target[0], target_weights)
+        source_q = self._quantile(source[0])
+        target_q = _interp(target[0], self.target_levels, self.target_knots)
+        bands = max(1, min(_PALETTE_BANDS, source.shape[1] // _BAND_PIXELS, target.shape[1] // _BAND_PIXELS))
+        self.source_means, self.source_centres = _band_means(source_q, source[1:], source_weights, bands)
+        self.target_means, self.target_centres = _band_means(target_q, target[1:], target_weights, bands)
+        source_rest = source[1:] - _interp(source_q, self.source_centres, self.source_means)
+        target_rest = target[1:] - _interp(target_q, self.target_centres, self.target_means)
+        self.coloring = _coloring(_weighted_covariance(source_rest, source_weights),
+                                  _weighted_covariance(target_rest, target_weights))
+
+    def _quantile(self, luminance: torch.Tensor) -> torch.Tensor:
+        return _interp(luminance, self.source_levels, self.source_knots)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        q = self._quantile(pixels[0])
+        luminance = _interp(q, self.target_knots, self.target_levels)
+        rest = pixels[1:] - _interp(q, self.source_centres, self.source_means)
+        chroma = _interp(q, self.target_centres, self.target_means) + self.coloring @ rest
+        return torch.cat([luminance[None], chroma])
 
 
-def _yiq_pixels(image: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """YIQ pixels (3, N) of a (3, H, W) image in float64 and their weights: the mask's (H, W) where
-    it is positive, else all ones."""
-    pixels = rgb_to_yiq(image.double()).reshape(3, -1)
-    if mask is None:
-        return pixels, torch.ones_like(pixels[0])
-    weights = mask.reshape(-1).double()
-    return pixels[:, weights > 0], weights[weights > 0]
+def _weighted_covariance(rest: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Covariance (C, C) of zero-mean-by-construction residuals (C, N) with weights (N,)."""
+    return (rest * weights) @ rest.T / weights.sum()
+
+
+def _fit_pixels(image: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An even subsample of at most _FIT_PIXELS YIQ pixels (3, n) of a (3, H, W) image in float64
+    and their weights: the mask's (H, W) where it is positive, else ones; the weights sum to 1."""
+    pixels = image.reshape(3, -1)
+    weights = torch.ones_like(pixels[0]) if mask is None else mask.reshape(-1).to(pixels)
+    inside = torch.nonzero(weights > 0).squeeze(1)
+    inside = inside[:: max(1, -(-inside.numel() // _FIT_PIXELS))]
+    chosen = weights[inside].double()
+    return rgb_to_yiq(pixels[:, inside].double()[..., None])[..., 0], chosen / chosen.sum()
 
 
 def palette_content(content: torch.Tensor, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None, *,
                     content_labels: torch.Tensor | None = None,
                     style_labels: Sequence[torch.Tensor] | None = None,
                     keep: int | None = None) -> torch.Tensor:
-    """The content (3, H, W) in the styles' palette (``_palette_map``), clamped to [0, 1]; several
+    """The content (3, H, W) in the styles' palette (``_PaletteMap``), clamped to [0, 1]; several
     styles are one mixture of their pixels, each style weighing its ``blend`` weight.
 
     Where the optimiser starts decides which colour of the painting lands where: from the photo, a
@@ -166,29 +185,29 @@ def palette_content(content: torch.Tensor, styles: Sequence[torch.Tensor], blend
     label; region ``keep`` (the unstyled colour) and regions no style paints keep their colours.
     """
     blend = [float(weight) for weight in blend] if blend is not None else [1.0] * len(styles)
-    regions = range(content_labels.shape[1]) if content_labels is not None else [None]
-    result = rgb_to_yiq(content.double()).reshape(3, -1)
-    for label in regions:
-        if label is not None and label == keep:
-            continue
-        inside = content_labels[0, label] if content_labels is not None and label is not None else None
-        source, source_weights = _yiq_pixels(content, inside)
-        painted = []
-        for index, (style, weight) in enumerate(zip(styles, blend, strict=True)):
-            mask = style_labels[index][0, label] if style_labels is not None and label is not None else None
-            pixels, weights = _yiq_pixels(style, mask)
-            if weights.numel() and weight > 0:
-                painted.append((pixels, weights * (weight / weights.sum())))
+    if content_labels is None:
+        regions = [(None, [None] * len(styles))]
+    else:
+        assert style_labels is not None
+        regions = [(content_labels[0, label], [labels[0, label] for labels in style_labels])
+                   for label in range(content_labels.shape[1]) if label != keep]
+    yiq = torch.linalg.inv(content.new_tensor(_YIQ, dtype=torch.float64))
+    result = content.reshape(3, -1).clone()
+    for inside, style_masks in regions:
+        source, source_weights = _fit_pixels(content, inside)
+        painted = [(pixels, weights * weight) for style, mask, weight in zip(styles, style_masks, blend, strict=True)
+                   if weight > 0 for pixels, weights in [_fit_pixels(style, mask)] if weights.numel()]
         if source.shape[1] < 2 or not painted:
             continue
-        mapped = _palette_map(source, source_weights, torch.cat([p for p, _ in painted], dim=1),
-                              torch.cat([w for _, w in painted]))
-        if inside is None:
-            result = mapped
-        else:
-            result[:, inside.reshape(-1) > 0] = mapped
-    rgb = torch.linalg.inv(result.new_tensor(_YIQ)) @ result
-    return rgb.reshape(content.shape).clamp(0.0, 1.0).to(content.dtype)
+        palette_map = _PaletteMap(source, source_weights, torch.cat([p for p, _ in painted], dim=1),
+                                  torch.cat([w for _, w in painted]))
+        where = torch.arange(result.shape[1], device=result.device)
+        if inside is not None:
+            where = where[inside.reshape(-1) > 0]
+        for chunk in where.split(_CHUNK):
+            pixels = rgb_to_yiq(content.reshape(3, -1)[:, chunk].double()[..., None])[..., 0]
+            result[:, chunk] = (yiq @ palette_map(pixels)).clamp(0.0, 1.0).to(result.dtype)
+    return result.reshape(content.shape)
 
 
 def transfer_style_colors(config: RenderConfig, content: torch.Tensor | None,
