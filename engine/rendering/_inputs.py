@@ -160,8 +160,9 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
         level.style_labels = [semantic_labels(resize_to(m, *s.shape[-2:]), inputs.palette).to(device)
                               for m, s in zip(inputs.style_maps, styles)]
     # With the content's colours asked for (luminance or histogram transfer), its own colours are
-    # the palette: the start is the content.
-    if config.optimization.init == "palette" and content is not None and config.objective.colors == "none":
+    # the palette: the start is the content. An init image (a video's warped frame) replaces it.
+    if (config.optimization.init == "palette" and content is not None and config.objective.colors == "none"
+            and inputs.init_image is None):
         level.palette_content = palette_content(content[0], [style[0] for style in styles],
                                                 config.objective.style_blend, content_labels=level.content_labels,
                                                 style_labels=level.style_labels, keep=level.unstyled)[None]

@@ -1,4 +1,4 @@
-"""Colour control: histogram matching of the styles, luminance transfer, and the options."""
+"""Colour control: histogram matching of the styles, luminance transfer, the palette start, and the options."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from styleforge.engine import ConfigError, RenderConfig, load_image, render, resize_long_side, resize_to
-from styleforge.engine.rendering import match_color_histogram, match_luminance_colors, palette_content, prepare_inputs
+from styleforge.engine.rendering import (
+    level_inputs,
+    match_color_histogram,
+    match_luminance_colors,
+    palette_content,
+    prepare_inputs,
+)
 
 
 def _moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,3 +241,16 @@ def test_palette_start_applied_in_chunks_and_fitted_on_a_subsample_is_the_same_s
     fitted = palette_content(content, [style])
     assert not torch.equal(fitted, whole)  # the subsample was used
     assert (fitted - whole).abs().mean() < 0.01 and (fitted - whole).abs().max() < 0.1
+
+
+def test_an_init_image_replaces_the_palette_start(random_vgg19):
+    """A given start (a video's warped frame) is the start: no palette is built for the level,
+    and a finer level adds back the photo's own detail."""
+    generator = torch.Generator().manual_seed(8)
+    content, style = torch.rand(3, 24, 32, generator=generator), torch.rand(3, 32, 32, generator=generator) * 0.3
+    config = RenderConfig(size=32, model="vgg19-random", device="cpu")
+    for init_image, built in ((None, True), (torch.rand(3, 24, 32, generator=generator), False)):
+        inputs = prepare_inputs(config, content, [style], init_image=init_image)
+        level = level_inputs(config, inputs, (24, 32), torch.device("cpu"), random_vgg19)
+        assert (level.palette_content is not None) == built
+        assert torch.equal(level.start_content, level.palette_content if built else level.content)
