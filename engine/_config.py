@@ -37,8 +37,9 @@ STYLE_LOSSES = ("gram", "w2", "sliced")
 #: Colour control: none, luminance only (after the render), style colours matched to the content's (before).
 COLOR_TRANSFERS = ("none", "luminance", "histogram")
 OPTIMIZERS = ("lbfgs", "adam")
-#: Where the first level starts: the content photo, the content in the styles' palette (their
-#: colours' mean and covariance), noise, the (first) style; or an image path.
+#: Where the first level starts: the content photo, the content in the styles' palette (the
+#: painting's luminance and colours at each luminance: rendering/_color.py), noise, the (first)
+#: style; or an image path.
 INITS = ("content", "palette", "noise", "style")
 LEVEL_STARTS = ("upsample", "detail")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")

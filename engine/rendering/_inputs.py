@@ -144,9 +144,11 @@ def check_size(what: str, shape: Sequence[int], backbone: VGGFeatures, config: R
 
 
 def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, int], device: torch.device,
-                 backbone: VGGFeatures) -> LevelInputs:
+                 backbone: VGGFeatures, *, builds_start: bool = True) -> LevelInputs:
     """The inputs at one level's (height, width): content resized to it, styles to
-    ``style_scale`` times its long side, label maps to match."""
+    ``style_scale`` times its long side, label maps to match; with ``init = palette`` and
+    ``builds_start`` (the level's start is made from the content), the content in the styles'
+    palette."""
     check_size("the output" if inputs.content is None else "the content image", shape, backbone, config)
     content = resize_to(inputs.content.float(), *shape)[None].to(device) if inputs.content is not None else None
     style_side = max(1, math.ceil(config.objective.style_scale * max(shape)))
@@ -161,8 +163,8 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
                               for m, s in zip(inputs.style_maps, styles)]
     # With the content's colours asked for (luminance or histogram transfer), its own colours are
     # the palette: the start is the content. An init image (a video's warped frame) replaces it.
-    if (config.optimization.init == "palette" and content is not None and config.objective.colors == "none"
-            and inputs.init_image is None):
+    if (builds_start and config.optimization.init == "palette" and content is not None
+            and config.objective.colors == "none" and inputs.init_image is None):
         level.palette_content = palette_content(content[0], [style[0] for style in styles],
                                                 config.objective.style_blend, content_labels=level.content_labels,
                                                 style_labels=level.style_labels, keep=level.unstyled)[None]

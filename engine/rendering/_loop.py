@@ -150,7 +150,11 @@ def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, p
                  target_cache: TargetCache | None = None, extra_terms: ExtraTerms | None = None) -> LevelState:
     """One pyramid level: its inputs and targets, its start (the coarser result upsampled, or
     the initial image), and ``iterations`` of the optimiser."""
-    level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone)
+    # The level's start is built from the content at the first level and, with level_start =
+    # detail, at every finer one (its detail band); otherwise it is the coarser result upsampled.
+    builds_start = state is None or config.pyramid.level_start == "detail"
+    level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone,
+                         builds_start=builds_start)
     objective = build_objective(config, backend, level, target_cache, plan.tile_size)
     if extra_terms is not None:
         objective = with_terms(objective, extra_terms(level.shape, backend.device))

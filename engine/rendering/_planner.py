@@ -169,7 +169,8 @@ def _state_bytes(config: RenderConfig, layers: dict[str, FeatureInfo], height: i
             per_side = max(0, (side / layers[name].stride - mrf.patch_size) // mrf.style_stride + 1)
             bank += int(2 * copies * per_side**2 * layers[name].channels * mrf.patch_size**2 * 4)
     photo = matting_bytes(height, width) if config.objective.photo_weight > 0 else 0  # control: photorealism
-    return (history + 4) * pixels + content + bank + photo
+    palette = pixels if config.optimization.init == "palette" else 0  # the start's recoloured content, kept
+    return (history + 4) * pixels + content + bank + photo + palette
 
 
 def objective_extent(config: RenderConfig) -> dict[str, int]:

@@ -34,6 +34,7 @@ from ..objectives import (
     guided_projection_statistics,
     normalized_region,
 )
+from ._color import soften
 from ._inputs import LevelInputs
 
 __all__ = ["blend_unstyled", "guided_style_term"]
@@ -120,10 +121,6 @@ def _sliced_targets(over_regions: OverRegions, level: LevelInputs, blend: Sequen
 
 def blend_unstyled(image: torch.Tensor, content: torch.Tensor, labels: torch.Tensor, unstyled: int) -> torch.Tensor:
     """The content blended back into (1, 3, H, W) ``image`` where the map is the unstyled
-    colour, through its mask softened by two box blurs of about 1/100 of the long side each
-    (a hard cut would draw the region's outline)."""
-    mask = labels[:, unstyled:unstyled + 1].to(image.dtype)
-    radius = max(1, round(max(image.shape[-2:]) / 200))
-    for _ in range(2):
-        mask = F.avg_pool2d(mask, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    colour, through its softened mask."""
+    mask = soften(labels[:, unstyled:unstyled + 1].to(image.dtype))
     return image * (1 - mask) + content.to(image) * mask
