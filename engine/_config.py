@@ -283,8 +283,8 @@ class OptimizationConfig:
     # was (a blue sky stays the painting's nearest blue); from the content in the painting's palette,
     # skies and walls take the painting's colours at their luminance, as neural-style's references
     # have them. Chosen by looking at every pair of the quality benchmark (benchmarks/RESULTS.md).
-    init: str = _option("palette", "content, palette (the content in the styles' colours), noise, style or "
-                                   "an image path.")
+    init: str = _option("palette", "content, palette (the content in the styles' colours; with --color-transfer "
+                                   "luminance or histogram, the content), noise, style or an image path.")
     seed: int = _option(0, "Seed of the noise init (and of random test weights).")
 
     def __post_init__(self) -> None:
