@@ -19,7 +19,8 @@ from pathlib import Path
 from ._cuda import KERNELS, NVRTC_OPTIONS, kernel_source, name_expressions
 
 __all__ = [
-    "CUPY_OPTIONS", "NvrtcError", "compile_with_nvrtc", "cuda_include_dir", "nvrtc_archs", "nvrtc_unavailable",
+    "CUPY_OPTIONS", "NvrtcError", "bundled_headers_unavailable", "compile_with_nvrtc", "cuda_include_dir",
+    "nvrtc_archs", "nvrtc_unavailable",
 ]
 
 CUPY_OPTIONS = ("-ftz=true",)  # what cupy.cuda.compiler adds besides -I and -arch
@@ -70,18 +71,53 @@ def _toolkit_roots() -> list[str]:
 def cuda_include_dir() -> Path:
     """A directory with cuda_fp16.h: a CUDA toolkit's, found as CuPy finds it, else the headers
     that NVRTC bundles (CUDA 13), extracted once to the temporary directory."""
-    from cuda.bindings import nvrtc
-
     for root in _toolkit_roots():
         if (Path(root) / "include" / "cuda_fp16.h").is_file():
             return Path(root) / "include"
-    if not hasattr(nvrtc, "nvrtcInstallBundledHeaders"):
-        raise NvrtcError("no CUDA include directory (set CUDA_PATH), and this NVRTC bundles no headers")
+    return _bundled_headers()
+
+
+def _bundled_headers() -> Path:
+    """NVRTC's own headers, installed once into the temporary directory.
+
+    Whether the library has them is found by calling, not by ``hasattr``: cuda-bindings binds
+    every function of its own CUDA version and looks each one up in the loaded library only when
+    it is called, so a binding newer than the library (cuda-bindings 13.5 over the 13.0 NVRTC that
+    torch's CUDA build pins) has the attribute and raises FunctionNotFoundError on the call.
+    """
+    from cuda.bindings import nvrtc
+
     major, minor = _call(nvrtc.nvrtcVersion, "nvrtcVersion")
     target = Path(tempfile.gettempdir()) / f"styleforge-nvrtc-headers-{major}.{minor}"
-    _call(nvrtc.nvrtcInstallBundledHeaders, "nvrtcInstallBundledHeaders", str(target).encode(),
-          nvrtc.NVRTC_INSTALL_HEADERS_SKIP_IF_EXISTS)
+    missing = (f"no CUDA include directory (set CUDA_PATH to a CUDA toolkit), and NVRTC {major}.{minor} "
+               "cannot install its bundled headers")
+    install = getattr(nvrtc, "nvrtcInstallBundledHeaders", None)
+    if install is None:
+        raise NvrtcError(f"{missing}: this cuda-bindings has no nvrtcInstallBundledHeaders")
+    try:
+        _call(install, "nvrtcInstallBundledHeaders", str(target).encode(),
+              nvrtc.NVRTC_INSTALL_HEADERS_SKIP_IF_EXISTS)
+    except NvrtcError:
+        raise
+    except RuntimeError as error:  # cuda.bindings' FunctionNotFoundError: the library predates the binding
+        raise NvrtcError(f"{missing} ({error}: the NVRTC library is older than cuda-bindings "
+                         f"{_bindings_version()}; an nvidia-cuda-nvrtc of the same version has them)") from None
     return target
+
+
+def bundled_headers_unavailable() -> str | None:
+    """None when this NVRTC can install its bundled headers, else the reason (found by calling)."""
+    try:
+        _bundled_headers()
+    except NvrtcError as error:
+        return str(error)
+    return None
+
+
+def _bindings_version() -> str:
+    from cuda import bindings
+
+    return str(getattr(bindings, "__version__", "?"))
 
 
 def compile_with_nvrtc(name: str, arch: int = 90, *, cubin: bool = False) -> bytes:

@@ -50,15 +50,47 @@ def test_kernels_assemble_for_each_architecture(name, arch):
 
 @needs_nvrtc
 def test_nvrtc_compiles_with_its_own_headers_where_no_toolkit_is_installed(monkeypatch):
-    from cuda.bindings import nvrtc
-
-    if not hasattr(nvrtc, "nvrtcInstallBundledHeaders"):
-        pytest.skip("this NVRTC bundles no headers")
     monkeypatch.setattr(_nvrtc, "_toolkit_roots", lambda: [])
     _nvrtc.cuda_include_dir.cache_clear()
     try:
+        reason = _nvrtc.bundled_headers_unavailable()  # found by calling: see the skew test below
+        if reason is not None:
+            pytest.skip(reason)
         assert "styleforge-nvrtc-headers" in str(_nvrtc.cuda_include_dir())
         assert b".entry" in _nvrtc.compile_with_nvrtc("gram", 90)
+    finally:
+        _nvrtc.cuda_include_dir.cache_clear()
+
+
+def _function_not_found_error() -> type[RuntimeError]:
+    """cuda.bindings' own error for a bound function its loaded library lacks (a RuntimeError)."""
+    try:
+        from cuda.bindings._internal.utils import FunctionNotFoundError
+    except ImportError:  # where this private module moved: the same kind of error
+        return type("FunctionNotFoundError", (RuntimeError,), {})
+    return FunctionNotFoundError
+
+
+@needs_nvrtc
+def test_a_binding_newer_than_its_nvrtc_library_is_a_clear_error_not_a_crash(monkeypatch):
+    # torch's CUDA build pins nvidia-cuda-nvrtc 13.0 while the dev extra brings cuda-bindings 13.5:
+    # the binding has nvrtcInstallBundledHeaders, the 13.0 library does not, and only the call says so.
+    from cuda.bindings import nvrtc
+
+    error = _function_not_found_error()
+
+    def missing_in_the_library(*args):
+        raise error("function nvrtcInstallBundledHeaders is not found")
+
+    monkeypatch.setattr(nvrtc, "nvrtcInstallBundledHeaders", missing_in_the_library, raising=False)
+    monkeypatch.setattr(_nvrtc, "_toolkit_roots", lambda: [])
+    _nvrtc.cuda_include_dir.cache_clear()
+    try:
+        assert hasattr(nvrtc, "nvrtcInstallBundledHeaders")  # what the old check looked at
+        reason = _nvrtc.bundled_headers_unavailable()
+        assert reason is not None and "set CUDA_PATH" in reason and "older than cuda-bindings" in reason
+        with pytest.raises(_nvrtc.NvrtcError, match="cannot install its bundled headers"):
+            _nvrtc.compile_with_nvrtc("gram", 90)
     finally:
         _nvrtc.cuda_include_dir.cache_clear()
 
