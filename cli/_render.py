@@ -125,7 +125,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
                           for i in (range(save_every, total, save_every) if save_every else ())]
     inputs = _inputs(cli, config, config_path)
     for target in targets:
-        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite, inputs=inputs)
+        engine.check_output_path(target, bit_depth=bit_depth, overwrite=overwrite, inputs=inputs,
+                                  make_folders=True)
     content_path = cli.get("content")
     if content_path is None and cli.get("content_map") is None and config.objective.method == "mrf":
         raise ConfigError("give a content image, or a --content-map to paint from", field="content")
@@ -147,7 +148,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     def write(image, path: Path, **extra: Any) -> None:
         # A write that fails keeps the image in the cache and says where (OutputError).
         engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite,
-                          recover=True)
+                          recover=True, make_folders=True)
 
     # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
     live = stderr.is_terminal

@@ -221,6 +221,7 @@ def save_image(
     quality: int = 95,
     overwrite: bool = False,
     recover: bool = False,
+    make_folders: bool = False,
 ) -> Path:
     """Write a (3, H, W) image in [0, 1] atomically as PNG (8/16-bit), JPEG or TIFF.
 
@@ -229,6 +230,7 @@ def save_image(
     ``overwrite``; a failure leaves neither a partial output nor a temporary file behind.
     ``recover``: if the file cannot be written (a full disk, a folder gone or locked, a name
     taken meanwhile), the image is kept in ``<cache>/recovered/`` and OutputError says where.
+    ``make_folders``: a missing output folder is made (only now, when there is an image to write).
     """
     path = Path(path)
     fmt = _check_format(path, bit_depth)
@@ -242,7 +244,9 @@ def save_image(
     data = _encode(hwc, fmt, bit_depth, quality, text)
 
     try:
-        check_output_path(path, bit_depth=bit_depth, overwrite=overwrite, probe=False)
+        check_output_path(path, bit_depth=bit_depth, overwrite=overwrite, probe=False, make_folders=make_folders)
+        if make_folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data, replace=overwrite,
                      exists_error=lambda: ImageError(path, "output exists; pass --overwrite to replace it"))
     except (ImageError, OSError) as error:

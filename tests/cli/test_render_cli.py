@@ -119,6 +119,16 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, small_inputs):
     assert load_image(output).shape == (3, 24, 32)
 
 
+def test_a_missing_output_folder_is_made_when_the_image_is_written_and_not_before(tmp_path, small_inputs):
+    # README's first command writes out/tubingen_starry.png: out/ (ignored by git) need not exist.
+    output = tmp_path / "out" / "shots" / "a.png"
+    base = ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]), "-o", str(output), *FAST]
+    refused = runner.invoke(app, [*base, "--optimizer", "sgd"])
+    assert refused.exit_code == 2 and not (tmp_path / "out").exists()  # bad input leaves no folder behind
+    assert runner.invoke(app, [*base, "--size", "32", "-n", "2"]).exit_code == 0
+    assert load_image(output).shape == (3, 24, 32)
+
+
 def test_intermediate_names_are_checked_before_any_work(tmp_path, small_inputs):
     (tmp_path / "out_2.png").write_bytes(b"keep me")
     result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
