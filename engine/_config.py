@@ -22,18 +22,19 @@ from ._backbone import POOLINGS, layer_infos
 from ._device import DEVICES, PRECISIONS
 from ._errors import ConfigError, check_choice
 from ._maps import parse_color
+from ._style_losses import registered_entry
 from ._values import coerce, parse_bytes, parse_iterations, parse_size
 from ._weights import DEFAULT_MODEL, MODELS
 
 __all__ = [
-    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
+    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "MRFConfig", "MemoryConfig",
     "ObjectiveConfig", "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig",
-    "load_config_file", "option_name",
+    "load_config_file",
 ]
 
 METHODS = ("gram", "mrf")
-#: Style losses of the gram method (objectives: Gram matrices, W2 between Gaussian fits, sliced W2).
-STYLE_LOSSES = ("gram", "w2", "sliced")
+# The style losses of the gram method are the registry's (_style_losses; each loss's file in
+# objectives registers itself), checked by name when a config is built.
 #: Colour control: none, luminance only (after the render), style colours matched to the content's (before).
 COLOR_TRANSFERS = ("none", "luminance", "histogram")
 OPTIMIZERS = ("lbfgs", "adam")
@@ -58,11 +59,6 @@ PYRAMID_START = 256
 #: town (each level's restarted L-BFGS stylises further from a blurred start); 100 per level keeps
 #: more of it in under half the single-level 500 iterations' time (not settled: see README).
 FULL_ITERATIONS_UP_TO = 1024
-
-
-def option_name(field_name: str) -> str:
-    """The CLI spelling of a config field: style_weight -> --style-weight."""
-    return "--" + field_name.replace("_", "-")
 
 
 def _option(default: Any, help: str, **cli: Any) -> Any:
@@ -98,7 +94,9 @@ class ObjectiveConfig:
                                   "100 iterations, content weight 0.5).", show="gram")
     style_loss: str = _option("gram", "Style loss of the gram method: gram (Gram matrices), w2 (Wasserstein-2 between "
                                       "Gaussian fits of the features) or sliced (sliced Wasserstein, histogram "
-                                      "matching on random projections). MRF ignores it.", show="gram")
+                                      "matching on random projections) or nnst (Kolkin et al.'s Neural Neighbor "
+                                      "Style Transfer: each position's hypercolumn replaced by its nearest style "
+                                      "one). MRF ignores it.", show="gram")
     content_weight: float = _option(1.0, "Weight of the content term.")
     style_weight: float = _option(1e3, "Weight of the style term (gram, w2 or sliced).")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
@@ -128,7 +126,7 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
-        check_choice("style_loss", self.style_loss, STYLE_LOSSES)
+        registered_entry(self.style_loss, method="gram", field="style_loss")
         _check_weights(self, ("content_weight", "style_weight", "tv_weight"))
         _check(math.isfinite(self.style_scale) and self.style_scale > 0, "style_scale",
                f"must be a finite number > 0, got {self.style_scale}")
@@ -508,7 +506,7 @@ class RenderConfig:
     @staticmethod
     def flag(name: str) -> str:
         """The command line's spelling of a field: style_weight -> --style-weight."""
-        return option_name(name)
+        return "--" + name.replace("_", "-")
 
 
 #: Default layers of backbones whose layer names are not VGG's, used where VGG's defaults stand:
@@ -519,13 +517,24 @@ ARCH_DEFAULT_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def _arch_default_layers(grouped: dict[str, dict[str, Any]]) -> None:
-    """Put the model's own default layers where the (VGG) defaults stand."""
+    """Put the model's own default layers where the (VGG) defaults stand, and the style loss's
+    own layers (its registry entry's ``default_layers``, e.g. NNST's hypercolumns) where the
+    style layers are the defaults."""
     model = grouped["runtime"].get("model", DEFAULT_MODEL)
     arch = MODELS[model].arch if model in MODELS else None
     for name, layers in ARCH_DEFAULT_LAYERS.get(arch, {}).items():
         group, spec = _FIELDS[name]
         if tuple(grouped[group].get(name, spec.default)) == spec.default:
             grouped[group][name] = layers
+    loss = grouped["objective"].get("style_loss", "gram")
+    try:
+        own = registered_entry(loss).default_layers if arch is not None else {}
+    except ConfigError:
+        return  # an unknown loss: ObjectiveConfig says so, with the valid list
+    spec = _FIELDS["style_layers"][1]
+    if arch in own and tuple(grouped["objective"].get("style_layers", spec.default)) in (
+            spec.default, ARCH_DEFAULT_LAYERS.get(arch, {}).get("style_layers")):
+        grouped["objective"]["style_layers"] = own[arch]
 
 
 def _hint(key: str) -> str:

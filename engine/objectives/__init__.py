@@ -5,10 +5,11 @@ Functional references (``content_loss``, ``style_loss``, ``total_variation``,
 terms hold their targets, computed once per style and level by the render's target builder.
 """
 
-from ._base import Objective, Region, Statistic, Term, combine_statistics
+from ._base import Objective, Region, Statistic, Term, blend_statistics, combine_statistics
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
-from ._gram import GramStyleTerm, blend_statistics, content_style_objective, gatys_objective, gram_statistics
+from ._registry import OverWindows, StyleLoss, StyleTargets, register_style_loss, style_loss_for
+from ._gram import GramStyleTerm, content_style_objective, gatys_objective, gram_statistics
 from ._mrf import MRFTerm, PatchBank, build_patch_bank, mrf_objective, style_variants
 from ._photo import (
     MATTING_EPSILON,
@@ -18,29 +19,28 @@ from ._photo import (
     matting_energy_in_bands,
     matting_offsets,
 )
-from ._regions import (
-    GuidedSlicedTerm,
-    GuidedStyleTerm,
-    RegionGuide,
-    guided_moments,
-    guided_projection_statistics,
-    normalized_region,
-)
+from ._regions import GuidedStyleTerm, RegionGuide, guided_moments, normalized_region
 from ._semantic import REGION_SHARE, semantic_labels, semantic_palette, shared_palette
 from ._sliced import (
+    GuidedSlicedTerm,
     SlicedStyleTerm,
     SlicedTarget,
     build_sliced_target,
+    guided_projection_statistics,
     projection_histograms,
     random_directions,
     sliced_wasserstein,
 )
 from ._temporal import TemporalTerm, temporal_loss
 from ._w2 import W2StyleTerm, gaussian_fit, gaussian_statistics, sqrtm_psd, wasserstein2_gaussian
+from ._nnst import NNST_LAYERS, NNSTTarget, NNSTTerm, hypercolumns, nearest_hypercolumns
 
 __all__ = [
-    # the contract
-    "Objective", "Term", "Region", "Statistic", "combine_statistics",
+    # the contract, and the registry every style loss declares itself in
+    "Objective", "Term", "Region", "Statistic", "combine_statistics", "blend_statistics",
+    "StyleLoss", "StyleTargets", "OverWindows", "register_style_loss", "style_loss_for",
+    # Neural Neighbor Style Transfer (Kolkin et al. 2022)
+    "NNSTTerm", "NNSTTarget", "NNST_LAYERS", "hypercolumns", "nearest_hypercolumns",
     # terms, and Gatys et al.'s objective made of them
     "gatys_objective", "content_style_objective", "mrf_objective", "ContentTerm", "GramStyleTerm", "W2StyleTerm",
     "SlicedStyleTerm", "MRFTerm", "TotalVariationTerm", "TemporalTerm",
@@ -48,7 +48,7 @@ __all__ = [
     "PhotorealismTerm", "MATTING_EPSILON", "matting_bytes", "matting_energy", "matting_energy_in_bands",
     "matting_offsets",
     # targets
-    "PatchBank", "SlicedTarget", "blend_statistics", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
+    "PatchBank", "SlicedTarget", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",
     # semantic maps, and regions for the global style terms
     "REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette", "GuidedStyleTerm", "GuidedSlicedTerm",

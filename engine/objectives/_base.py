@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Objective", "Region", "Statistic", "Term", "combine_statistics"]
+__all__ = ["Objective", "Region", "Statistic", "Term", "blend_statistics", "combine_statistics"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ def combine_statistics(parts: Sequence[Mapping[str, Statistic]]) -> dict[str, St
             sums[key] = sums[key] + contribution if key in sums else contribution
             counts[key] = counts.get(key, 0) + count
     return {key: Statistic(sums[key] / counts[key], counts[key]) for key in sums}
+
+
+def blend_statistics(per_style: Sequence[Mapping[str, Statistic]], blend: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Target statistics {key: mean} of several styles, blended with weights normalised to 1."""
+    total = float(sum(blend))
+    targets: dict[str, torch.Tensor] = {}
+    for stats, weight in zip(per_style, blend, strict=True):
+        for key, (mean, _) in stats.items():
+            contribution = mean * (weight / total)
+            targets[key] = targets[key] + contribution if key in targets else contribution
+    return targets
 
 
 class Term:

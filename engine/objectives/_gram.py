@@ -9,8 +9,10 @@ import torch
 from ._base import Objective, Region, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS, gram
+from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
+from ._registry import StyleLoss, StyleTargets, register_style_loss
 
-__all__ = ["GramStyleTerm", "blend_statistics", "content_style_objective", "gatys_objective", "gram_statistics"]
+__all__ = ["GramStyleTerm", "content_style_objective", "gatys_objective", "gram_statistics"]
 
 
 def gram_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
@@ -23,17 +25,6 @@ def gram_statistics(features: Mapping[str, torch.Tensor], region: Region, layers
         if positions:  # an edge tile narrower than this layer's stride owns none
             stats[layer] = Statistic(gram(inside), positions)
     return stats
-
-
-def blend_statistics(per_style: Sequence[Mapping[str, Statistic]], blend: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Target Grams {layer: (1, C, C)} of several styles, blended with weights normalised to 1."""
-    total = float(sum(blend))
-    targets: dict[str, torch.Tensor] = {}
-    for stats, weight in zip(per_style, blend, strict=True):
-        for layer, (mean, _) in stats.items():
-            contribution = mean * (weight / total)
-            targets[layer] = targets[layer] + contribution if layer in targets else contribution
-    return targets
 
 
 class GramStyleTerm(Term):
@@ -82,3 +73,28 @@ def content_style_objective(style_term: Term, *, content_targets: Mapping[str, t
     terms = [ContentTerm(content_targets, strides), style_term, TotalVariationTerm()]
     weights = {"content": content_weight if content_targets else 0.0, "style": style_weight, "tv": tv_weight}
     return Objective(terms, weights)
+
+
+def _build(targets: StyleTargets) -> Term:
+    layers, strides = targets.layers, targets.strides
+    grams = targets.cached(lambda: targets.blended(lambda f, window: gram_statistics(f, window, layers, strides)),
+                           list(targets.blend), layers)
+    return GramStyleTerm(grams, targets.layer_weights, strides)
+
+
+def _build_guided(targets: StyleTargets) -> Term:
+    """The guided Gram (Gatys et al. 2017): each region's Gram of m^2-weighted features."""
+    layers, strides = targets.layers, targets.strides
+
+    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+        return guided_moments(features, window, layers, strides, guide, means=False)
+
+    found = targets.cached(lambda: targets.per_region(statistics, ("second",)), list(targets.blend), layers,
+                           targets.styled)
+    terms: dict[int, Term] = {
+        r: GramStyleTerm({key.rsplit("/", 1)[0]: value for key, value in t.items()}, targets.layer_weights, strides)
+        for r, t in found.items()}
+    return GuidedStyleTerm(terms, targets.content_guide(), strides, names=("second",))
+
+
+GRAM = register_style_loss(StyleLoss("gram", _build, _build_guided))

@@ -31,9 +31,12 @@ import torch.nn.functional as F
 
 from styleforge.kernels import extract_patches, mrf_nearest, normalize_patches
 
+from .._backbone import FeatureInfo
+from .._config import RenderConfig
 from ._base import Objective, Region, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS
+from ._registry import StyleLoss, StyleTargets, register_style_loss
 
 __all__ = ["MRFTerm", "PatchBank", "build_patch_bank", "mrf_objective", "style_variants"]
 
@@ -242,3 +245,42 @@ def mrf_objective(bank: PatchBank, layer_weights: Mapping[str, float], *, conten
              TotalVariationTerm()]
     weights = {"content": content_weight if content_targets else 0.0, "style": mrf_weight, "tv": tv_weight}
     return Objective(terms, weights)
+
+
+# --- the declaration (method "mrf": its options are config.mrf's) --------------------------------
+
+
+def _build(targets: StyleTargets) -> Term:
+    """The MRF term against the level's bank (maps, when given, steer the matching)."""
+    mrf = targets.config.mrf
+    map_scale = math.sqrt(mrf.map_weight) if targets.content_labels is not None else 0.0
+    variants = style_variants(mrf.style_rotations, mrf.rotation_step, mrf.style_scales, mrf.scale_step)
+    bank = targets.cached(
+        lambda: build_patch_bank(targets.features, targets.styles, targets.layers, patch_size=mrf.patch_size,
+                                 style_stride=mrf.style_stride, variants=variants, style_labels=targets.style_labels,
+                                 map_scale=map_scale),
+        targets.layers, mrf.patch_size, mrf.style_stride, mrf.style_rotations, mrf.rotation_step, mrf.style_scales,
+        mrf.scale_step, mrf.map_weight)
+    return MRFTerm(bank, targets.layer_weights, targets.strides, patch_size=mrf.patch_size,
+                   synthesis_stride=mrf.synthesis_stride, content_labels=targets.content_labels, map_scale=map_scale,
+                   confidence=mrf.confidence, unstyled=targets.unstyled)
+
+
+def _extent(config: RenderConfig) -> dict[str, int]:
+    return dict.fromkeys(config.mrf.mrf_layers, config.mrf.patch_size - 1)
+
+
+def _memory(config: RenderConfig, layers: Mapping[str, FeatureInfo], height: int, width: int) -> int:
+    """The style patch bank, raw and normalised: the style is at most a square of style_scale x
+    the long side, in every rotated and scaled copy."""
+    mrf = config.mrf
+    side = config.objective.style_scale * max(height, width)
+    copies = (2 * mrf.style_rotations + 1) * (2 * mrf.style_scales + 1)
+    bank = 0
+    for name in mrf.mrf_layers:
+        per_side = max(0, (side / layers[name].stride - mrf.patch_size) // mrf.style_stride + 1)
+        bank += int(2 * copies * per_side**2 * layers[name].channels * mrf.patch_size**2 * 4)
+    return bank
+
+
+MRF = register_style_loss(StyleLoss("mrf", _build, _build, extent=_extent, memory=_memory, method="mrf"))

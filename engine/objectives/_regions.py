@@ -26,19 +26,15 @@ unstyled colour) get no style term at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ._base import Region, Statistic, Term
 from ._functional import EPS, gram
-from ._gram import GramStyleTerm
-from ._sliced import SlicedStyleTerm, _histogram, _projections
-from ._w2 import W2StyleTerm
 
-__all__ = ["GuidedStyleTerm", "GuidedSlicedTerm", "RegionGuide", "guided_moments", "guided_projection_statistics",
-           "normalized_region"]
+__all__ = ["GuidedStyleTerm", "RegionGuide", "guided_moments", "guided_shares", "normalized_region", "owned_masks"]
 
 
 class RegionGuide:
@@ -68,7 +64,7 @@ class RegionGuide:
         return masks[:, rows, cols].to(features.device, features.dtype)
 
 
-def _owned(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def owned_masks(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
            strides: Mapping[str, int], guide: RegionGuide) -> Iterator[tuple[str, torch.Tensor, int, torch.Tensor]]:
     """(layer, owned features (1, C, h, w), their count, the guided masks there (K', h, w)) for
     each layer where the region owns positions."""
@@ -86,7 +82,7 @@ def guided_moments(features: Mapping[str, torch.Tensor], region: Region, layers:
     "<layer>/<r>/second" (mean m^2 F F^T, (1, C, C)) and, with ``means``, "<layer>/<r>/mean"
     (mean m^2 F, (1, C)), over the region's owned positions (see the module docstring)."""
     stats = {}
-    for layer, inside, positions, masks in _owned(features, region, layers, strides, guide):
+    for layer, inside, positions, masks in owned_masks(features, region, layers, strides, guide):
         for r, mask in zip(guide.regions, masks):
             weighted = inside * mask  # m F: its Gram is mean m^2 F F^T
             second = gram(weighted)
@@ -113,7 +109,7 @@ def normalized_region(stats: Mapping[str, Statistic], r: int, layers: Sequence[s
     return found
 
 
-def _shares(stats: Mapping[str, Statistic], regions: Sequence[int], layer: str) -> dict[int, torch.Tensor]:
+def guided_shares(stats: Mapping[str, Statistic], regions: Sequence[int], layer: str) -> dict[int, torch.Tensor]:
     """Each region's share of the output's guidance weight at ``layer`` (constants: the masks do
     not depend on the image; tensors, so a GPU render does not wait for them)."""
     weights = {r: stats[f"{layer}/{r}/weight"].mean.detach() for r in regions}
@@ -122,107 +118,41 @@ def _shares(stats: Mapping[str, Statistic], regions: Sequence[int], layer: str) 
 
 
 class GuidedStyleTerm(Term):
-    """Gram or W2 style per region: sum_r share_r * style_r(guided statistics of region r).
+    """A term on guided moments per region: sum_r share_r * style_r(guided statistics of region r)
+    (Gram: ``names`` ("second",); W2: ("mean", "second")).
 
     Args:
-        per_region: region (label channel) -> the unguided term holding that region's targets
-            (GramStyleTerm or W2StyleTerm); regions absent here get no style term.
+        per_region: region (label channel) -> the unguided term holding that region's targets,
+            whose ``global_value`` reads {inner_key("<layer>/<name>"): Statistic}; regions absent
+            here get no style term.
         guide: the output's soft masks.
+        names: the guided moments the inner terms read.
+        inner_key: how the inner term names a guided statistic (default: by layer alone for
+            ("second",), Gram's; else "<layer>/<name>" as it is).
     """
 
     name = "style"
 
-    def __init__(self, per_region: Mapping[int, GramStyleTerm | W2StyleTerm], guide: RegionGuide,
-                 strides: Mapping[str, int] | None = None) -> None:
+    def __init__(self, per_region: Mapping[int, Term], guide: RegionGuide, strides: Mapping[str, int] | None = None,
+                 *, names: Sequence[str] = ("second",), inner_key: Callable[[str], str] | None = None) -> None:
         super().__init__(strides)
         self.per_region = dict(per_region)
         self.guide = RegionGuide(guide.labels, tuple(self.per_region))
-        first = next(iter(self.per_region.values()))
-        self.layers = first.layers
-        self._w2 = isinstance(first, W2StyleTerm)
+        self.layers = next(iter(self.per_region.values())).layers
+        self.names = tuple(names)
+        # Gram's targets are keyed by layer alone; terms on several moments by "<layer>/<name>".
+        self.inner_key = inner_key or ((lambda key: key.rsplit("/", 1)[0]) if self.names == ("second",) else str)
 
     def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        return guided_moments(features, region, self.layers, self.strides, self.guide, means=self._w2)
+        return guided_moments(features, region, self.layers, self.strides, self.guide, means="mean" in self.names)
 
     def global_value(self, stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         total: torch.Tensor | None = None
-        for r, share in _shares(stats, tuple(self.per_region), self.layers[0]).items():
-            guided = normalized_region(stats, r, self.layers, ("mean", "second") if self._w2 else ("second",),
-                                       check=False)
+        for r, share in guided_shares(stats, tuple(self.per_region), self.layers[0]).items():
+            guided = normalized_region(stats, r, self.layers, self.names, check=False)
             assert guided is not None
-            if self._w2:
-                inner = {key: Statistic(value, 1) for key, value in guided.items()}
-            else:
-                inner = {key.rsplit("/", 1)[0]: Statistic(value, 1) for key, value in guided.items()}
-            value = self.per_region[r].global_value(inner) * share
-            total = value if total is None else total + value
+            inner = {self.inner_key(key): Statistic(value, 1) for key, value in guided.items()}
+            value = self.per_region[r].global_value(inner)
+            assert value is not None
+            total = value * share if total is None else total + value * share
         return total
-
-
-def guided_projection_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
-                                 strides: Mapping[str, int], guide: RegionGuide,
-                                 directions: Mapping[str, torch.Tensor], low: Mapping[str, torch.Tensor],
-                                 width: Mapping[str, torch.Tensor], bins: int, *,
-                                 moments: bool = False) -> dict[str, Statistic]:
-    """Per layer and guided region r: "<layer>/<r>/weight" and "<layer>/<r>/histogram" (mean
-    m^2 one-hot(bin), (K, bins)); ``moments`` adds "<layer>/<r>/mean" and "<layer>/<r>/square"
-    (mean m^2 p and m^2 p^2, (K,)). No gradient (constants, as the unguided histograms)."""
-    stats = {}
-    with torch.no_grad():
-        for layer, inside, positions, masks in _owned(features, region, layers, strides, guide):
-            projected = _projections(inside, directions[layer])
-            for r, mask in zip(guide.regions, masks):
-                weight = mask.pow(2).reshape(-1).to(projected.dtype)
-                stats[f"{layer}/{r}/weight"] = Statistic(weight.mean(), positions)
-                stats[f"{layer}/{r}/histogram"] = Statistic(
-                    _histogram(projected, low[layer], width[layer], bins, weights=weight), positions)
-                if moments:
-                    stats[f"{layer}/{r}/mean"] = Statistic((projected * weight).mean(dim=1), positions)
-                    stats[f"{layer}/{r}/square"] = Statistic((projected.pow(2) * weight).mean(dim=1), positions)
-    return stats
-
-
-class GuidedSlicedTerm(Term):
-    """Sliced Wasserstein per region: each position's projections are pulled toward the
-    transport map of every region it belongs to, weighted by m_r^2 and the region's share:
-
-        sum_r share_r * sum_l w_l sum_k sum_i m_r(i)^2 (p_ik - T_rk(p_ik))^2 / (N mean m_r^2) / sum_k Var_s,r
-
-    with T_r from region r's guided histograms (the image's and the style's).
-
-    Args:
-        per_region: region -> SlicedStyleTerm holding that region's target (all with the same
-            directions and bins).
-        guide: the output's soft masks.
-    """
-
-    name = "style"
-
-    def __init__(self, per_region: Mapping[int, SlicedStyleTerm], guide: RegionGuide,
-                 strides: Mapping[str, int] | None = None) -> None:
-        super().__init__(strides)
-        self.per_region = dict(per_region)
-        self.guide = RegionGuide(guide.labels, tuple(self.per_region))
-        first = next(iter(self.per_region.values()))
-        self.layers, self.target, self.bins = first.layers, first.target, first.bins
-
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        target = self.target
-        return guided_projection_statistics(features, region, self.layers, self.strides, self.guide,
-                                            target.directions, target.low, target.width, self.bins)
-
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
-                    stats: Mapping[str, Statistic]) -> torch.Tensor | None:
-        term: torch.Tensor | None = None
-        shares = _shares(stats, tuple(self.per_region), self.layers[0])
-        for layer, inside, _, masks in _owned(features, region, self.layers, self.strides, self.guide):
-            projected = _projections(inside, self.target.directions[layer])
-            for r, mask in zip(self.guide.regions, masks):
-                weight = stats[f"{layer}/{r}/weight"]
-                histogram = stats[f"{layer}/{r}/histogram"].mean / weight.mean.clamp_min(EPS)
-                inner = self.per_region[r]
-                matched = inner.transport_targets(layer, projected.detach(), histogram)
-                pulls = ((projected - matched).pow(2) * mask.pow(2).reshape(1, -1)).sum()
-                share = pulls / (weight.count * weight.mean.clamp_min(EPS)) * inner.layer_scale(layer) * shares[r]
-                term = share if term is None else term + share
-        return term

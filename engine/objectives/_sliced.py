@@ -36,12 +36,13 @@ from typing import Any
 
 import torch
 
-from ._base import Region, Statistic, Term, combine_statistics
+from ._base import Region, Statistic, Term, blend_statistics, combine_statistics
 from ._functional import EPS
-from ._gram import blend_statistics
+from ._regions import RegionGuide, guided_shares, owned_masks
+from ._registry import StyleLoss, StyleTargets, register_style_loss
 
-__all__ = ["BINS", "SlicedStyleTerm", "SlicedTarget", "build_sliced_target", "projection_histograms",
-           "random_directions", "sliced_wasserstein"]
+__all__ = ["BINS", "GuidedSlicedTerm", "SlicedStyleTerm", "SlicedTarget", "build_sliced_target",
+           "guided_projection_statistics", "projection_histograms", "random_directions", "sliced_wasserstein"]
 
 #: Histogram bins per direction.
 BINS = 256
@@ -269,3 +270,114 @@ class SlicedStyleTerm(Term):
             share = (projected - matched).pow(2).sum() / histogram.count * self._scale[layer]
             term = share if term is None else term + share
         return term
+
+
+# --- regions (Gatys et al. 2017's guided statistics, see objectives._regions) ------------------
+
+
+def guided_projection_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+                                 strides: Mapping[str, int], guide: RegionGuide,
+                                 directions: Mapping[str, torch.Tensor], low: Mapping[str, torch.Tensor],
+                                 width: Mapping[str, torch.Tensor], bins: int, *,
+                                 moments: bool = False) -> dict[str, Statistic]:
+    """Per layer and guided region r: "<layer>/<r>/weight" and "<layer>/<r>/histogram" (mean
+    m^2 one-hot(bin), (K, bins)); ``moments`` adds "<layer>/<r>/mean" and "<layer>/<r>/square"
+    (mean m^2 p and m^2 p^2, (K,)). No gradient (constants, as the unguided histograms)."""
+    stats = {}
+    with torch.no_grad():
+        for layer, inside, positions, masks in owned_masks(features, region, layers, strides, guide):
+            projected = _projections(inside, directions[layer])
+            for r, mask in zip(guide.regions, masks):
+                weight = mask.pow(2).reshape(-1).to(projected.dtype)
+                stats[f"{layer}/{r}/weight"] = Statistic(weight.mean(), positions)
+                stats[f"{layer}/{r}/histogram"] = Statistic(
+                    _histogram(projected, low[layer], width[layer], bins, weights=weight), positions)
+                if moments:
+                    stats[f"{layer}/{r}/mean"] = Statistic((projected * weight).mean(dim=1), positions)
+                    stats[f"{layer}/{r}/square"] = Statistic((projected.pow(2) * weight).mean(dim=1), positions)
+    return stats
+
+
+class GuidedSlicedTerm(Term):
+    """Sliced Wasserstein per region: each position's projections are pulled toward the
+    transport map of every region it belongs to, weighted by m_r^2 and the region's share:
+
+        sum_r share_r * sum_l w_l sum_k sum_i m_r(i)^2 (p_ik - T_rk(p_ik))^2 / (N mean m_r^2) / sum_k Var_s,r
+
+    with T_r from region r's guided histograms (the image's and the style's).
+
+    Args:
+        per_region: region -> SlicedStyleTerm holding that region's target (all with the same
+            directions and bins).
+        guide: the output's soft masks.
+    """
+
+    name = "style"
+
+    def __init__(self, per_region: Mapping[int, SlicedStyleTerm], guide: RegionGuide,
+                 strides: Mapping[str, int] | None = None) -> None:
+        super().__init__(strides)
+        self.per_region = dict(per_region)
+        self.guide = RegionGuide(guide.labels, tuple(self.per_region))
+        first = next(iter(self.per_region.values()))
+        self.layers, self.target, self.bins = first.layers, first.target, first.bins
+
+    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+        target = self.target
+        return guided_projection_statistics(features, region, self.layers, self.strides, self.guide,
+                                            target.directions, target.low, target.width, self.bins)
+
+    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+                    stats: Mapping[str, Statistic]) -> torch.Tensor | None:
+        term: torch.Tensor | None = None
+        shares = guided_shares(stats, tuple(self.per_region), self.layers[0])
+        for layer, inside, _, masks in owned_masks(features, region, self.layers, self.strides, self.guide):
+            projected = _projections(inside, self.target.directions[layer])
+            for r, mask in zip(self.guide.regions, masks):
+                weight = stats[f"{layer}/{r}/weight"]
+                histogram = stats[f"{layer}/{r}/histogram"].mean / weight.mean.clamp_min(EPS)
+                inner = self.per_region[r]
+                matched = inner.transport_targets(layer, projected.detach(), histogram)
+                pulls = ((projected - matched).pow(2) * mask.pow(2).reshape(1, -1)).sum()
+                share = pulls / (weight.count * weight.mean.clamp_min(EPS)) * inner.layer_scale(layer) * shares[r]
+                term = share if term is None else term + share
+        return term
+
+
+# --- the declaration -----------------------------------------------------------------------------
+
+
+def _build(targets: StyleTargets) -> Term:
+    target = targets.cached(lambda: build_sliced_target(
+        targets.over_windows, targets.styles, targets.blend, targets.layers, targets.strides, targets.channels,
+        seed=targets.seed), list(targets.blend), targets.layers)
+    return SlicedStyleTerm(target, targets.layer_weights, targets.strides)
+
+
+def _guided_targets(targets: StyleTargets) -> dict[int, SlicedTarget]:
+    """Each region's sliced target: the directions and bins of the unguided target (which span
+    every style's projections), with the region's guided histograms and variances."""
+    layers, strides = targets.layers, targets.strides
+    base = build_sliced_target(targets.over_windows, targets.styles, targets.blend, layers, strides, targets.channels,
+                               seed=targets.seed)
+    bins = next(iter(base.histogram.values())).shape[1]
+
+    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+        return guided_projection_statistics(features, window, layers, strides, guide, base.directions, base.low,
+                                            base.width, bins, moments=True)
+
+    found = targets.per_region(statistics, ("histogram", "mean", "square"))
+    return {r: SlicedTarget(
+        directions=base.directions, low=base.low, width=base.width,
+        histogram={layer: stats[f"{layer}/histogram"] for layer in layers},
+        variance={layer: (stats[f"{layer}/square"] - stats[f"{layer}/mean"].pow(2)).sum() for layer in layers})
+        for r, stats in found.items()}
+
+
+def _build_guided(targets: StyleTargets) -> Term:
+    found = targets.cached(lambda: _guided_targets(targets), list(targets.blend), targets.layers, targets.styled)
+    return GuidedSlicedTerm({r: SlicedStyleTerm(target, targets.layer_weights, targets.strides)
+                             for r, target in found.items()}, targets.content_guide(), targets.strides)
+
+
+SLICED = register_style_loss(StyleLoss("sliced", _build, _build_guided))

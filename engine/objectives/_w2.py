@@ -40,6 +40,8 @@ import torch
 
 from ._base import Region, Statistic, Term
 from ._functional import EPS, gram
+from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
+from ._registry import StyleLoss, StyleTargets, register_style_loss
 
 __all__ = ["W2StyleTerm", "gaussian_fit", "gaussian_statistics", "sqrtm_psd", "wasserstein2_gaussian"]
 
@@ -174,3 +176,26 @@ class W2StyleTerm(Term):
             style = error if style is None else style + error
         assert style is not None
         return style
+
+
+def _build(targets: StyleTargets) -> Term:
+    layers, strides = targets.layers, targets.strides
+    moments = targets.cached(lambda: targets.blended(lambda f, window: gaussian_statistics(f, window, layers, strides)),
+                             list(targets.blend), layers)
+    return W2StyleTerm(moments, targets.layer_weights, strides)
+
+
+def _build_guided(targets: StyleTargets) -> Term:
+    """W2 between each region's guided Gaussian fits (m^2-weighted means and second moments)."""
+    layers, strides = targets.layers, targets.strides
+
+    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+        return guided_moments(features, window, layers, strides, guide, means=True)
+
+    found = targets.cached(lambda: targets.per_region(statistics, ("mean", "second")), list(targets.blend), layers,
+                           targets.styled)
+    terms: dict[int, Term] = {r: W2StyleTerm(t, targets.layer_weights, strides) for r, t in found.items()}
+    return GuidedStyleTerm(terms, targets.content_guide(), strides, names=("mean", "second"))
+
+
+W2 = register_style_loss(StyleLoss("w2", _build, _build_guided))

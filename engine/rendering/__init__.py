@@ -4,12 +4,12 @@ geometry, and the (tiled) evaluation of any objective on any backend."""
 from ._color import match_color_histogram, match_luminance_colors, palette_content, rgb_to_yiq, transfer_style_colors
 from ._evaluate import evaluate, features_over_regions, statistics_over_regions
 from ._inputs import LevelInputs, RenderInputs, crop_to_frame, initial_image, level_inputs, prepare_inputs
-from ._loop import LevelState, RenderEvent, RenderResult, carry_adam_state, plan_for, render, render_level
+from ._loop import LevelState, RenderClock, RenderEvent, RenderResult, carry_adam_state, plan_for, render, render_level
 from ._planner import LevelPlan, RenderPlan, default_budget, plan_render, plan_tiles, receptive_radius, tile_halo
 from ._targets import ExtraTerms, TargetCache, build_objective, with_terms
 
 __all__ = [
-    "render", "render_level", "RenderEvent", "RenderResult", "LevelState",
+    "render", "render_level", "RenderClock", "RenderEvent", "RenderResult", "LevelState",
     "plan_for", "plan_render", "RenderPlan", "LevelPlan", "default_budget",
     "plan_tiles", "receptive_radius", "tile_halo",
     "evaluate", "features_over_regions", "statistics_over_regions",

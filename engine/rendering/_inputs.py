@@ -14,7 +14,7 @@ from .._config import INITS, RenderConfig
 from .._errors import ConfigError
 from .._image import load_image, resize_long_side, resize_to
 from .._maps import flat_map, is_color, parse_color
-from ..objectives import semantic_labels, shared_palette
+from ..objectives import semantic_labels, shared_palette, style_loss_for
 from ._color import palette_content, transfer_style_colors
 
 __all__ = ["LevelInputs", "RenderInputs", "crop_to_frame", "initial_image", "level_inputs", "prepare_inputs"]
@@ -98,6 +98,9 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
             style_maps = [flat_map(m, style) if is_color(m) else m for m, style in zip(style_maps, styles)] + list(
                 style_maps[len(styles):])
         _check_maps(config, content, styles, content_map, style_maps)
+        if style_loss_for(config).guided is None:
+            raise ConfigError(f"style loss {style_loss_for(config).name!r} has no guided variant: semantic maps "
+                              "cannot be used with it", field="style_loss")
         assert content_map is not None and style_maps is not None
         unstyled = objective.unstyled_color
         exempt = None if unstyled is None else torch.tensor(parse_color(unstyled, field="unstyled_color"))

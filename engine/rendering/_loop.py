@@ -29,7 +29,7 @@ from ._planner import LevelPlan, RenderPlan, plan_render
 from ._regions import blend_unstyled
 from ._targets import ExtraTerms, TargetCache, build_objective, with_terms
 
-__all__ = ["LevelState", "RenderEvent", "RenderResult", "plan_for", "render", "render_level"]
+__all__ = ["LevelState", "RenderClock", "RenderEvent", "RenderResult", "plan_for", "render", "render_level"]
 
 #: How often (in evaluations) a GPU render reads back the "something went non-finite" flag.
 _FINITE_CHECK_EVERY = 10
@@ -128,7 +128,7 @@ def render(
     if backend is None:
         backend = backend_for(config, device, plan.shapes, backbone=backbone)
     schedule = config.pyramid.level_iterations()
-    clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
+    clock = RenderClock(schedule, [height * width for height, width in plan.shapes], device=device)
     state: LevelState | None = None
     with backend.precision.numerics(device):
         for level_plan, iterations in zip(plan.levels, schedule):
@@ -146,7 +146,7 @@ def render(
 
 
 def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, plan: LevelPlan, iterations: int,
-                 state: LevelState | None, *, clock: _Clock, callback: Callback | None = None,
+                 state: LevelState | None, *, clock: RenderClock, callback: Callback | None = None,
                  target_cache: TargetCache | None = None, extra_terms: ExtraTerms | None = None) -> LevelState:
     """One pyramid level: its inputs and targets, its start (the coarser result upsampled, or
     the initial image), and ``iterations`` of the optimiser."""
@@ -155,14 +155,16 @@ def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, p
     builds_start = state is None or config.pyramid.level_start == "detail"
     level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone,
                          builds_start=builds_start)
-    objective = build_objective(config, backend, level, target_cache, plan.tile_size)
-    if extra_terms is not None:
-        objective = with_terms(objective, extra_terms(level.shape, backend.device))
     if state is None:
         start = initial_image(config, inputs, level)
     else:
         start = _next_level_start(config, state, level)
-    image, carried = _optimize(config, backend, objective, start.to(backend.device), level, clock, plan.level,
+    start = start.to(backend.device)
+    objective = build_objective(config, backend, level, target_cache, plan.tile_size, start=start,
+                                first=state is None)
+    if extra_terms is not None:
+        objective = with_terms(objective, extra_terms(level.shape, backend.device))
+    image, carried = _optimize(config, backend, objective, start, level, clock, plan.level,
                                callback, plan, iterations, state.carried if state is not None else None)
     return LevelState(image, carried, level)
 
@@ -204,7 +206,7 @@ def carry_adam_state(state: dict[str, torch.Tensor], shape: tuple[int, int]) -> 
 
 
 def _optimize(config: RenderConfig, backend: Backend, objective: Objective, start: torch.Tensor,
-              level: LevelInputs, clock: _Clock, index: int, callback: Callback | None, level_plan: LevelPlan,
+              level: LevelInputs, clock: RenderClock, index: int, callback: Callback | None, level_plan: LevelPlan,
               iterations: int, carried: dict[str, torch.Tensor] | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """Run one level's ``iterations`` on ``start`` (1, 3, H, W); returns the optimised image and
@@ -324,8 +326,10 @@ def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Ten
                               field="learning_rate")
 
 
-class _Clock:
-    """Evaluations across levels, and a device-side non-finite flag read back every few steps."""
+class RenderClock:
+    """Evaluations across levels, and a device-side non-finite flag read back every few steps:
+    ``RenderClock(iterations per level, pixels per level, device)``, one per render, handed to
+    every ``render_level`` of it."""
 
     def __init__(self, iterations: Sequence[int], pixels: Sequence[int], device: torch.device) -> None:
         self.total = sum(iterations)

@@ -10,7 +10,8 @@ The estimate counts what one evaluation keeps alive on the torch backend in fp32
 pool output up to the deepest tap (autograd saves them, and each convolution's input is one of
 them), max-pool indices (int64), the two largest gradient buffers of the backward, plus the
 optimiser's state over the whole image (L-BFGS: two vectors per history entry), the image,
-its gradient, the content target and (MRF) the style patch bank. Tiled, the activations are
+its gradient, the content target and what the style loss declares its targets hold (the MRF
+patch bank, NNST's hypercolumn bank; objectives.StyleLoss.memory). Tiled, the activations are
 those of one crop (tile plus halo on each side); the targets of a tiled level are computed tile
 by tile too. When the L-BFGS history does not fit beside 512-px tiles it is shortened before
 tiles get smaller. The budget is ``max_memory`` or most of what is free (GPU memory, or the
@@ -29,7 +30,7 @@ from .._backbone import FeatureInfo, layer_infos
 from .._config import RenderConfig
 from .._errors import ConfigError
 from .._weights import MODELS
-from ..objectives import Region, matting_bytes
+from ..objectives import Region, matting_bytes, style_loss_for
 
 __all__ = ["LevelPlan", "RenderPlan", "default_budget", "plan_render", "plan_tiles", "receptive_radius", "tile_halo"]
 
@@ -158,26 +159,16 @@ def _state_bytes(config: RenderConfig, layers: dict[str, FeatureInfo], height: i
     history = 2 * lbfgs_history if config.optimization.optimizer == "lbfgs" else 2
     content = sum(layers[name].channels * (height // layers[name].stride) * (width // layers[name].stride) * 4
                   for name in config.objective.content_layers)
-    bank = 0
-    mrf = config.mrf
-    if config.objective.method == "mrf":
-        # The style patch bank, raw and normalised: the style is at most a square of
-        # style_scale x the long side, in every rotated and scaled copy.
-        side = config.objective.style_scale * max(height, width)
-        copies = (2 * mrf.style_rotations + 1) * (2 * mrf.style_scales + 1)
-        for name in mrf.mrf_layers:
-            per_side = max(0, (side / layers[name].stride - mrf.patch_size) // mrf.style_stride + 1)
-            bank += int(2 * copies * per_side**2 * layers[name].channels * mrf.patch_size**2 * 4)
+    targets = style_loss_for(config).memory(config, layers, height, width)  # declared by the loss
     photo = matting_bytes(height, width) if config.objective.photo_weight > 0 else 0  # control: photorealism
     palette = pixels if config.optimization.init == "palette" else 0  # the start's recoloured content, kept
-    return (history + 4) * pixels + content + bank + photo + palette
+    return (history + 4) * pixels + content + targets + photo + palette
 
 
 def objective_extent(config: RenderConfig) -> dict[str, int]:
-    """Feature positions beyond an owned one that the objective reads (an MRF patch's k - 1)."""
-    if config.objective.method == "mrf":
-        return dict.fromkeys(config.mrf.mrf_layers, config.mrf.patch_size - 1)
-    return {}
+    """Feature positions beyond an owned one that the objective reads (an MRF patch's k - 1), as
+    its style loss declares."""
+    return style_loss_for(config).extent(config)
 
 
 def plan_render(config: RenderConfig, shapes: list[tuple[int, int]], device: torch.device,

@@ -1,7 +1,9 @@
 """Targets and the objective of one level: content features and style statistics computed once
 (tile by tile on tiled levels), shared across renders through a TargetCache.
 
-Adding a loss means a Term in objectives and a line here; the loop and the tiling do not change.
+Which loss, and how its target is built, is the loss's own declaration (objectives.StyleLoss,
+read through ``style_loss_for``); nothing here names a loss, so a new one is one file in
+objectives, and the loop and the tiling do not change.
 """
 
 from __future__ import annotations
@@ -17,27 +19,19 @@ import torch
 
 from .._config import RenderConfig
 from ..backends import Backend
+from .._errors import ConfigError
 from ..objectives import (
-    GramStyleTerm,
     Objective,
     PhotorealismTerm,
     Region,
-    SlicedStyleTerm,
+    StyleTargets,
     Term,
-    W2StyleTerm,
-    blend_statistics,
-    build_patch_bank,
-    build_sliced_target,
     content_style_objective,
-    gaussian_statistics,
-    gram_statistics,
-    mrf_objective,
-    style_variants,
+    style_loss_for,
 )
-from ._evaluate import features_over_regions, statistics_over_regions
+from ._evaluate import features_over_regions
 from ._inputs import LevelInputs
-from ._planner import plan_tiles, receptive_radius
-from ._regions import guided_style_term
+from ._planner import objective_extent, plan_tiles, receptive_radius
 
 __all__ = ["ExtraTerms", "TargetCache", "build_objective", "with_terms"]
 
@@ -104,29 +98,38 @@ def with_terms(objective: Objective, extra: Sequence[tuple[Term, float]]) -> Obj
 
 
 def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None = None,
-                    tile_size: int = 0) -> Objective:
+                    tile_size: int = 0, *, start: torch.Tensor | None = None, first: bool = True) -> Objective:
     """The method's objective with its targets for this level (computed, or from ``cache``), and
-    the controls' terms (photorealism: the matting Laplacian of this level's content)."""
-    objective = _method_objective(config, backend, level, cache, tile_size)
+    the controls' terms (photorealism: the matting Laplacian of this level's content).
+    ``start``: the level's first image and ``first``: whether it is the pyramid's first level
+    (for losses whose targets depend on them: NNST)."""
+    objective = _method_objective(config, backend, level, cache, tile_size, start, first)
     photo = config.objective.photo_weight  # control: photorealism
     return with_terms(objective, [(PhotorealismTerm(level.content), photo)] if photo > 0 else [])
 
 
 def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None,
-                      tile_size: int) -> Objective:
-    """The method's objective with its targets for this level (computed, or from ``cache``).
+                      tile_size: int, start: torch.Tensor | None, first: bool) -> Objective:
+    """Content + the declared style term (with its targets for this level) + TV.
 
-    On a tiled level (``tile_size``) the content features and style statistics are computed tile
-    by tile too; the MRF style bank is computed whole (its patches are the style's memory cost).
+    On a tiled level (``tile_size``) the content features and the style targets are computed
+    tile by tile too (the MRF bank whole: its patches are the style's memory cost).
     """
     objective, runtime = config.objective, config.runtime
     strides = backend.strides
+    loss = style_loss_for(config)
+    guided = level.content_labels is not None and level.style_labels is not None
+    build = loss.guided if guided else loss.build
+    if build is None:
+        raise ConfigError(f"{loss.name} has no guided variant: semantic maps cannot be used with it",
+                          field="style_loss")
 
     def cached(compute: Callable[[], Any], *parts: Any) -> Any:
         if cache is None:
             return compute()
-        key = TargetCache.key(objective.method, runtime.model, runtime.weights, runtime.pooling,
-                              config.optimization.seed, backend.name, *parts, *level.styles)
+        key = TargetCache.key(objective.method, loss.name, guided, runtime.model, runtime.weights, runtime.pooling,
+                              config.optimization.seed, backend.name, *parts, *level.styles,
+                              *(level.style_labels or []), level.unstyled)
         return cache.get(key, compute)
 
     content_targets = None
@@ -134,53 +137,22 @@ def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs
         if level.content is not None and objective.content_weight > 0:
             content_targets = features_over_regions(backend, level.content, _regions(backend, level.content, tile_size),
                                                     objective.content_layers)
-    if objective.method == "gram":
-        if level.content_labels is not None:  # regions: each takes its statistics from its styles' regions
-            style_term = guided_style_term(config, backend, level, cached, _over_regions(backend, tile_size))
-        else:
-            style_term = _style_term(config, backend, level, cached, tile_size)
-        return content_style_objective(style_term,
-                                       content_targets=content_targets, content_weight=objective.content_weight,
-                                       style_weight=objective.style_weight, tv_weight=objective.tv_weight,
-                                       strides=strides)
-    mrf = config.mrf
-    map_scale = math.sqrt(mrf.map_weight) if level.content_labels is not None else 0.0
-    variants = style_variants(mrf.style_rotations, mrf.rotation_step, mrf.style_scales, mrf.scale_step)
-    bank = cached(
-        lambda: build_patch_bank(backend.features, level.styles, mrf.mrf_layers, patch_size=mrf.patch_size,
-                                 style_stride=mrf.style_stride, variants=variants,
-                                 style_labels=level.style_labels, map_scale=map_scale),
-        mrf.mrf_layers, mrf.patch_size, mrf.style_stride, mrf.style_rotations, mrf.rotation_step,
-        mrf.style_scales, mrf.scale_step, mrf.map_weight, level.content_labels is not None,
-        *(level.style_labels or []))
-    return mrf_objective(bank, mrf.layer_weight_map(), content_targets=content_targets,
-                         content_weight=objective.content_weight, mrf_weight=mrf.mrf_weight,
-                         tv_weight=objective.tv_weight, patch_size=mrf.patch_size,
-                         synthesis_stride=mrf.synthesis_stride, strides=strides,
-                         content_labels=level.content_labels, map_scale=map_scale, confidence=mrf.confidence,
-                         unstyled=level.unstyled)
-
-
-def _style_term(config: RenderConfig, backend: Backend, level: LevelInputs, cached: Callable[..., Any],
-                tile_size: int) -> Term:
-    """The gram method's style term, chosen by ``style_loss``, with its (cached) targets."""
-    objective, strides = config.objective, backend.strides
-    blend = list(objective.style_blend or (1.0,) * len(level.styles))
-    layers, layer_weights = objective.style_layers, objective.style_layer_weight_map()
-
-    def blended(statistics: Callable[..., Any]) -> dict[str, torch.Tensor]:
-        per_style = [statistics_over_regions(backend, statistics, style, _regions(backend, style, tile_size))
-                     for style in level.styles]
-        return blend_statistics(per_style, blend)
-
-    if objective.style_loss == "w2":
-        moments = cached(lambda: blended(lambda f, r: gaussian_statistics(f, r, layers, strides)), "w2", blend, layers)
-        return W2StyleTerm(moments, layer_weights, strides)
-    if objective.style_loss == "sliced":
-        channels = {layer: backend.backbone.feature_info[layer].channels for layer in layers}
-        over_regions = _over_regions(backend, tile_size)
-        target = cached(lambda: build_sliced_target(over_regions, level.styles, blend, layers, strides, channels,
-                                                    seed=config.optimization.seed), "sliced", blend, layers)
-        return SlicedStyleTerm(target, layer_weights, strides)
-    grams = cached(lambda: blended(lambda f, r: gram_statistics(f, r, layers, strides)), "gram", blend, layers)
-    return GramStyleTerm(grams, layer_weights, strides)
+    mrf = objective.method == "mrf"
+    layer_weights = config.mrf.layer_weight_map() if mrf else objective.style_layer_weight_map()
+    targets = StyleTargets(
+        config=config, styles=level.styles, blend=list(objective.style_blend or (1.0,) * len(level.styles)),
+        layers=tuple(layer_weights), layer_weights=layer_weights, strides=strides,
+        channels={layer: backend.backbone.feature_info[layer].channels for layer in layer_weights},
+        seed=config.optimization.seed, cached=cached, over_windows=_over_regions(backend, tile_size),
+        features=backend.features, content=level.content, start=start, first=first,
+        content_labels=level.content_labels if guided else None, style_labels=level.style_labels if guided else None,
+        unstyled=level.unstyled)
+    style_term = build(targets)
+    declared = objective_extent(config)
+    if any(extra > declared.get(layer, 0) for layer, extra in style_term.extent().items()):
+        raise ValueError(f"style loss {loss.name!r} reads {style_term.extent()} beyond a position but declares "
+                         f"{declared}: tiles would be inexact")
+    return content_style_objective(style_term, content_targets=content_targets,
+                                   content_weight=objective.content_weight,
+                                   style_weight=config.mrf.mrf_weight if mrf else objective.style_weight,
+                                   tv_weight=objective.tv_weight, strides=strides)

@@ -121,7 +121,7 @@ def test_each_region_moves_toward_its_own_style_region():
     assert to_right < 0.05 < 0.5 < to_left
 
 
-@pytest.mark.parametrize("style_loss", ["gram", "w2", "sliced"])
+@pytest.mark.parametrize("style_loss", ["gram", "w2", "sliced", "nnst"])
 def test_an_unstyled_region_gets_no_style_gradient(backend, style_loss):
     """Channel 1 is the unstyled colour: the style term's gradient with respect to the features
     is zero wherever the mask is wholly that region, and not zero in the styled one."""

@@ -9,7 +9,7 @@ import pytest
 from styleforge.engine import RenderConfig, load_image, render, resize_long_side
 
 
-@pytest.mark.parametrize("style_loss", ["gram", "w2", "sliced"])
+@pytest.mark.parametrize("style_loss", ["gram", "w2", "sliced", "nnst"])
 def test_a_render_lowers_the_style_term_several_fold(test_images, style_loss):
     """From noise: from the content, 10 L-BFGS steps at 48 px lower any style term only about
     1.5-fold, so a broken gradient would still pass a weaker bound."""
