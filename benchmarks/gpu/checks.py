@@ -132,13 +132,13 @@ def tiled(args) -> None:
     image = torch.rand(1, 3, height, width, generator=generator).to(device)
     whole, expected = evaluate(backend, objective, image)
     tile = 32 if args.dry else 256
-    regions = plan_render(config.replace({"tile_size": tile}), [(height, width)], device, 2**40).levels[0].regions
-    parts, gradient = evaluate(backend, objective, image, regions)
+    windows = plan_render(config.replace({"tile_size": tile}), [(height, width)], device, 2**40).levels[0].windows
+    parts, gradient = evaluate(backend, objective, image, windows)
     relative = ((gradient - expected).abs().max() / expected.abs().max()).item()
     loss_gap = abs(parts["total"].item() - whole["total"].item()) / abs(whole["total"].item())
     _write(args.out, "tiled-equals-untiled", f"{len(regions)} tiles: gradient max rel error {relative:.1e}, "
                                              f"loss rel {loss_gap:.1e}", gradient_error=relative, loss_error=loss_gap,
-           tiles=len(regions), passed=relative < 1e-4 and loss_gap < 1e-5)
+           tiles=len(windows), passed=relative < 1e-4 and loss_gap < 1e-5)
 
 
 def precision(args) -> None:
@@ -262,7 +262,7 @@ def per_iteration(args) -> None:
                     _sync(device)
                     started = time.perf_counter()
                     with Precision(name).numerics(device):
-                        evaluate(backend, objective, image, plan.regions)
+                        evaluate(backend, objective, image, plan.windows)
                     _sync(device)
                     if attempt >= 2:
                         times.append(time.perf_counter() - started)

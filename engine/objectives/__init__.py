@@ -5,7 +5,7 @@ Functional references (``content_loss``, ``style_loss``, ``total_variation``,
 terms hold their targets, computed once per style and level by the render's target builder.
 """
 
-from ._base import Objective, Region, Statistic, Term, blend_statistics, combine_statistics
+from ._base import Objective, Window, Statistic, Term, blend_statistics, combine_statistics
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
 from ._registry import OverWindows, StyleLoss, StyleTargets, register_style_loss, style_loss_for
@@ -37,7 +37,7 @@ from ._nnst import NNST_LAYERS, NNSTTarget, NNSTTerm, hypercolumns, nearest_hype
 
 __all__ = [
     # the contract, and the registry every style loss declares itself in
-    "Objective", "Term", "Region", "Statistic", "combine_statistics", "blend_statistics",
+    "Objective", "Term", "Window", "Statistic", "combine_statistics", "blend_statistics",
     "StyleLoss", "StyleTargets", "OverWindows", "register_style_loss", "style_loss_for",
     # Neural Neighbor Style Transfer (Kolkin et al. 2022)
     "NNSTTerm", "NNSTTarget", "NNST_LAYERS", "hypercolumns", "nearest_hypercolumns",

@@ -3,17 +3,17 @@
 A render's loss is a weighted sum of named terms (content, style, tv, ...). Each term says how it
 depends on the image, in one or more of three ways:
 
-- **global statistics** (Gram matrices, means and covariances): ``statistics(features, region)``
-  gives, per key, the mean of a per-position quantity over the positions the region owns and
-  their count; means over several regions combine by count into the whole image's, and
+- **global statistics** (Gram matrices, means and covariances): ``statistics(features, window)``
+  gives, per key, the mean of a per-position quantity over the positions the window owns and
+  their count; means over several windows combine by count into the whole image's, and
   ``global_value(stats)`` computes the term from the complete statistics;
-- **local values** (content, MRF patches): ``local_value(features, region, stats)`` is the share
-  of the term that comes from the positions the region owns (already divided by the whole
+- **local values** (content, MRF patches): ``local_value(features, window, stats)`` is the share
+  of the term that comes from the positions the window owns (already divided by the whole
   image's counts), so the shares of a partition of the image sum to the term;
 - **pixel values** (total variation): ``pixel_value(image)`` on the whole image, once.
 
 An ``Objective`` holds the terms and their weights and owns the one weighted total. The untiled
-evaluation runs all of it on one ``Region.whole`` with autograd; the tiled one (rendering) sums
+evaluation runs all of it on one ``Window.whole`` with autograd; the tiled one (rendering) sums
 statistics over tiles, differentiates the global terms with respect to the statistics, and pulls
 that gradient back through each tile's own statistics, which is exact (pystiche's split of
 representation and score, with statistics as the representation).
@@ -27,14 +27,14 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Objective", "Region", "Statistic", "Term", "blend_statistics", "combine_statistics"]
+__all__ = ["Objective", "Window", "Statistic", "Term", "blend_statistics", "combine_statistics"]
 
 
 @dataclass(frozen=True)
-class Region:
+class Window:
     """The positions one evaluation owns: the interior [y0, y1) x [x0, x1) of an image of
     ``height`` x ``width`` pixels, computed from the crop [cy0, cy1) x [cx0, cx1) (interior
-    plus halo). The whole image is one region with no halo."""
+    plus halo). The whole image is one window with no halo."""
 
     y0: int
     y1: int
@@ -48,7 +48,7 @@ class Region:
     width: int
 
     @classmethod
-    def whole(cls, height: int, width: int) -> Region:
+    def whole(cls, height: int, width: int) -> Window:
         return cls(0, height, 0, width, 0, height, 0, width, height, width)
 
     @property
@@ -85,7 +85,7 @@ class Statistic(NamedTuple):
 
 
 def combine_statistics(parts: Sequence[Mapping[str, Statistic]]) -> dict[str, Statistic]:
-    """Means over disjoint regions -> the mean over their union (weighted by count)."""
+    """Means over disjoint windows -> the mean over their union (weighted by count)."""
     if len(parts) == 1:
         return dict(parts[0])
     sums: dict[str, torch.Tensor] = {}
@@ -128,13 +128,13 @@ class Term:
         """A layer's stride in pixels (1 where none is known: whole-image evaluation only)."""
         return self.strides.get(layer, 1)
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
         return {}
 
     def global_value(self, stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         return None
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         return None
 
@@ -173,9 +173,9 @@ class Objective:
                 merged[layer] = max(merged.get(layer, 0), extra)
         return merged
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
         return {f"{term.name}/{key}": value for term in self._active
-                for key, value in term.statistics(features, region).items()}
+                for key, value in term.statistics(features, window).items()}
 
     def _own(self, term: Term, stats: Mapping[str, Statistic]) -> dict[str, Statistic]:
         prefix = f"{term.name}/"
@@ -185,9 +185,9 @@ class Objective:
         values = {term.name: term.global_value(self._own(term, stats)) for term in self._active}
         return {name: value for name, value in values.items() if value is not None}
 
-    def local_terms(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_terms(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> dict[str, torch.Tensor]:
-        values = {term.name: term.local_value(features, region, self._own(term, stats)) for term in self._active}
+        values = {term.name: term.local_value(features, window, self._own(term, stats)) for term in self._active}
         return {name: value for name, value in values.items() if value is not None}
 
     def pixel_terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -211,9 +211,9 @@ class Objective:
         return {**values, "total": self.total(parts) if parts else zero}
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
-        region = Region.whole(*image.shape[-2:])
-        stats = self.statistics(features, region)
+        window = Window.whole(*image.shape[-2:])
+        stats = self.statistics(features, window)
         constant = {key: Statistic(value.mean.detach(), value.count) for key, value in stats.items()}
-        parts = {**self.global_terms(stats), **self.local_terms(features, region, constant),
+        parts = {**self.global_terms(stats), **self.local_terms(features, window, constant),
                  **self.pixel_terms(image)}
         return self.report(parts, image.new_zeros(()))

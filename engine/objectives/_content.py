@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ._base import Region, Statistic, Term
+from ._base import Window, Statistic, Term
 from ._functional import EPS, total_variation
 
 __all__ = ["ContentTerm", "TotalVariationTerm"]
@@ -15,8 +15,8 @@ __all__ = ["ContentTerm", "TotalVariationTerm"]
 class ContentTerm(Term):
     """Mean over layers of mean((F - C)^2) / mean(C^2) against targets fixed once (1, C, h, w).
 
-    Local: a region contributes the squared errors at the positions it owns, divided by the
-    whole map's size, so the regions of a partition add up to the term.
+    Local: a window contributes the squared errors at the positions it owns, divided by the
+    whole map's size, so the windows of a partition add up to the term.
     """
 
     name = "content"
@@ -28,15 +28,15 @@ class ContentTerm(Term):
         # Reciprocal target magnitudes, computed once rather than per iteration.
         self._scale = {layer: 1.0 / t.pow(2).mean().clamp_min(EPS) for layer, t in self.targets.items()}
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         if not self.targets:
             return None
         shares = []
         for layer, target in self.targets.items():
             stride = self.stride(layer)
-            rows, cols = region.full_interior(stride, features[layer])
-            error = region.owned(stride, features[layer]) - target[:, :, rows, cols]
+            rows, cols = window.full_interior(stride, features[layer])
+            error = window.owned(stride, features[layer]) - target[:, :, rows, cols]
             shares.append(error.pow(2).sum() / target.numel() * self._scale[layer])
         return shares[0] if len(shares) == 1 else torch.stack(shares).mean()
 

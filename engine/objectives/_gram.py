@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ._base import Objective, Region, Statistic, Term
+from ._base import Objective, Window, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS, gram
 from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
@@ -15,12 +15,12 @@ from ._registry import StyleLoss, StyleTargets, register_style_loss
 __all__ = ["GramStyleTerm", "content_style_objective", "gatys_objective", "gram_statistics"]
 
 
-def gram_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def gram_statistics(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
                     strides: Mapping[str, int]) -> dict[str, Statistic]:
-    """{layer: (Gram over the region's owned positions (1, C, C), their count)}."""
+    """{layer: (Gram over the window's owned positions (1, C, C), their count)}."""
     stats = {}
     for layer in layers:
-        inside = region.owned(strides.get(layer, 1), features[layer])
+        inside = window.owned(strides.get(layer, 1), features[layer])
         positions = inside.shape[2] * inside.shape[3]
         if positions:  # an edge tile narrower than this layer's stride owns none
             stats[layer] = Statistic(gram(inside), positions)
@@ -43,8 +43,8 @@ class GramStyleTerm(Term):
         self._scale = {layer: self.layer_weights[layer] / target.pow(2).sum().clamp_min(EPS)
                        for layer, target in self.targets.items()}
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        return gram_statistics(features, region, self.layers, self.strides)
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
+        return gram_statistics(features, window, self.layers, self.strides)
 
     def global_value(self, stats: Mapping[str, Statistic]) -> torch.Tensor:
         style: torch.Tensor | None = None
@@ -86,7 +86,7 @@ def _build_guided(targets: StyleTargets) -> Term:
     """The guided Gram (Gatys et al. 2017): each region's Gram of m^2-weighted features."""
     layers, strides = targets.layers, targets.strides
 
-    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
         return guided_moments(features, window, layers, strides, guide, means=False)
 
     found = targets.cached(lambda: targets.per_region(statistics, ("second",)), list(targets.blend), layers,

@@ -15,9 +15,9 @@ patches appended to the *normalised* feature patches with weight sqrt(map_weight
 only, so the match maximises cos(features) + map_weight * cos(labels): patches match within the
 same region.
 
-A local term: each synthesis patch belongs to the region that owns its top-left position; the
+A local term: each synthesis patch belongs to the window that owns its top-left position; the
 patch's other positions lie within the term's extent (k - 1 positions), which tiles add to their
-halo, so a region's patches are exact.
+halo, so a window's patches are exact.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from styleforge.kernels import extract_patches, mrf_nearest, normalize_patches
 
 from .._backbone import FeatureInfo
 from .._config import RenderConfig
-from ._base import Objective, Region, Statistic, Term
+from ._base import Objective, Window, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS
 from ._registry import StyleLoss, StyleTargets, register_style_loss
@@ -187,23 +187,23 @@ class MRFTerm(Term):
             distance = distance * (score >= self.confidence)
         return distance
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
-        """The share of the patches whose top-left position the region owns."""
+        """The share of the patches whose top-left position the window owns."""
         term: torch.Tensor | None = None
         k, step = self.patch_size, self.synthesis_stride
         for layer in self.layers:
             stride = self.stride(layer)
-            full_h, full_w = region.height // stride, region.width // stride
+            full_h, full_w = window.height // stride, window.width // stride
             rows_all, cols_all = (full_h - k) // step + 1, (full_w - k) // step + 1
-            rows = _patch_corners(region.y0 // stride, -(-region.y1 // stride), full_h, k, step)
-            cols = _patch_corners(region.x0 // stride, -(-region.x1 // stride), full_w, k, step)
+            rows = _patch_corners(window.y0 // stride, -(-window.y1 // stride), full_h, k, step)
+            cols = _patch_corners(window.x0 // stride, -(-window.x1 // stride), full_w, k, step)
             if not rows or not cols:
                 continue
-            top, left = rows[0] - region.cy0 // stride, cols[0] - region.cx0 // stride
+            top, left = rows[0] - window.cy0 // stride, cols[0] - window.cx0 // stride
             block = features[layer][:, :, top:top + rows[-1] - rows[0] + k, left:left + cols[-1] - cols[0] + k]
             patches = extract_patches(block, k, step)
-            labels, styled = (_rows_of(grid, region, rows_all, cols_all, rows, cols, step) for grid in (
+            labels, styled = (_rows_of(grid, window, rows_all, cols_all, rows, cols, step) for grid in (
                 self.label_grid(layer, (full_h, full_w)), self.styled_share(layer, (full_h, full_w))))
             distance = self.patch_distances(layer, patches, labels)
             if styled is not None:
@@ -217,10 +217,10 @@ class MRFTerm(Term):
         return self._bank_scale[layer] * self.layer_weights[layer]
 
 
-def _rows_of(grid: torch.Tensor | None, region: Region, rows_all: int, cols_all: int, rows: range, cols: range,
+def _rows_of(grid: torch.Tensor | None, window: Window, rows_all: int, cols_all: int, rows: range, cols: range,
              step: int) -> torch.Tensor | None:
     """The rows of a whole map's per-patch ``grid`` (N, ...) for the patches ``rows`` x ``cols``."""
-    if grid is None or region.is_whole:
+    if grid is None or window.is_whole:
         return grid
     block = grid.reshape(rows_all, cols_all, -1)
     block = block[rows[0] // step:rows[-1] // step + 1, cols[0] // step:cols[-1] // step + 1]

@@ -52,7 +52,7 @@ from styleforge.kernels import mrf_nearest, normalize_patches
 
 from .._backbone import FeatureInfo
 from .._config import RenderConfig
-from ._base import Region, Statistic, Term
+from ._base import Window, Statistic, Term
 from ._registry import StyleLoss, StyleTargets, register_style_loss
 
 __all__ = ["BANK_ROWS", "HYPERCOLUMN_STRIDE", "NNST_LAYERS", "NNSTTarget", "NNSTTerm", "SEARCH_CURRENT_SHARE",
@@ -139,7 +139,7 @@ def _style_bank(targets: StyleTargets, layers: Sequence[str],
             shape = (image.shape[-2], image.shape[-1])
             oy, ox = (int(v) for v in torch.randint(0, step, (2,), generator=generator))
 
-            def owned_rows(features: Mapping[str, torch.Tensor], window: Region,
+            def owned_rows(features: Mapping[str, torch.Tensor], window: Window,
                            shape: tuple[int, int] = shape, oy: int = oy, ox: int = ox) -> tuple[torch.Tensor, slice, slice]:
                 crop = hypercolumns(features, layers, targets.strides, (window.cy1 - window.cy0, window.cx1 - window.cx0),
                                     weights)
@@ -165,7 +165,7 @@ def _build_target(targets: StyleTargets, search: torch.Tensor, layers: Sequence[
     bank_mean = bank.mean(dim=0)
     shape = (search.shape[-2], search.shape[-1])
 
-    def owned(features: Mapping[str, torch.Tensor], window: Region) -> tuple[torch.Tensor, slice, slice]:
+    def owned(features: Mapping[str, torch.Tensor], window: Window) -> tuple[torch.Tensor, slice, slice]:
         crop = hypercolumns(features, layers, targets.strides, (window.cy1 - window.cy0, window.cx1 - window.cx0),
                             weights)
         rows, cols = window.interior(HYPERCOLUMN_STRIDE, crop)
@@ -184,7 +184,7 @@ def _build_target(targets: StyleTargets, search: torch.Tensor, layers: Sequence[
     index = torch.full((shape[0] // HYPERCOLUMN_STRIDE, shape[1] // HYPERCOLUMN_STRIDE), -1, dtype=torch.int64,
                        device=bank.device)
 
-    def search_window(features: Mapping[str, torch.Tensor], window: Region) -> None:
+    def search_window(features: Mapping[str, torch.Tensor], window: Window) -> None:
         part, rows, cols = owned(features, window)
         flat = part[0].reshape(part.shape[1], -1).T
         if content_labels is None or bank_labels is None:
@@ -216,12 +216,12 @@ class NNSTTerm(Term):
         self.layers = tuple(layer_weights)
         self.weights = _relative(layer_weights)
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
-        crop = hypercolumns(features, self.layers, self.strides, (region.cy1 - region.cy0, region.cx1 - region.cx0),
+        crop = hypercolumns(features, self.layers, self.strides, (window.cy1 - window.cy0, window.cx1 - window.cx0),
                             self.weights)
-        rows, cols = region.interior(HYPERCOLUMN_STRIDE, crop)
-        full_rows, full_cols = region.full_interior(HYPERCOLUMN_STRIDE, crop)
+        rows, cols = window.interior(HYPERCOLUMN_STRIDE, crop)
+        full_rows, full_cols = window.full_interior(HYPERCOLUMN_STRIDE, crop)
         owned = crop[0, :, rows, cols].reshape(crop.shape[1], -1).T
         index = self.target.index[full_rows, full_cols].reshape(-1)
         if not owned.shape[0]:

@@ -12,7 +12,7 @@ and the same weighting gives guided means and second moments (W2) and guided pro
 histograms (sliced). Each region's output statistics are compared with the same region's
 statistics of the style(s), by the unguided term's own formula.
 
-Contract (``_base``): every statistic is a mean over the positions a region of evaluation owns,
+Contract (``_base``): every statistic is a mean over the positions a window of evaluation owns,
 with their count: "<layer>/<r>/weight" is mean m_r^2, "<layer>/<r>/second" mean m_r^2 F F^T,
 "<layer>/<r>/mean" mean m_r^2 F, "<layer>/<r>/histogram" mean m_r^2 one-hot(bin). They combine
 across tiles by count exactly, and the guided value is formed afterwards as the ratio, so tiled
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._base import Region, Statistic, Term
+from ._base import Window, Statistic, Term
 from ._functional import EPS, gram
 
 __all__ = ["GuidedStyleTerm", "RegionGuide", "guided_moments", "guided_shares", "normalized_region", "owned_masks"]
@@ -57,32 +57,32 @@ class RegionGuide:
             self._masks[shape] = averaged[list(self.regions)]
         return self._masks[shape]
 
-    def owned(self, stride: int, features: torch.Tensor, region: Region) -> torch.Tensor:
+    def owned(self, stride: int, features: torch.Tensor, window: Window) -> torch.Tensor:
         """(K', h, w) masks at the positions of ``features`` (a crop's map) that ``region`` owns."""
-        masks = self.full((region.height // stride, region.width // stride))
-        rows, cols = region.full_interior(stride, features)
+        masks = self.full((window.height // stride, window.width // stride))
+        rows, cols = window.full_interior(stride, features)
         return masks[:, rows, cols].to(features.device, features.dtype)
 
 
-def owned_masks(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def owned_masks(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
            strides: Mapping[str, int], guide: RegionGuide) -> Iterator[tuple[str, torch.Tensor, int, torch.Tensor]]:
     """(layer, owned features (1, C, h, w), their count, the guided masks there (K', h, w)) for
-    each layer where the region owns positions."""
+    each layer where the window owns positions."""
     for layer in layers:
         stride = strides.get(layer, 1)
-        inside = region.owned(stride, features[layer])
+        inside = window.owned(stride, features[layer])
         positions = inside.shape[2] * inside.shape[3]
         if positions:
-            yield layer, inside, positions, guide.owned(stride, features[layer], region)
+            yield layer, inside, positions, guide.owned(stride, features[layer], window)
 
 
-def guided_moments(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def guided_moments(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
                    strides: Mapping[str, int], guide: RegionGuide, *, means: bool) -> dict[str, Statistic]:
     """Per layer and guided region r: "<layer>/<r>/weight" (mean m^2, a scalar),
     "<layer>/<r>/second" (mean m^2 F F^T, (1, C, C)) and, with ``means``, "<layer>/<r>/mean"
-    (mean m^2 F, (1, C)), over the region's owned positions (see the module docstring)."""
+    (mean m^2 F, (1, C)), over the window's owned positions (see the module docstring)."""
     stats = {}
-    for layer, inside, positions, masks in owned_masks(features, region, layers, strides, guide):
+    for layer, inside, positions, masks in owned_masks(features, window, layers, strides, guide):
         for r, mask in zip(guide.regions, masks):
             weighted = inside * mask  # m F: its Gram is mean m^2 F F^T
             second = gram(weighted)
@@ -143,8 +143,8 @@ class GuidedStyleTerm(Term):
         # Gram's targets are keyed by layer alone; terms on several moments by "<layer>/<name>".
         self.inner_key = inner_key or ((lambda key: key.rsplit("/", 1)[0]) if self.names == ("second",) else str)
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        return guided_moments(features, region, self.layers, self.strides, self.guide, means="mean" in self.names)
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
+        return guided_moments(features, window, self.layers, self.strides, self.guide, means="mean" in self.names)
 
     def global_value(self, stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         total: torch.Tensor | None = None

@@ -22,7 +22,7 @@ from .._backbone import FeatureInfo
 from .._config import RenderConfig
 from .._errors import ConfigError
 from .._style_losses import register_entry, registered_entry
-from ._base import Region, Statistic, Term, blend_statistics, combine_statistics
+from ._base import Window, Statistic, Term, blend_statistics, combine_statistics
 from ._regions import RegionGuide, normalized_region
 from ._semantic import REGION_SHARE
 
@@ -30,9 +30,9 @@ __all__ = ["OverWindows", "StyleLoss", "StyleTargets", "register_style_loss", "s
 
 #: over_windows(image, compute) -> [compute(features of a window's crop, window) for each window]
 #: (one whole window when the level is untiled), without gradients.
-OverWindows = Callable[[torch.Tensor, Callable[[Mapping[str, torch.Tensor], Region], Any]], list[Any]]
+OverWindows = Callable[[torch.Tensor, Callable[[Mapping[str, torch.Tensor], Window], Any]], list[Any]]
 #: statistics(features, window) -> {key: Statistic} over the window's owned positions.
-Statistics = Callable[[Mapping[str, torch.Tensor], Region], dict[str, Statistic]]
+Statistics = Callable[[Mapping[str, torch.Tensor], Window], dict[str, Statistic]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class StyleTargets:
         assert self.content_labels is not None
         return RegionGuide(self.content_labels, self.styled)
 
-    def per_region(self, statistics: Callable[[Mapping[str, torch.Tensor], Region, RegionGuide], dict[str, Statistic]],
+    def per_region(self, statistics: Callable[[Mapping[str, torch.Tensor], Window, RegionGuide], dict[str, Statistic]],
                    names: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
         """Region -> its guided statistics {"<layer>/<name>": ...}: ``statistics(features, window,
         guide)`` of each style (summed over its windows), normalised by the region's weight and

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ._base import Region, Statistic, Term, blend_statistics, combine_statistics
+from ._base import Window, Statistic, Term, blend_statistics, combine_statistics
 from ._functional import EPS
 from ._regions import RegionGuide, guided_shares, owned_masks
 from ._registry import StyleLoss, StyleTargets, register_style_loss
@@ -115,17 +115,17 @@ def _cdf(histogram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([torch.zeros_like(right[:, :1]), right[:, :-1]], dim=1), right
 
 
-def projection_histograms(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def projection_histograms(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
                           strides: Mapping[str, int], directions: Mapping[str, torch.Tensor],
                           low: Mapping[str, torch.Tensor], width: Mapping[str, torch.Tensor], *,
                           bins: int = BINS, moments: bool = False) -> dict[str, Statistic]:
-    """{"<layer>/histogram": (bin occupancy (K, bins), count)} over the region's owned positions,
+    """{"<layer>/histogram": (bin occupancy (K, bins), count)} over the window's owned positions,
     with no gradient (a constant); ``moments`` adds "<layer>/mean" and "<layer>/square", the
     projections' mean and mean square (K,) (the style's variance)."""
     stats = {}
     with torch.no_grad():
         for layer in layers:
-            inside = region.owned(strides.get(layer, 1), features[layer])
+            inside = window.owned(strides.get(layer, 1), features[layer])
             positions = inside.shape[2] * inside.shape[3]
             if not positions:
                 continue
@@ -151,26 +151,26 @@ class SlicedTarget:
     variance: dict[str, torch.Tensor]
 
 
-#: over_regions(image, compute) -> [compute(features of a region's crop, region) for each region]
-OverRegions = Callable[[torch.Tensor, Callable[[Mapping[str, torch.Tensor], Region], Any]], list[Any]]
+#: over_windows(image, compute) -> [compute(features of a window's crop, window) for each window]
+OverWindows = Callable[[torch.Tensor, Callable[[Mapping[str, torch.Tensor], Window], Any]], list[Any]]
 
 
 @torch.no_grad()
-def build_sliced_target(over_regions: OverRegions, styles: Sequence[torch.Tensor], blend: Sequence[float],
+def build_sliced_target(over_windows: OverWindows, styles: Sequence[torch.Tensor], blend: Sequence[float],
                         layers: Sequence[str], strides: Mapping[str, int], channels: Mapping[str, int], *,
                         seed: int, bins: int = BINS, directions_per_layer: int | None = None) -> SlicedTarget:
-    """The blended styles' target in two passes over each style's regions (tile by tile where
-    ``over_regions`` tiles): the projections' range (min and max over the styles of positive
+    """The blended styles' target in two passes over each style's windows (tile by tile where
+    ``over_windows`` tiles): the projections' range (min and max over the styles of positive
     weight), then their histograms and moments, blended with weights normalised to 1.
     Directions: ``random_directions`` per layer, seeded with ``seed`` + the layer's index."""
     directions: dict[str, torch.Tensor] = {}
     for index, layer in enumerate(layers):
         directions[layer] = random_directions(channels[layer], directions_per_layer, seed=seed + index)
 
-    def extremes(features: Mapping[str, torch.Tensor], region: Region) -> dict[str, torch.Tensor]:
+    def extremes(features: Mapping[str, torch.Tensor], window: Window) -> dict[str, torch.Tensor]:
         found = {}
         for layer in layers:
-            inside = region.owned(strides.get(layer, 1), features[layer])
+            inside = window.owned(strides.get(layer, 1), features[layer])
             if inside.shape[2] * inside.shape[3]:
                 projected = _projections(inside, directions[layer].to(inside.device))
                 found[layer] = torch.stack([projected.amin(dim=1), projected.amax(dim=1)])
@@ -180,7 +180,7 @@ def build_sliced_target(over_regions: OverRegions, styles: Sequence[torch.Tensor
     smallest: dict[str, torch.Tensor] = {}
     largest: dict[str, torch.Tensor] = {}
     for style, _ in weighted:
-        for part in over_regions(style, extremes):
+        for part in over_windows(style, extremes):
             for layer, (least, most) in part.items():
                 smallest[layer] = torch.minimum(smallest[layer], least) if layer in smallest else least
                 largest[layer] = torch.maximum(largest[layer], most) if layer in largest else most
@@ -192,11 +192,11 @@ def build_sliced_target(over_regions: OverRegions, styles: Sequence[torch.Tensor
         width[layer] = torch.maximum((largest[layer] - smallest[layer]) / (bins - 1), 1e-6 * scale + EPS)
         low[layer] = smallest[layer] - width[layer] / 2
 
-    def statistics(features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        return projection_histograms(features, region, layers, strides, directions, low, width, bins=bins,
+    def statistics(features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
+        return projection_histograms(features, window, layers, strides, directions, low, width, bins=bins,
                                      moments=True)
 
-    per_style = [combine_statistics(over_regions(style, statistics)) for style, _ in weighted]
+    per_style = [combine_statistics(over_windows(style, statistics)) for style, _ in weighted]
     blended = blend_statistics(per_style, [weight for _, weight in weighted])
     return SlicedTarget(
         directions={layer: directions[layer] for layer in layers}, low=low, width=width,
@@ -208,7 +208,7 @@ class SlicedStyleTerm(Term):
     """sum_l w_l sum_k mean_i (p_ik - T_k(p_ik))^2 / sum_k Var_s(p_k) (see the module docstring).
 
     Global statistics: the image's bin occupancy per layer (constant: no gradient flows through
-    the matching, as in the papers). Local values: a region's share of the pulls, summed over the
+    the matching, as in the papers). Local values: a window's share of the pulls, summed over the
     positions it owns and divided by the whole image's count.
     """
 
@@ -230,9 +230,9 @@ class SlicedStyleTerm(Term):
         """A layer's weight over the style projections' total variance (multiplies its pulls)."""
         return self._scale[layer]
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
         target = self.target
-        return projection_histograms(features, region, self.layers, self.strides, target.directions, target.low,
+        return projection_histograms(features, window, self.layers, self.strides, target.directions, target.low,
                                      target.width, bins=self.bins)
 
     @torch.no_grad()
@@ -257,11 +257,11 @@ class SlicedStyleTerm(Term):
             matched[part] = low + width * (style_bin + inside)
         return matched
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         term: torch.Tensor | None = None
         for layer in self.layers:
-            inside = region.owned(self.stride(layer), features[layer])
+            inside = window.owned(self.stride(layer), features[layer])
             if not inside.shape[2] * inside.shape[3]:
                 continue
             histogram = stats[f"{layer}/histogram"]
@@ -275,7 +275,7 @@ class SlicedStyleTerm(Term):
 # --- regions (Gatys et al. 2017's guided statistics, see objectives._regions) ------------------
 
 
-def guided_projection_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def guided_projection_statistics(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
                                  strides: Mapping[str, int], guide: RegionGuide,
                                  directions: Mapping[str, torch.Tensor], low: Mapping[str, torch.Tensor],
                                  width: Mapping[str, torch.Tensor], bins: int, *,
@@ -285,7 +285,7 @@ def guided_projection_statistics(features: Mapping[str, torch.Tensor], region: R
     (mean m^2 p and m^2 p^2, (K,)). No gradient (constants, as the unguided histograms)."""
     stats = {}
     with torch.no_grad():
-        for layer, inside, positions, masks in owned_masks(features, region, layers, strides, guide):
+        for layer, inside, positions, masks in owned_masks(features, window, layers, strides, guide):
             projected = _projections(inside, directions[layer])
             for r, mask in zip(guide.regions, masks):
                 weight = mask.pow(2).reshape(-1).to(projected.dtype)
@@ -322,16 +322,16 @@ class GuidedSlicedTerm(Term):
         first = next(iter(self.per_region.values()))
         self.layers, self.target, self.bins = first.layers, first.target, first.bins
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
         target = self.target
-        return guided_projection_statistics(features, region, self.layers, self.strides, self.guide,
+        return guided_projection_statistics(features, window, self.layers, self.strides, self.guide,
                                             target.directions, target.low, target.width, self.bins)
 
-    def local_value(self, features: Mapping[str, torch.Tensor], region: Region,
+    def local_value(self, features: Mapping[str, torch.Tensor], window: Window,
                     stats: Mapping[str, Statistic]) -> torch.Tensor | None:
         term: torch.Tensor | None = None
         shares = guided_shares(stats, tuple(self.per_region), self.layers[0])
-        for layer, inside, _, masks in owned_masks(features, region, self.layers, self.strides, self.guide):
+        for layer, inside, _, masks in owned_masks(features, window, self.layers, self.strides, self.guide):
             projected = _projections(inside, self.target.directions[layer])
             for r, mask in zip(self.guide.regions, masks):
                 weight = stats[f"{layer}/{r}/weight"]
@@ -362,7 +362,7 @@ def _guided_targets(targets: StyleTargets) -> dict[int, SlicedTarget]:
                                seed=targets.seed)
     bins = next(iter(base.histogram.values())).shape[1]
 
-    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
         return guided_projection_statistics(features, window, layers, strides, guide, base.directions, base.low,
                                             base.width, bins, moments=True)
 

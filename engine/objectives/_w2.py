@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from ._base import Region, Statistic, Term
+from ._base import Window, Statistic, Term
 from ._functional import EPS, gram
 from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
 from ._registry import StyleLoss, StyleTargets, register_style_loss
@@ -103,13 +103,13 @@ def wasserstein2_gaussian(mean: torch.Tensor, covariance: torch.Tensor, target_m
     return (mean - target_mean).pow(2).sum(-1) + traces - 2 * cross
 
 
-def gaussian_statistics(features: Mapping[str, torch.Tensor], region: Region, layers: Sequence[str],
+def gaussian_statistics(features: Mapping[str, torch.Tensor], window: Window, layers: Sequence[str],
                         strides: Mapping[str, int]) -> dict[str, Statistic]:
     """{"<layer>/mean": (mean of F (1, C), count), "<layer>/second": (mean of F F^T (1, C, C),
-    count)} over the region's owned positions (layers where it owns none are left out)."""
+    count)} over the window's owned positions (layers where it owns none are left out)."""
     stats = {}
     for layer in layers:
-        inside = region.owned(strides.get(layer, 1), features[layer])
+        inside = window.owned(strides.get(layer, 1), features[layer])
         positions = inside.shape[2] * inside.shape[3]
         if positions:
             second = gram(inside)
@@ -154,8 +154,8 @@ class W2StyleTerm(Term):
             magnitude = second.reshape(channels, channels).to(dtype).trace().clamp_min(EPS)
             self._scale[layer] = layer_weights[layer] / total / magnitude
 
-    def statistics(self, features: Mapping[str, torch.Tensor], region: Region) -> dict[str, Statistic]:
-        return gaussian_statistics(features, region, self.layers, self.strides)
+    def statistics(self, features: Mapping[str, torch.Tensor], window: Window) -> dict[str, Statistic]:
+        return gaussian_statistics(features, window, self.layers, self.strides)
 
     def layer_distance(self, layer: str, mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """W2^2 (with the jitter) of one layer's image statistics, mean (1, C) and E[F F^T]
@@ -189,7 +189,7 @@ def _build_guided(targets: StyleTargets) -> Term:
     """W2 between each region's guided Gaussian fits (m^2-weighted means and second moments)."""
     layers, strides = targets.layers, targets.strides
 
-    def statistics(features: Mapping[str, torch.Tensor], window: Region, guide: RegionGuide) -> dict[str, Statistic]:
+    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
         return guided_moments(features, window, layers, strides, guide, means=True)
 
     found = targets.cached(lambda: targets.per_region(statistics, ("mean", "second")), list(targets.blend), layers,

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..backends import Backend
-from ..objectives import Objective, Region, Statistic, combine_statistics
+from ..objectives import Objective, Window, Statistic, combine_statistics
 
-__all__ = ["evaluate", "features_over_regions", "statistics_over_regions"]
+__all__ = ["evaluate", "features_over_windows", "statistics_over_windows"]
 
 
 def _grads(output: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -39,14 +39,14 @@ def _leaves(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def evaluate(backend: Backend, objective: Objective, image: torch.Tensor,
-             regions: Sequence[Region] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+             windows: Sequence[Window] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The objective's terms (with "total") and d total / d image (1, 3, H, W).
 
-    ``regions``: the tiles to evaluate in (see rendering.plan_tiles); None or the whole image
+    ``windows``: the tiles to evaluate in (see rendering.plan_tiles); None or the whole image
     alone evaluates untiled.
     """
     image = image.detach()
-    if regions is None or (len(regions) == 1 and regions[0].is_whole):
+    if windows is None or (len(windows) == 1 and windows[0].is_whole):
         # The backend gives features and, from the loss gradients at them, the image gradient;
         # autograd only sees the (small) loss graph on top of the features.
         features = _leaves(backend.forward(image))
@@ -56,41 +56,41 @@ def evaluate(backend: Backend, objective: Objective, image: torch.Tensor,
             *tap_grads, pixel_grad = _grads(terms["total"], [*features.values(), pixels])
         gradient = backend.backward(dict(zip(features, tap_grads))) + pixel_grad
         return {name: value.detach() for name, value in terms.items()}, gradient
-    return _evaluate_tiled(backend, objective, image, regions)
+    return _evaluate_tiled(backend, objective, image, windows)
 
 
-def statistics_over_regions(backend: Backend, statistics, image: torch.Tensor,
-                            regions: Sequence[Region]) -> dict[str, Statistic]:
-    """``statistics(features, region)`` of the whole ``image``, summed over its regions'
+def statistics_over_windows(backend: Backend, statistics, image: torch.Tensor,
+                            windows: Sequence[Window]) -> dict[str, Statistic]:
+    """``statistics(features, window)`` of the whole ``image``, summed over its windows'
     interiors (no gradients kept): pass 1, and style targets too large to run whole."""
     with torch.no_grad():
-        return combine_statistics([statistics(backend.features(region.crop(image)), region) for region in regions])
+        return combine_statistics([statistics(backend.features(window.crop(image)), window) for window in windows])
 
 
 @torch.no_grad()
-def features_over_regions(backend: Backend, image: torch.Tensor, regions: Sequence[Region],
+def features_over_windows(backend: Backend, image: torch.Tensor, windows: Sequence[Window],
                           layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Whole feature maps of ``layers`` assembled from the regions' interiors (content targets)."""
-    if len(regions) == 1 and regions[0].is_whole:
+    """Whole feature maps of ``layers`` assembled from the windows' interiors (content targets)."""
+    if len(windows) == 1 and windows[0].is_whole:
         features = backend.features(image)
         return {layer: features[layer] for layer in layers}
     strides = backend.strides
     height, width = image.shape[-2:]
     maps: dict[str, torch.Tensor] = {}
-    for region in regions:
-        features = backend.features(region.crop(image))
+    for window in windows:
+        features = backend.features(window.crop(image))
         for layer in layers:
             stride, crop = strides[layer], features[layer]
             if layer not in maps:
                 maps[layer] = crop.new_zeros(crop.shape[0], crop.shape[1], height // stride, width // stride)
-            maps[layer][:, :, *region.full_interior(stride, crop)] = region.owned(stride, crop)
+            maps[layer][:, :, *window.full_interior(stride, crop)] = window.owned(stride, crop)
     return maps
 
 
 def _evaluate_tiled(backend: Backend, objective: Objective, image: torch.Tensor,
-                    regions: Sequence[Region]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                    windows: Sequence[Window]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     zero = image.new_zeros(())
-    stats = statistics_over_regions(backend, objective.statistics, image, regions)
+    stats = statistics_over_windows(backend, objective.statistics, image, windows)
     leaves = {key: Statistic(value.mean.detach().requires_grad_(True), value.count) for key, value in stats.items()}
     with torch.enable_grad():
         global_terms = objective.global_terms(leaves)
@@ -100,20 +100,20 @@ def _evaluate_tiled(backend: Backend, objective: Objective, image: torch.Tensor,
 
     local_sums: dict[str, torch.Tensor] = {}
     image_grad = torch.zeros_like(image)
-    for region in regions:
-        features = _leaves(backend.forward(region.crop(image)))
+    for window in windows:
+        features = _leaves(backend.forward(window.crop(image)))
         with torch.enable_grad():
             surrogate = zero
-            for key, (mean, count) in objective.statistics(features, region).items():
+            for key, (mean, count) in objective.statistics(features, window).items():
                 surrogate = surrogate + (stat_grads[key] * mean).sum() * (count / stats[key].count)
-            local = objective.local_terms(features, region, constant)
+            local = objective.local_terms(features, window, constant)
             if local:
                 surrogate = surrogate + objective.total(local)
             upstream = dict(zip(features, _grads(surrogate, list(features.values()))))
         for name, value in local.items():
             local_sums[name] = local_sums[name] + value.detach() if name in local_sums else value.detach()
-        region_grad = backend.backward(upstream)
-        image_grad[..., region.cy0:region.cy1, region.cx0:region.cx1] += region_grad
+        window_grad = backend.backward(upstream)
+        image_grad[..., window.cy0:window.cy1, window.cx0:window.cx1] += window_grad
 
     pixels = image.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -221,7 +221,7 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
     average = _IterateAverage(optimization.average)
 
     def closure() -> torch.Tensor:
-        losses, image.grad = evaluate(backend, objective, image, level_plan.regions)
+        losses, image.grad = evaluate(backend, objective, image, level_plan.windows)
         return report(losses)
 
     def report(losses: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -30,7 +30,7 @@ from .._backbone import FeatureInfo, layer_infos
 from .._config import RenderConfig
 from .._errors import ConfigError
 from .._weights import MODELS
-from ..objectives import Region, matting_bytes, style_loss_for
+from ..objectives import Window, matting_bytes, style_loss_for
 
 __all__ = ["LevelPlan", "RenderPlan", "default_budget", "plan_render", "plan_tiles", "receptive_radius", "tile_halo"]
 
@@ -67,7 +67,7 @@ def _up(value: int) -> int:
     return -(-value // _ALIGN) * _ALIGN
 
 
-def plan_tiles(height: int, width: int, tile: int, halo: int) -> list[Region]:
+def plan_tiles(height: int, width: int, tile: int, halo: int) -> list[Window]:
     """Tiles of ``tile`` pixels (rounded up to the 16-pixel stride) with a halo of ``halo``
     (rounded up likewise), clipped at the image's borders, covering the image once."""
     tile, halo = max(_ALIGN, _up(tile)), _up(halo)
@@ -75,7 +75,7 @@ def plan_tiles(height: int, width: int, tile: int, halo: int) -> list[Region]:
     for y0 in range(0, height, tile):
         for x0 in range(0, width, tile):
             y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
-            tiles.append(Region(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo),
+            tiles.append(Window(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo),
                                 max(0, x0 - halo), min(width, x1 + halo), height, width))
     return tiles
 
@@ -117,7 +117,7 @@ class LevelPlan:
     height: int
     width: int
     tile_size: int  # 0: untiled (after rounding to the stride: the size the tiles are cut at)
-    regions: tuple[Region, ...]  # the tiles, or the whole image
+    windows: tuple[Window, ...]  # the tiles, or the whole image
     activation_bytes: int
     state_bytes: int
     lbfgs_history: int  # corrections kept at this level (--lbfgs-history, or fewer to fit)
@@ -128,7 +128,7 @@ class LevelPlan:
 
     @property
     def tiles(self) -> int:
-        return len(self.regions)
+        return len(self.windows)
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
             if forced:
                 return tiled(history, state, forced)
             if untiled + state <= budget:
-                return LevelPlan(level, height, width, 0, (Region.whole(height, width),), untiled, state, history)
+                return LevelPlan(level, height, width, 0, (Window.whole(height, width),), untiled, state, history)
             sizes = [t for t in _TILE_SIZES if t >= 512] if round_ == "large tiles" else list(_TILE_SIZES)
             for tile in sizes:
                 plan = tiled(history, state, tile)

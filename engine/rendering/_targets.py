@@ -23,13 +23,13 @@ from .._errors import ConfigError
 from ..objectives import (
     Objective,
     PhotorealismTerm,
-    Region,
+    Window,
     StyleTargets,
     Term,
     content_style_objective,
     style_loss_for,
 )
-from ._evaluate import features_over_regions
+from ._evaluate import features_over_windows
 from ._inputs import LevelInputs
 from ._planner import objective_extent, plan_tiles, receptive_radius
 
@@ -71,22 +71,22 @@ class TargetCache:
         return digest.hexdigest()
 
 
-def _regions(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Region]:
+def _windows(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Window]:
     """Tiles for computing an image's targets (no objective extent: features only)."""
     if not tile_size:
-        return [Region.whole(*image.shape[-2:])]
+        return [Window.whole(*image.shape[-2:])]
     return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
 
 
-def _over_regions(backend: Backend, tile_size: int) -> Callable[[torch.Tensor, Callable[..., Any]], list[Any]]:
-    """over_regions(image, compute): ``compute(features, region)`` for each of the image's target
-    tiles (one whole region when ``tile_size`` is 0), without gradients."""
-    def over_regions(image: torch.Tensor, compute: Callable[..., Any]) -> list[Any]:
+def _over_windows(backend: Backend, tile_size: int) -> Callable[[torch.Tensor, Callable[..., Any]], list[Any]]:
+    """over_windows(image, compute): ``compute(features, window)`` for each of the image's target
+    tiles (one whole window when ``tile_size`` is 0), without gradients."""
+    def over_windows(image: torch.Tensor, compute: Callable[..., Any]) -> list[Any]:
         with torch.no_grad():
-            return [compute(backend.features(region.crop(image)), region)
-                    for region in _regions(backend, image, tile_size)]
+            return [compute(backend.features(window.crop(image)), window)
+                    for window in _windows(backend, image, tile_size)]
 
-    return over_regions
+    return over_windows
 
 
 def with_terms(objective: Objective, extra: Sequence[tuple[Term, float]]) -> Objective:
@@ -135,7 +135,7 @@ def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs
     content_targets = None
     with torch.no_grad():
         if level.content is not None and objective.content_weight > 0:
-            content_targets = features_over_regions(backend, level.content, _regions(backend, level.content, tile_size),
+            content_targets = features_over_windows(backend, level.content, _windows(backend, level.content, tile_size),
                                                     objective.content_layers)
     mrf = objective.method == "mrf"
     layer_weights = config.mrf.layer_weight_map() if mrf else objective.style_layer_weight_map()
@@ -143,7 +143,7 @@ def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs
         config=config, styles=level.styles, blend=list(objective.style_blend or (1.0,) * len(level.styles)),
         layers=tuple(layer_weights), layer_weights=layer_weights, strides=strides,
         channels={layer: backend.backbone.feature_info[layer].channels for layer in layer_weights},
-        seed=config.optimization.seed, cached=cached, over_windows=_over_regions(backend, tile_size),
+        seed=config.optimization.seed, cached=cached, over_windows=_over_windows(backend, tile_size),
         features=backend.features, content=level.content, start=start, first=first,
         content_labels=level.content_labels if guided else None, style_labels=level.style_labels if guided else None,
         unstyled=level.unstyled)

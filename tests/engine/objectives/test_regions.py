@@ -11,7 +11,7 @@ from styleforge.engine.backends import TorchBackend
 from styleforge.engine.objectives import (
     GramStyleTerm,
     GuidedStyleTerm,
-    Region,
+    Window,
     RegionGuide,
     gram_statistics,
     guided_moments,
@@ -35,7 +35,7 @@ def test_guided_moments_match_a_hand_computation():
     # At pixel level region 0 covers 3 of 6 columns; averaged down to the 3 feature columns the
     # mask is 1, 0.5, 0 (soft at the border, not nearest-neighbour).
     guide = RegionGuide(_halves(4, 6), [0, 1])
-    stats = guided_moments({"a": features}, Region.whole(4, 6), ["a"], {"a": 2}, guide, means=True)
+    stats = guided_moments({"a": features}, Window.whole(4, 6), ["a"], {"a": 2}, guide, means=True)
     mask = torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.5, 0.0]], dtype=D)
     for r, m in ((0, mask), (1, 1 - mask)):
         weight = m.pow(2)
@@ -85,7 +85,7 @@ def test_a_one_region_map_gives_exactly_the_unguided_loss(backend, style_loss):
 
 
 def _gram(features: torch.Tensor) -> torch.Tensor:
-    return gram_statistics({"a": features}, Region.whole(*features.shape[-2:]), ["a"], {})["a"].mean
+    return gram_statistics({"a": features}, Window.whole(*features.shape[-2:]), ["a"], {})["a"].mean
 
 
 def test_each_region_moves_toward_its_own_style_region():
@@ -100,7 +100,7 @@ def test_each_region_moves_toward_its_own_style_region():
     labels = _halves(6, 12)
     targets = {}
     for r in (0, 1):
-        stats = guided_moments({"a": style}, Region.whole(6, 12), ["a"], {}, RegionGuide(labels, [r]), means=False)
+        stats = guided_moments({"a": style}, Window.whole(6, 12), ["a"], {}, RegionGuide(labels, [r]), means=False)
         targets[r] = GramStyleTerm({"a": stats[f"a/{r}/second"].mean / stats[f"a/{r}/weight"].mean}, {"a": 1.0})
     term = GuidedStyleTerm(targets, RegionGuide(labels, [0, 1]))
     features = torch.rand(1, 3, 6, 12, generator=generator, dtype=D).requires_grad_(True)
@@ -113,7 +113,7 @@ def test_each_region_moves_toward_its_own_style_region():
     optimizer = torch.optim.Adam([features], lr=0.02)
     for _ in range(400):
         optimizer.zero_grad()
-        term.global_value(term.statistics({"a": features}, Region.whole(6, 12))).backward()
+        term.global_value(term.statistics({"a": features}, Window.whole(6, 12))).backward()
         optimizer.step()
     to_left, to_right = distances(features[..., :6])
     assert to_left < 0.05 < 0.5 < to_right and to_left < start[0] / 10
@@ -134,9 +134,10 @@ def test_an_unstyled_region_gets_no_style_gradient(backend, style_loss):
     features = {name: value.requires_grad_(True) for name, value in backend.forward(torch.rand(
         1, 3, 64, 96, generator=generator, dtype=D)).items()}
     term = objective.terms["style"]
-    region = Region.whole(64, 96)
-    stats = term.statistics(features, region)
-    value = term.global_value(stats) if style_loss != "sliced" else term.local_value(features, region, stats)
+    window = Window.whole(64, 96)
+    stats = term.statistics(features, window)
+    local = style_loss in ("sliced", "nnst")  # terms of per-position pulls
+    value = term.local_value(features, window, stats) if local else term.global_value(stats)
     grads = torch.autograd.grad(value, [features[layer] for layer in LAYERS])
     for layer, grad in zip(LAYERS, grads):
         width = grad.shape[-1]

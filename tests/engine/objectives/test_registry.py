@@ -14,7 +14,7 @@ from styleforge.engine._style_losses import style_loss_names, unregister_entry
 from styleforge.engine.backends import TorchBackend
 from styleforge.engine.objectives import (
     GuidedStyleTerm,
-    Region,
+    Window,
     RegionGuide,
     Statistic,
     StyleLoss,
@@ -33,7 +33,7 @@ LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 # --- the toy loss: its whole declaration -------------------------------------------------------
 
 
-def _means(features: Mapping[str, torch.Tensor], window: Region, layers, strides) -> dict[str, Statistic]:
+def _means(features: Mapping[str, torch.Tensor], window: Window, layers, strides) -> dict[str, Statistic]:
     stats = {}
     for layer in layers:
         inside = window.owned(strides.get(layer, 1), features[layer])
@@ -52,8 +52,8 @@ class MeanStyleTerm(Term):
         self.targets = dict(targets)
         self.layers = tuple(key.split("/")[0] for key in self.targets)
 
-    def statistics(self, features, region):
-        return _means(features, region, self.layers, self.strides)
+    def statistics(self, features, window):
+        return _means(features, window, self.layers, self.strides)
 
     def global_value(self, stats):
         errors = [(stats[key].mean - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)

@@ -10,7 +10,7 @@ import torch
 from torch.autograd import gradcheck
 
 from styleforge.engine.objectives import (
-    Region,
+    Window,
     SlicedStyleTerm,
     build_sliced_target,
     random_directions,
@@ -26,8 +26,8 @@ def _map(*channels):
 
 
 def _whole(image, compute):
-    """over_regions without tiles: the whole image is one region."""
-    return [compute({"a": image}, Region.whole(*image.shape[-2:]))]
+    """over_windows without tiles: the whole image is one window."""
+    return [compute({"a": image}, Window.whole(*image.shape[-2:]))]
 
 
 def _target(styles, blend=None, seed=0):
@@ -36,8 +36,8 @@ def _target(styles, blend=None, seed=0):
 
 
 def _value(term, features):
-    region = Region.whole(*features.shape[-2:])
-    return term.local_value({"a": features}, region, term.statistics({"a": features}, region))
+    window = Window.whole(*features.shape[-2:])
+    return term.local_value({"a": features}, window, term.statistics({"a": features}, window))
 
 
 def test_sliced_wasserstein_matches_sorted_values_by_hand():
@@ -91,13 +91,13 @@ def test_sliced_gradient_with_the_matching_held_constant_passes_gradcheck(rng):
     style = torch.randn(1, 3, 6, 6, generator=rng, dtype=D)
     term = SlicedStyleTerm(_target([style]), {"a": 1.0})
     image = torch.randn(1, 3, 4, 5, generator=rng, dtype=D)
-    region = Region.whole(4, 5)
-    stats = term.statistics({"a": image}, region)
+    window = Window.whole(4, 5)
+    stats = term.statistics({"a": image}, window)
     # T(p) of the unperturbed image, then frozen: the term's gradient is 2 (p - T(p)) by design.
     frozen = term.transport_targets("a", term.target.directions["a"] @ image.reshape(3, -1), stats["a/histogram"].mean)
     term.transport_targets = lambda layer, projections, histogram: frozen
     features = image.clone().requires_grad_(True)
-    assert gradcheck(lambda f: term.local_value({"a": f}, region, stats), (features,))
+    assert gradcheck(lambda f: term.local_value({"a": f}, window, stats), (features,))
 
 
 def test_untiled_local_shares_of_a_partition_add_up(rng):
@@ -105,9 +105,9 @@ def test_untiled_local_shares_of_a_partition_add_up(rng):
     style = torch.randn(1, 4, 8, 8, generator=rng, dtype=D)
     term = SlicedStyleTerm(_target([style]), {"a": 1.0})
     image = torch.randn(1, 4, 6, 8, generator=rng, dtype=D)
-    whole = Region.whole(6, 8)
+    whole = Window.whole(6, 8)
     stats = term.statistics({"a": image}, whole)
-    halves = [Region(0, 3, 0, 8, 0, 6, 0, 8, 6, 8), Region(3, 6, 0, 8, 0, 6, 0, 8, 6, 8)]
+    halves = [Window(0, 3, 0, 8, 0, 6, 0, 8, 6, 8), Window(3, 6, 0, 8, 0, 6, 0, 8, 6, 8)]
     parts = sum(term.local_value({"a": image}, half, stats) for half in halves)
     assert parts.item() == pytest.approx(term.local_value({"a": image}, whole, stats).item(), rel=1e-12)
 

@@ -9,7 +9,7 @@ import torch
 from torch.autograd import gradcheck
 
 from styleforge.engine.objectives import (
-    Region,
+    Window,
     W2StyleTerm,
     content_style_objective,
     gaussian_fit,
@@ -28,13 +28,13 @@ def _w2(mean, covariance, target_mean, target_covariance):
 
 
 def _targets(style, layer="a"):
-    stats = gaussian_statistics({layer: style}, Region.whole(*style.shape[-2:]), [layer], {})
+    stats = gaussian_statistics({layer: style}, Window.whole(*style.shape[-2:]), [layer], {})
     return {key: value.mean for key, value in stats.items()}
 
 
 def _term_value(term, features):
     layer = term.layers[0]
-    return term.global_value(term.statistics({layer: features}, Region.whole(*features.shape[-2:])))
+    return term.global_value(term.statistics({layer: features}, Window.whole(*features.shape[-2:])))
 
 
 def test_w2_of_1d_and_axis_aligned_gaussians_is_the_closed_form():
@@ -81,7 +81,7 @@ def test_layer_weights_are_normalised(rng):
     targets = {**_targets(style["a"], "a"), **_targets(style["b"], "b")}
     both = W2StyleTerm(targets, {"a": 3.0, "b": 1.0})
     alone = {name: W2StyleTerm(targets, {name: 1.0}) for name in ("a", "b")}
-    whole = Region.whole(4, 4)
+    whole = Window.whole(4, 4)
     value = both.global_value(both.statistics(image, whole))
     parts = {name: term.global_value(term.statistics(image, whole)) for name, term in alone.items()}
     assert value.item() == pytest.approx(0.75 * parts["a"].item() + 0.25 * parts["b"].item(), rel=1e-12)

@@ -8,7 +8,7 @@ import torch
 
 from styleforge.engine import RenderConfig, load_backbone, render
 from styleforge.engine.backends import TorchBackend
-from styleforge.engine.objectives import PhotorealismTerm, Region, gatys_objective, gram_statistics
+from styleforge.engine.objectives import PhotorealismTerm, Window, gatys_objective, gram_statistics
 from styleforge.engine.rendering import evaluate, plan_tiles, receptive_radius, with_terms
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -20,7 +20,7 @@ def test_tiled_loss_and_gradient_with_the_photo_term_equal_untiled_in_float64():
     backend = TorchBackend(backbone, torch.device("cpu"))
     content = torch.rand(1, 3, 101, 75, generator=generator, dtype=torch.float64)
     style = torch.rand(1, 3, 96, 96, generator=generator, dtype=torch.float64)
-    grams = gram_statistics(backend.features(style), Region.whole(96, 96), STYLE_LAYERS, backend.strides)
+    grams = gram_statistics(backend.features(style), Window.whole(96, 96), STYLE_LAYERS, backend.strides)
     plain = gatys_objective(content_targets={"relu4_2": backend.features(content)["relu4_2"]},
                             style_targets={layer: stat.mean for layer, stat in grams.items()}, content_weight=1.0,
                             style_weight=100.0, tv_weight=0.0, style_layer_weights=dict.fromkeys(STYLE_LAYERS, 1.0),

@@ -8,7 +8,7 @@ import torch
 
 from styleforge.engine import ConfigError, RenderConfig, load_backbone, render, resize_to
 from styleforge.engine.backends import TorchBackend
-from styleforge.engine.objectives import Region
+from styleforge.engine.objectives import Window
 from styleforge.engine.rendering import LevelInputs, build_objective, evaluate, plan_tiles, receptive_radius
 
 D = torch.float64
@@ -113,9 +113,9 @@ def test_flat_colour_style_maps_bind_each_style_to_its_region():
                                      LevelInputs(level.content, [style], level.shape)).terms["style"]
                      for style in level.styles)
     red = next(r for r in range(2) if inputs.palette[r].tolist() == list(RED))
-    for region, plain in ((red, first), (1 - red, second)):
+    for window, plain in ((red, first), (1 - red, second)):
         for layer in SHALLOW_LAYERS:
-            assert torch.allclose(term.per_region[region].targets[layer], plain.targets[layer], rtol=1e-5, atol=1e-7)
+            assert torch.allclose(term.per_region[window].targets[layer], plain.targets[layer], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_mrf_with_an_unstyled_colour_pulls_no_patch_there_and_tiles_exactly():
     features = {name: value.requires_grad_(True) for name, value in backend.forward(
         torch.rand(1, 3, 96, 128, generator=generator, dtype=D)).items()}
     term = objective.terms["style"]
-    value = term.local_value(features, Region.whole(96, 128), {})
+    value = term.local_value(features, Window.whole(96, 128), {})
     for layer, grad in zip(layers, torch.autograd.grad(value, [features[layer] for layer in layers])):
         width = grad.shape[-1]
         assert grad[..., width * 2 // 3 + 4:].abs().max().item() == 0.0  # past the patches that straddle

@@ -9,7 +9,7 @@ import torch
 from styleforge.engine import RenderConfig, VGGFeatures, load_backbone, plan_for, render
 from styleforge.engine.backends import OnnxRuntimeBackend, TorchBackend
 from styleforge.engine.objectives import (
-    Region,
+    Window,
     blend_statistics,
     build_patch_bank,
     gatys_objective,
@@ -20,11 +20,11 @@ from styleforge.engine.objectives import (
 )
 from styleforge.engine.rendering import (
     evaluate,
-    features_over_regions,
+    features_over_windows,
     plan_render,
     plan_tiles,
     receptive_radius,
-    statistics_over_regions,
+    statistics_over_windows,
     tile_halo,
 )
 
@@ -41,9 +41,9 @@ def tiled_evaluate(backend, objective, image, tiles):
 
 
 def style_grams(backend, styles, blend, layers):
-    whole = [Region.whole(*style.shape[-2:]) for style in styles]
-    per_style = [gram_statistics(backend.features(style), region, layers, backend.strides)
-                 for style, region in zip(styles, whole)]
+    whole = [Window.whole(*style.shape[-2:]) for style in styles]
+    per_style = [gram_statistics(backend.features(style), window, layers, backend.strides)
+                 for style, window in zip(styles, whole)]
     return blend_statistics(per_style, blend)
 
 
@@ -243,11 +243,11 @@ def test_targets_computed_tile_by_tile_equal_the_whole_image_ones():
     image = torch.rand(1, 3, 101, 150, generator=generator, dtype=torch.float64)
     whole = backend.features(image)
     tiles = plan_tiles(101, 150, 32, receptive_radius(backbone.layers))
-    assembled = features_over_regions(backend, image, tiles, ("relu4_2", "relu1_1"))
+    assembled = features_over_windows(backend, image, tiles, ("relu4_2", "relu1_1"))
     for layer in ("relu4_2", "relu1_1"):
         assert assembled[layer].shape == whole[layer].shape
         assert torch.allclose(assembled[layer], whole[layer], rtol=1e-12, atol=1e-12)
-    grams = statistics_over_regions(backend, lambda f, r: gram_statistics(f, r, STYLE_LAYERS, backend.strides),
+    grams = statistics_over_windows(backend, lambda f, r: gram_statistics(f, r, STYLE_LAYERS, backend.strides),
                                     image, tiles)
     expected = style_grams(backend, [image], [1.0], STYLE_LAYERS)
     for layer in STYLE_LAYERS:
@@ -260,7 +260,7 @@ def test_the_dry_run_plan_holds_the_tiles_that_run():
     config = RenderConfig(size=300, levels=1, tile_size=100, model="vgg16-random")
     level = plan_render(config, [(224, 300)], torch.device("cpu"), budget=2**34).levels[0]
     assert level.tile_size == 112
-    assert level.tiles == len(level.regions) == 2 * 3  # ceil(224 / 112) rows x ceil(300 / 112) columns
+    assert level.tiles == len(level.windows) == 2 * 3  # ceil(224 / 112) rows x ceil(300 / 112) columns
     assert f"{level.tiles} tiles of 112 px" in plan_render(config, [(224, 300)], torch.device("cpu"),
                                                            budget=2**34).describe()
 

@@ -10,7 +10,7 @@ from styleforge.engine import RenderConfig, load_backbone, render
 from styleforge.engine.backends import TorchBackend
 from styleforge.engine.objectives import (
     GramStyleTerm,
-    Region,
+    Window,
     TemporalTerm,
     blend_statistics,
     content_style_objective,
@@ -30,7 +30,7 @@ def test_tiled_evaluation_equals_untiled_with_the_temporal_term_in_float64():
     content, image, reference = torch.rand(3, 1, 3, *size, generator=generator, dtype=torch.float64)
     style = torch.rand(1, 3, 64, 64, generator=generator, dtype=torch.float64)
     weights = (torch.rand(1, 1, *size, generator=generator) > 0.3).double()  # an occlusion-like mask
-    grams = blend_statistics([gram_statistics(backend.features(style), Region.whole(64, 64), STYLE_LAYERS,
+    grams = blend_statistics([gram_statistics(backend.features(style), Window.whole(64, 64), STYLE_LAYERS,
                                               backend.strides)], [1.0])
     base = content_style_objective(
         GramStyleTerm(grams, dict.fromkeys(STYLE_LAYERS, 1.0), backend.strides),
