@@ -27,6 +27,21 @@ def test_images() -> Path:
     return TEST_IMAGES
 
 
+def _stripes(height: int, width: int, *colors: tuple[float, float, float]) -> torch.Tensor:
+    """A (3, H, W) semantic map of vertical stripes of equal width, one per colour."""
+    semantic = torch.zeros(3, height, width)
+    edges = [round(width * i / len(colors)) for i in range(len(colors) + 1)]
+    for color, start, stop in zip(colors, edges, edges[1:]):
+        semantic[:, :, start:stop] = torch.tensor(color)[:, None, None]
+    return semantic
+
+
+@pytest.fixture
+def stripes():
+    """stripes(height, width, *colours): a map of vertical stripes, one per colour."""
+    return _stripes
+
+
 @functools.cache
 def package_index_reachable() -> str | None:
     """None when pip can reach its index, else the reason it cannot."""

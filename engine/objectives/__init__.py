@@ -8,8 +8,12 @@ terms hold their targets, computed once per style and level by the render's targ
 from ._base import Objective, Window, Statistic, Term, blend_statistics, combine_statistics
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import content_loss, style_loss, total_variation
-from ._registry import OverWindows, StyleLoss, StyleTargets, register_style_loss, style_loss_for
+from ._registry import OverWindows, StyleLoss, StyleTargets, guided_moment_term, register_style_loss, style_loss_for
 from ._gram import GramStyleTerm, content_style_objective, gatys_objective, gram_statistics
+# Each loss registers itself on import: this order (gram, w2, sliced, nnst) is the order errors and
+# help list them in.
+from ._w2 import W2StyleTerm, gaussian_fit, gaussian_statistics, sqrtm_psd, wasserstein2_gaussian
+# isort: split
 from ._mrf import MRFTerm, PatchBank, build_patch_bank, mrf_objective, style_variants
 from ._photo import (
     MATTING_EPSILON,
@@ -32,13 +36,12 @@ from ._sliced import (
     sliced_wasserstein,
 )
 from ._temporal import TemporalTerm, temporal_loss
-from ._w2 import W2StyleTerm, gaussian_fit, gaussian_statistics, sqrtm_psd, wasserstein2_gaussian
 from ._nnst import NNST_LAYERS, NNSTTarget, NNSTTerm, hypercolumns, nearest_hypercolumns
 
 __all__ = [
     # the contract, and the registry every style loss declares itself in
     "Objective", "Term", "Window", "Statistic", "combine_statistics", "blend_statistics",
-    "StyleLoss", "StyleTargets", "OverWindows", "register_style_loss", "style_loss_for",
+    "StyleLoss", "StyleTargets", "OverWindows", "register_style_loss", "style_loss_for", "guided_moment_term",
     # Neural Neighbor Style Transfer (Kolkin et al. 2022)
     "NNSTTerm", "NNSTTarget", "NNST_LAYERS", "hypercolumns", "nearest_hypercolumns",
     # terms, and Gatys et al.'s objective made of them

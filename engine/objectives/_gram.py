@@ -9,8 +9,7 @@ import torch
 from ._base import Objective, Window, Statistic, Term
 from ._content import ContentTerm, TotalVariationTerm
 from ._functional import EPS, gram
-from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
-from ._registry import StyleLoss, StyleTargets, register_style_loss
+from ._registry import StyleLoss, StyleTargets, guided_moment_term, register_style_loss
 
 __all__ = ["GramStyleTerm", "content_style_objective", "gatys_objective", "gram_statistics"]
 
@@ -84,17 +83,8 @@ def _build(targets: StyleTargets) -> Term:
 
 def _build_guided(targets: StyleTargets) -> Term:
     """The guided Gram (Gatys et al. 2017): each region's Gram of m^2-weighted features."""
-    layers, strides = targets.layers, targets.strides
-
-    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
-        return guided_moments(features, window, layers, strides, guide, means=False)
-
-    found = targets.cached(lambda: targets.per_region(statistics, ("second",)), list(targets.blend), layers,
-                           targets.styled)
-    terms: dict[int, Term] = {
-        r: GramStyleTerm({key.rsplit("/", 1)[0]: value for key, value in t.items()}, targets.layer_weights, strides)
-        for r, t in found.items()}
-    return GuidedStyleTerm(terms, targets.content_guide(), strides, names=("second",))
+    return guided_moment_term(targets, ("second",), lambda found: GramStyleTerm(
+        {key.rsplit("/", 1)[0]: value for key, value in found.items()}, targets.layer_weights, targets.strides))
 
 
 GRAM = register_style_loss(StyleLoss("gram", _build, _build_guided))

@@ -23,10 +23,10 @@ from .._config import RenderConfig
 from .._errors import ConfigError
 from .._style_losses import register_entry, registered_entry
 from ._base import Window, Statistic, Term, blend_statistics, combine_statistics
-from ._regions import RegionGuide, normalized_region
+from ._regions import GuidedStyleTerm, RegionGuide, guided_moments, normalized_region
 from ._semantic import REGION_SHARE
 
-__all__ = ["OverWindows", "StyleLoss", "StyleTargets", "register_style_loss", "style_loss_for"]
+__all__ = ["OverWindows", "StyleLoss", "StyleTargets", "guided_moment_term", "register_style_loss", "style_loss_for"]
 
 #: over_windows(image, compute) -> [compute(features of a window's crop, window) for each window]
 #: (one whole window when the level is untiled), without gradients.
@@ -113,6 +113,20 @@ class StyleTargets:
                 targets[r] = blend_statistics([{key: Statistic(value, 1) for key, value in stats.items()}
                                                for stats, _ in found], [weight for _, weight in found])
         return targets
+
+
+def guided_moment_term(targets: StyleTargets, names: Sequence[str],
+                       make_term: Callable[[dict[str, torch.Tensor]], Term]) -> Term:
+    """The guided variant of a loss on guided moments (Gram: ``names`` ("second",); W2: ("mean",
+    "second")): each region's targets, ``make_term(its guided statistics {"<layer>/<name>": ...})``
+    holding them, inside one GuidedStyleTerm on the output's masks."""
+    layers, strides = targets.layers, targets.strides
+
+    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
+        return guided_moments(features, window, layers, strides, guide, means="mean" in names)
+
+    found = targets.cached(lambda: targets.per_region(statistics, names), list(targets.blend), layers, targets.styled)
+    return GuidedStyleTerm({r: make_term(t) for r, t in found.items()}, targets.content_guide(), strides, names=names)
 
 
 def _reaches_nothing(config: RenderConfig) -> dict[str, int]:

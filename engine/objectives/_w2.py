@@ -40,8 +40,7 @@ import torch
 
 from ._base import Window, Statistic, Term
 from ._functional import EPS, gram
-from ._regions import GuidedStyleTerm, RegionGuide, guided_moments
-from ._registry import StyleLoss, StyleTargets, register_style_loss
+from ._registry import StyleLoss, StyleTargets, guided_moment_term, register_style_loss
 
 __all__ = ["W2StyleTerm", "gaussian_fit", "gaussian_statistics", "sqrtm_psd", "wasserstein2_gaussian"]
 
@@ -187,15 +186,8 @@ def _build(targets: StyleTargets) -> Term:
 
 def _build_guided(targets: StyleTargets) -> Term:
     """W2 between each region's guided Gaussian fits (m^2-weighted means and second moments)."""
-    layers, strides = targets.layers, targets.strides
-
-    def statistics(features: Mapping[str, torch.Tensor], window: Window, guide: RegionGuide) -> dict[str, Statistic]:
-        return guided_moments(features, window, layers, strides, guide, means=True)
-
-    found = targets.cached(lambda: targets.per_region(statistics, ("mean", "second")), list(targets.blend), layers,
-                           targets.styled)
-    terms: dict[int, Term] = {r: W2StyleTerm(t, targets.layer_weights, strides) for r, t in found.items()}
-    return GuidedStyleTerm(terms, targets.content_guide(), strides, names=("mean", "second"))
+    return guided_moment_term(targets, ("mean", "second"),
+                              lambda found: W2StyleTerm(found, targets.layer_weights, targets.strides))
 
 
 W2 = register_style_loss(StyleLoss("w2", _build, _build_guided))

@@ -286,4 +286,4 @@ def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inp
     bad = runner.invoke(app, [*args, "--style-loss", "slised", "--overwrite"])
     lines = bad.output.strip().splitlines()
     assert bad.exit_code == 2 and len(lines) == 1, bad.output
-    assert "--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced" in lines[0]
+    assert "--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced, nnst" in lines[0]

@@ -17,14 +17,6 @@ LAYERS = ("relu1_1", "relu2_2", "relu3_1", "relu4_1")  # not the Gram default, w
 RED, BLUE, BLACK = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)
 
 
-def _stripes(height, width, *colors):
-    semantic = torch.zeros(3, height, width)
-    edges = [round(width * i / len(colors)) for i in range(len(colors) + 1)]
-    for color, start, stop in zip(colors, edges, edges[1:]):
-        semantic[:, :, start:stop] = torch.tensor(color)[:, None, None]
-    return semantic
-
-
 def test_the_search_is_the_brute_force_centred_cosine_argmax():
     generator = torch.Generator().manual_seed(0)
     rows, bank = torch.randn(300, 40, generator=generator), torch.randn(500, 40, generator=generator)
@@ -50,7 +42,7 @@ def test_the_paper_layers_are_taps_of_vgg16_and_vgg19():
 
 
 @pytest.mark.parametrize("maps", [False, True])
-def test_tiled_nnst_equals_untiled_in_float64(maps):
+def test_tiled_nnst_equals_untiled_in_float64(maps, stripes):
     """Targets (the search window by window) and the evaluation, tiled against whole; with maps,
     three regions, one unstyled, two styles each bound to a region, tiles cutting the borders."""
     generator = torch.Generator().manual_seed(11)
@@ -62,9 +54,9 @@ def test_tiled_nnst_equals_untiled_in_float64(maps):
     level = LevelInputs(content, styles, (96, 128))
     if maps:
         palette = torch.tensor([RED, BLUE, BLACK])
-        level.content_labels = semantic_labels(_stripes(96, 128, RED, BLUE, BLACK), palette).to(D)
-        level.style_labels = [semantic_labels(_stripes(80, 96, RED, BLUE), palette).to(D),
-                              semantic_labels(_stripes(80, 96, BLUE), palette).to(D)]
+        level.content_labels = semantic_labels(stripes(96, 128, RED, BLUE, BLACK), palette).to(D)
+        level.style_labels = [semantic_labels(stripes(80, 96, RED, BLUE), palette).to(D),
+                              semantic_labels(stripes(80, 96, BLUE), palette).to(D)]
         level.unstyled = 2
     config = RenderConfig(style_loss="nnst", model="vgg16-random", style_layers=LAYERS, content_layers=("relu3_1",),
                           style_weight=100.0)
@@ -85,7 +77,7 @@ def test_tiled_nnst_equals_untiled_in_float64(maps):
         assert (whole.terms["style"].target.index[:, 22:] == -1).all()
 
 
-def test_a_position_searches_only_its_regions_style_rows():
+def test_a_position_searches_only_its_regions_style_rows(stripes):
     """Left half red, right half blue; style 1 is all red, style 2 all blue: every red position's
     row is one of style 1's (the bank holds style 1's rows first, in 4 rotations)."""
     generator = torch.Generator().manual_seed(2)
@@ -94,9 +86,9 @@ def test_a_position_searches_only_its_regions_style_rows():
     styles = [torch.rand(1, 3, 64, 64, generator=generator) for _ in range(2)]
     palette = torch.tensor([RED, BLUE])
     level = LevelInputs(torch.rand(1, 3, 64, 64, generator=generator), styles, (64, 64),
-                        content_labels=semantic_labels(_stripes(64, 64, RED, BLUE), palette),
-                        style_labels=[semantic_labels(_stripes(64, 64, RED), palette),
-                                      semantic_labels(_stripes(64, 64, BLUE), palette)])
+                        content_labels=semantic_labels(stripes(64, 64, RED, BLUE), palette),
+                        style_labels=[semantic_labels(stripes(64, 64, RED), palette),
+                                      semantic_labels(stripes(64, 64, BLUE), palette)])
     config = RenderConfig(style_loss="nnst", model="vgg16-random", style_layers=LAYERS, content_layers=("relu3_1",))
     index = build_objective(config, backend, level).terms["style"].target.index
     first_style_rows = 4 * 16 * 16

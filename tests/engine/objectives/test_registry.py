@@ -13,14 +13,12 @@ from styleforge.engine import ConfigError, RenderConfig, load_backbone, render
 from styleforge.engine._style_losses import style_loss_names, unregister_entry
 from styleforge.engine.backends import TorchBackend
 from styleforge.engine.objectives import (
-    GuidedStyleTerm,
-    Window,
-    RegionGuide,
     Statistic,
     StyleLoss,
     StyleTargets,
     Term,
-    guided_moments,
+    Window,
+    guided_moment_term,
     register_style_loss,
     semantic_labels,
 )
@@ -68,13 +66,9 @@ def _build(targets: StyleTargets) -> Term:
 
 
 def _build_guided(targets: StyleTargets) -> Term:
-    def statistics(features, window, guide: RegionGuide):
-        return guided_moments(features, window, targets.layers, targets.strides, guide, means=True)
-
-    found = targets.cached(lambda: targets.per_region(statistics, ("mean", "second")), targets.layers, targets.styled)
-    per_region = {r: MeanStyleTerm({key: value for key, value in t.items() if key.endswith("/mean")}, targets.strides)
-                  for r, t in found.items()}
-    return GuidedStyleTerm(per_region, targets.content_guide(), targets.strides, names=("mean", "second"))
+    """Each region's guided means (the registry's helper for losses on guided moments)."""
+    return guided_moment_term(targets, ("mean", "second"), lambda found: MeanStyleTerm(
+        {key: value for key, value in found.items() if key.endswith("/mean")}, targets.strides))
 
 
 @pytest.fixture
@@ -89,19 +83,11 @@ def toy_losses():
 # --- the tests ----------------------------------------------------------------------------------
 
 
-def _stripes(height, width, *colors):
-    semantic = torch.zeros(3, height, width)
-    edges = [round(width * i / len(colors)) for i in range(len(colors) + 1)]
-    for color, start, stop in zip(colors, edges, edges[1:]):
-        semantic[:, :, start:stop] = torch.tensor(color)[:, None, None]
-    return semantic
-
-
 RED, BLUE = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("maps", [False, True])
-def test_a_toy_loss_from_a_test_file_tiles_exactly(toy_losses, maps):
+def test_a_toy_loss_from_a_test_file_tiles_exactly(toy_losses, maps, stripes):
     generator = torch.Generator().manual_seed(5)
     backbone = load_backbone("vgg16-random", LAYERS).double()
     backend = TorchBackend(backbone, torch.device("cpu"))
@@ -111,8 +97,8 @@ def test_a_toy_loss_from_a_test_file_tiles_exactly(toy_losses, maps):
     level = LevelInputs(content, [style], (64, 96))
     if maps:
         palette = torch.tensor([RED, BLUE])
-        level.content_labels = semantic_labels(_stripes(64, 96, RED, BLUE), palette).to(D)
-        level.style_labels = [semantic_labels(_stripes(64, 80, BLUE, RED), palette).to(D)]
+        level.content_labels = semantic_labels(stripes(64, 96, RED, BLUE), palette).to(D)
+        level.style_labels = [semantic_labels(stripes(64, 80, BLUE, RED), palette).to(D)]
     config = RenderConfig(style_loss="toy_mean", model="vgg16-random", style_layers=LAYERS,
                           content_layers=("relu3_1",), style_weight=100.0)
     tiles = plan_tiles(64, 96, 32, receptive_radius(backbone.layers))
@@ -126,10 +112,10 @@ def test_a_toy_loss_from_a_test_file_tiles_exactly(toy_losses, maps):
 
 @pytest.mark.parametrize("tile_size", [0, 32])
 @pytest.mark.parametrize("maps", [False, True])
-def test_a_toy_loss_renders_tiled_and_untiled_with_and_without_maps(toy_losses, maps, tile_size):
+def test_a_toy_loss_renders_tiled_and_untiled_with_and_without_maps(toy_losses, maps, tile_size, stripes):
     generator = torch.Generator().manual_seed(3)
     content, style = torch.rand(3, 48, 64, generator=generator), torch.rand(3, 48, 48, generator=generator)
-    options = {"content_map": _stripes(48, 64, RED, BLUE), "style_maps": [_stripes(48, 48, BLUE, RED)]} if maps else {}
+    options = {"content_map": stripes(48, 64, RED, BLUE), "style_maps": [stripes(48, 48, BLUE, RED)]} if maps else {}
     styles = []
     config = RenderConfig(style_loss="toy_mean", model="vgg16-random", device="cpu", backend="torch",
                           precision="fp32", size=64, levels=1, iterations=6, init="noise", tile_size=tile_size)
@@ -148,9 +134,9 @@ def test_an_unknown_loss_is_an_error_never_gram():
     assert "mrf" not in style_loss_names()  # a method of its own, not a style loss of gram's
 
 
-def test_maps_with_a_loss_without_a_guided_variant_are_an_error(toy_losses):
+def test_maps_with_a_loss_without_a_guided_variant_are_an_error(toy_losses, stripes):
     config = RenderConfig(style_loss="toy_unguided", model="vgg16-random", device="cpu", size=32, levels=1,
                           iterations=1)
     with pytest.raises(ConfigError, match="no guided variant"):
-        render(config, torch.rand(3, 32, 32), [torch.rand(3, 32, 32)], content_map=_stripes(32, 32, RED, BLUE),
-               style_maps=[_stripes(32, 32, RED, BLUE)])
+        render(config, torch.rand(3, 32, 32), [torch.rand(3, 32, 32)], content_map=stripes(32, 32, RED, BLUE),
+               style_maps=[stripes(32, 32, RED, BLUE)])
