@@ -75,10 +75,7 @@ def content_style_objective(style_term: Term, *, content_targets: Mapping[str, t
 
 
 def _build(targets: StyleTargets) -> Term:
-    layers, strides = targets.layers, targets.strides
-    grams = targets.cached(lambda: targets.blended(lambda f, window: gram_statistics(f, window, layers, strides)),
-                           list(targets.blend), layers)
-    return GramStyleTerm(grams, targets.layer_weights, strides)
+    return GramStyleTerm(targets.blended_targets(gram_statistics), targets.layer_weights, targets.strides)
 
 
 def _build_guided(targets: StyleTargets) -> Term:

@@ -72,6 +72,12 @@ class StyleTargets:
     def guided(self) -> bool:
         return self.content_labels is not None and self.style_labels is not None
 
+    def blended_targets(self, statistics: Callable[[Mapping[str, torch.Tensor], Window, Sequence[str],
+                                                    Mapping[str, int]], dict[str, Statistic]]) -> dict[str, torch.Tensor]:
+        """``statistics(features, window, layers, strides)`` of the styles, blended and cached."""
+        return self.cached(lambda: self.blended(lambda f, window: statistics(f, window, self.layers, self.strides)),
+                           list(self.blend), self.layers)
+
     def blended(self, statistics: Statistics) -> dict[str, torch.Tensor]:
         """``statistics`` of every style (summed over its windows), blended by ``blend``."""
         per_style = [combine_statistics(self.over_windows(style, statistics)) for style in self.styles]

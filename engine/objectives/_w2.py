@@ -178,10 +178,7 @@ class W2StyleTerm(Term):
 
 
 def _build(targets: StyleTargets) -> Term:
-    layers, strides = targets.layers, targets.strides
-    moments = targets.cached(lambda: targets.blended(lambda f, window: gaussian_statistics(f, window, layers, strides)),
-                             list(targets.blend), layers)
-    return W2StyleTerm(moments, targets.layer_weights, strides)
+    return W2StyleTerm(targets.blended_targets(gaussian_statistics), targets.layer_weights, targets.strides)
 
 
 def _build_guided(targets: StyleTargets) -> Term:

@@ -60,9 +60,7 @@ class MeanStyleTerm(Term):
 
 
 def _build(targets: StyleTargets) -> Term:
-    means = targets.cached(lambda: targets.blended(lambda f, w: _means(f, w, targets.layers, targets.strides)),
-                           targets.layers)
-    return MeanStyleTerm(means, targets.strides)
+    return MeanStyleTerm(targets.blended_targets(_means), targets.strides)
 
 
 def _build_guided(targets: StyleTargets) -> Term:
