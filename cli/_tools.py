@@ -93,6 +93,9 @@ def export(
     run_guarded(debug, body)
 
 
+_MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 @app.command()
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
