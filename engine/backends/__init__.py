@@ -5,13 +5,15 @@ from ._base import Backend
 from ._bench import BackendTiming, conv_flops, matrix_tflops, time_backend
 from ._export import ExportedGraphs, export_onnx
 from ._onnxruntime import OnnxRuntimeBackend
-from ._registry import BACKEND_TYPES, auto_backend, available_backends, backend_for, backend_key, record_fastest_backend
+from ._registry import (BACKEND_TYPES, auto_backend, available_backends, backend_for, backend_key,
+                        record_fastest_backend, resolve_precision)
 from ._tensorrt import TensorRTBackend, tensorrt_available
 from ._torch import TorchBackend
 
 __all__ = [
     "Backend", "TorchBackend", "OnnxRuntimeBackend", "TensorRTBackend",
-    "backend_for", "backend_key", "auto_backend", "available_backends", "record_fastest_backend", "BACKEND_TYPES",
+    "backend_for", "backend_key", "auto_backend", "available_backends", "record_fastest_backend", "resolve_precision",
+    "BACKEND_TYPES",
     "ExportedGraphs", "export_onnx", "tensorrt_available",
     "BackendTiming", "conv_flops", "matrix_tflops", "time_backend",
 ]

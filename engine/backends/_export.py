@@ -26,6 +26,7 @@ import torch
 from .._backbone import ARCHITECTURES, VGGFeatures
 from .._errors import BackendUnavailableError
 from .._files import atomic_write, cache_dir, sha256_file
+from .._wait import waiting
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
 
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
@@ -137,19 +138,20 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         count = len(backbone.taps)
         dynamic = {"image": {2: "height", 3: "width"}}
         dynamic.update({name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.forward_outputs})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(forward, (sample,), str(staged.forward_path), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=list(staged.forward_outputs),
-                              dynamic_axes=dynamic, do_constant_folding=True)
-            backward_args = tuple(outputs[count:]) + tuple(torch.randn_like(t) for t in outputs[:count])
-            dynamic_back = {name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.backward_inputs}
-            dynamic_back["image_grad"] = {2: "height", 3: "width"}
-            torch.onnx.export(VGGBackward(backbone), backward_args, str(staged.backward_path), dynamo=False,
-                              opset_version=opset, input_names=list(staged.backward_inputs),
-                              output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
-        for path in (staged.forward_path, staged.backward_path):
-            onnx.checker.check_model(str(path), full_check=True)
+        with waiting(f"exporting {model}'s forward and backward to ONNX (once)"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(forward, (sample,), str(staged.forward_path), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=list(staged.forward_outputs),
+                                  dynamic_axes=dynamic, do_constant_folding=True)
+                backward_args = tuple(outputs[count:]) + tuple(torch.randn_like(t) for t in outputs[:count])
+                dynamic_back = {name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.backward_inputs}
+                dynamic_back["image_grad"] = {2: "height", 3: "width"}
+                torch.onnx.export(VGGBackward(backbone), backward_args, str(staged.backward_path), dynamo=False,
+                                  opset_version=opset, input_names=list(staged.backward_inputs),
+                                  output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
+            for path in (staged.forward_path, staged.backward_path):
+                onnx.checker.check_model(str(path), full_check=True)
         meta = {"model": model, "opset": opset, "dtype": dtype, "taps": list(backbone.taps), "pooling": backbone.pooling,
                 "sha256": {name: sha256_file(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
         atomic_write(scratch / "meta.json", json.dumps(meta, indent=2).encode())

@@ -22,6 +22,7 @@ from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import atomic_write, cache_dir, sha256_file
+from .._wait import waiting
 from ._base import Backend
 from ._export import ExportedGraphs, export_onnx
 
@@ -202,7 +203,9 @@ class TensorRTBackend(Backend):
             shape = self.graphs.shape_of
             optimisation.set_shape(name, shape(name, *low), shape(name, *opt), shape(name, *high))
         config.add_optimization_profile(optimisation)
-        serialized = builder.build_serialized_network(network, config)
+        with waiting(f"building a TensorRT engine ({self.precision.name}, up to {high[1]}x{high[0]}; cached for "
+                     f"later renders)"):
+            serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendUnavailableError(f"TensorRT failed to build an engine from {onnx_path}")
         return bytes(serialized)

@@ -15,6 +15,7 @@ from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import cache_dir
+from .._wait import waiting
 from ._base import Backend
 
 __all__ = ["TorchBackend"]
@@ -86,6 +87,7 @@ class TorchBackend(Backend):
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
             self._network = torch.compile(self._network, dynamic=False)
         self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._compiled_shapes: set[tuple[int, ...]] = set()
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def _graphed(self, image: torch.Tensor):
@@ -116,6 +118,11 @@ class TorchBackend(Backend):
             # The graph's outputs are static buffers: the next replay overwrites them, which is
             # fine here, since a loss reads its features before the next forward.
             features = dict(zip(self.taps, graphed(image)))
+        elif self.compiled and tuple(image.shape) not in self._compiled_shapes:
+            self._compiled_shapes.add(tuple(image.shape))
+            height, width = image.shape[-2:]
+            with waiting(f"compiling the network for {width}x{height} (torch.compile, once per size)"), self._context():
+                features = self._network(image)
         else:
             with self._context():
                 features = self._network(image)

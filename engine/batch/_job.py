@@ -21,7 +21,7 @@ from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
 from .._maps import is_color, load_style_maps
-from ..backends import Backend, backend_for, backend_key
+from ..backends import Backend, backend_for, backend_key, resolve_precision
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
 from ._manifest import BatchJob
@@ -33,9 +33,11 @@ _HASH_KEY = "job_hash"
 
 
 def job_hash(job: BatchJob) -> str:
-    """sha256 of everything that decides the job's pixels: options and input file bytes."""
+    """sha256 of everything that decides the job's pixels: options (``--precision auto`` as the
+    precision it runs in here, so a machine that resolves it otherwise does not take another's
+    output for its own) and input file bytes."""
     spec = {
-        "config": job.config.to_dict(),
+        "config": resolve_precision(job.config, resolve_device(job.config.runtime.device)).to_dict(),
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
         "styles": [sha256_file(path) for path in job.styles],
@@ -175,9 +177,9 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
 def render_job(job: BatchJob, prepared: PreparedJob, *, cache: TargetCache | None = None,
                backends: BackendPool | None = None, device: str | None = None,
                callback: Callable | None = None) -> RenderedJob:
-    """A still job's render from its read inputs."""
-    config = job.config
-    target = resolve_device(device or config.runtime.device)
+    """A still job's render from its read inputs; its metadata records the precision that ran."""
+    target = resolve_device(device or job.config.runtime.device)
+    config = resolve_precision(job.config, target)
     backend = None
     if backends is not None:
         reference = prepared.content if prepared.content is not None else prepared.content_map

@@ -27,7 +27,7 @@ from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import remove_stale_temporaries
 from .._image import check_output_path, load_image, resize_to
-from ..backends import Backend, backend_for
+from ..backends import Backend, backend_for, resolve_precision
 from ..objectives import TemporalTerm
 from ..rendering import RenderEvent, TargetCache, crop_to_frame, plan_for, render
 from ._config import VideoConfig
@@ -129,9 +129,12 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     ``check_shot``), RenderError when a frame's render fails, ShotInterrupted on Ctrl-C."""
     video = video or VideoConfig()
     started = time.perf_counter()
+    device = resolve_device(config.runtime.device)
+    # The frames' hashes and metadata name the precision that runs (never auto): a machine that
+    # resolves auto otherwise does not take this one's frames for its own.
+    config = resolve_precision(config, device)
     digests = shot_digests(config, video, source, styles)
     first = check_shot(source, store, digests, overwrite=overwrite, inputs=inputs)
-    device = resolve_device(config.runtime.device)
     reference = torch.empty((3, source.height, source.width))
     plan = plan_for(config, crop_to_frame(reference, config), device)
     shape = plan.shapes[-1]

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from styleforge.cli import app
-from styleforge.engine import _device, load_image
+from styleforge.engine import _cpu, _device, load_image
 
 runner = CliRunner()
 
@@ -79,3 +79,14 @@ def test_render_on_onnxruntime(tmp_path, test_images):
         "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert load_image(output).shape == (3, 30, 40)
+
+
+def test_bench_cpu_precision_retakes_the_measurement_and_prints_it(monkeypatch):
+    monkeypatch.setattr(_cpu, "native_bf16", lambda: True)
+    monkeypatch.setattr(_cpu, "_time_pairs", lambda pairs: ([0.010] * pairs, [0.005] * pairs))
+    result = runner.invoke(app, ["bench", "--cpu-precision"])
+    assert result.exit_code == 0, result.output
+    assert "fp32 10.0 ms, bf16 5.0 ms" in result.output and "runs bf16 here" in result.output
+    monkeypatch.setattr(_cpu, "_time_pairs", lambda pairs: ([0.010] * pairs, [0.0095] * pairs))
+    result = runner.invoke(app, ["bench", "--cpu-precision"])
+    assert "runs fp32 here" in result.output and _cpu.bf16_pays() is False  # the cached choice replaced
