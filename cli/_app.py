@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from styleforge import engine
 from styleforge.engine import (
     BackendUnavailableError,
     ConfigError,
@@ -28,7 +29,6 @@ from styleforge.engine import (
     RenderError,
     StyleforgeError,
     WeightsError,
-    check_output_path,
 )
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "app", "check_json_output", "fail", "one_line",
@@ -135,7 +135,7 @@ def check_json_output(path: Path, key: str, field: str) -> None:
     """Before the work that produces it: a JSON output's folder must take a file, and it may
     replace only an earlier output of its kind (a JSON object with ``key``), never a user's file."""
     try:
-        check_output_path(path, image=False, overwrite=True)
+        engine.check_output_path(path, image=False, overwrite=True)
     except ImageError as error:
         raise ConfigError(str(error), field=field) from None
     if path.exists():

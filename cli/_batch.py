@@ -10,8 +10,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, JobOutcome, StyleforgeError
-from styleforge.engine.batch import BatchInterrupted, parse_option_value, write_report
+# engine.batch and engine.JobOutcome load torch: read from `engine` when the command runs.
+from styleforge.engine import ConfigError, StyleforgeError
 
 from ._app import EXIT_FAILED, EXIT_INTERRUPTED, app, check_json_output, one_line, run_guarded, say, stderr
 from ._options import with_render_options
@@ -71,7 +71,7 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="option")
-        overrides[key.strip()] = parse_option_value(value.strip())
+        overrides[key.strip()] = engine.batch.parse_option_value(value.strip())
     overrides.update(render_options)
     if (manifest is None) == (glob is None):
         raise ConfigError("give either a MANIFEST or --glob PATTERN", field="glob")
@@ -99,7 +99,7 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
 
     started = time.monotonic()
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    finished: dict[tuple[int, str], JobOutcome] = {}
+    finished: dict[tuple[int, str], engine.JobOutcome] = {}
     live = stderr.is_terminal
     progress = Progress(
         TextColumn("[bold]batch"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -108,7 +108,7 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
     )
     task = progress.add_task("batch", total=len(jobs), counts="")
 
-    def on_outcome(outcome: JobOutcome) -> None:
+    def on_outcome(outcome: engine.JobOutcome) -> None:
         finished[(outcome.line, outcome.output)] = outcome
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         done = sum(counts.values())
@@ -130,20 +130,20 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
             outcomes = engine.run_batch(jobs, overwrite=overwrite, workers=workers, devices=device_list,
                                         ray_address=ray, on_outcome=on_outcome,
                                         on_event=on_event if verbose else None)
-    except BatchInterrupted as stop:
+    except engine.batch.BatchInterrupted as stop:
         outcomes, interrupted = stop.outcomes, True
     except BaseException as error:
         # A bug in the batch machinery (or the machine) stops it: the report still says what was
         # done. Refused before any job ran (--devices, --ray): nothing to report, nothing written.
         if isinstance(error, StyleforgeError) and not finished:
             raise
-        outcomes = [finished.get((job.line, str(job.output))) or JobOutcome(job.line, str(job.output), "not run")
+        outcomes = [finished.get((job.line, str(job.output))) or engine.JobOutcome(job.line, str(job.output), "not run")
                     for job in jobs]
-        write_report(report_path, outcomes, seconds=round(time.monotonic() - started, 2), stopped=True,
+        engine.batch.write_report(report_path, outcomes, seconds=round(time.monotonic() - started, 2), stopped=True,
                      error=f"{type(error).__name__}: {error}")
         say(f"report: {report_path}")
         raise
-    result = write_report(report_path, outcomes, seconds=round(time.monotonic() - started, 2),
+    result = engine.batch.write_report(report_path, outcomes, seconds=round(time.monotonic() - started, 2),
                           stopped=interrupted)
     stopped = f", {result['interrupted']} interrupted, {result['not_run']} not run" if interrupted else ""
     say(f"{'interrupted: ' if interrupted else ''}{result['done']} done, {result['skipped']} skipped, "

@@ -10,7 +10,9 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted, StyleforgeError
+# Only names that load without torch: the rest is read from `engine` when a command runs, so
+# --help never loads torch.
+from styleforge.engine import ConfigError, RenderConfig, RenderInterrupted, StyleforgeError
 
 from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
@@ -162,7 +164,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     last_shown = [0.0]
     log_every = max(1, total // 10)
 
-    def on_event(event: RenderEvent) -> None:
+    def on_event(event: engine.RenderEvent) -> None:
         fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):

@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, ShotInterrupted, VideoConfig, VideoEvent
+# VideoConfig loads without torch; the rest is read from `engine` when the command runs.
+from styleforge.engine import ConfigError, VideoConfig
 
 from ._app import EXIT_INTERRUPTED, app, run_guarded, say, stderr
 from ._options import with_render_options
@@ -82,7 +83,7 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
                         TimeElapsedColumn(), console=stderr, disable=not live, transient=False)
     task = progress.add_task("video", total=shot.count, status=f"0/{shot.count} frames")
 
-    def on_event(event: VideoEvent) -> None:
+    def on_event(event: engine.VideoEvent) -> None:
         rate = f"{event.seconds_per_frame:.1f} s/frame" if event.seconds_per_frame is not None else "- s/frame"
         if event.status == "step" and event.step is not None:
             step = event.step
@@ -105,7 +106,7 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
         try:
             result = engine.render_shot(config, shot, style_images, store, video=video, overwrite=overwrite,
                                         metadata=metadata, callback=on_event, inputs=inputs)
-        except ShotInterrupted as interrupted:
+        except engine.ShotInterrupted as interrupted:
             progress.stop()
             say(str(interrupted))
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._backbone import POOLINGS, layer_infos
-from ._device import DEVICES, PRECISIONS
+# Only torch-free modules: the command line builds its options and help from this one.
 from ._errors import ConfigError, check_choice
-from ._maps import parse_color
-from ._values import coerce, parse_bytes, parse_iterations, parse_size
-from ._weights import DEFAULT_MODEL, MODELS
+from ._layers import POOLINGS, layer_infos
+from ._models import DEFAULT_MODEL, MODELS
+from ._runtime_names import DEVICES, PRECISIONS
+from ._values import coerce, parse_bytes, parse_color, parse_iterations, parse_size
 
 __all__ = [
     "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
