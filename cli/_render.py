@@ -30,11 +30,13 @@ def _intermediate_path(output: Path, iteration: int, iterations: int) -> Path:
     return output.with_name(f"{output.stem}_{iteration:0{width}d}{output.suffix}")
 
 
-def _command_options(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """The render command's own options from a config file, each checked for its type."""
+def command_options(values: dict[str, Any], source: str,
+                    table: dict[str, tuple[type, ...]] = _COMMAND_OPTIONS) -> dict[str, Any]:
+    """A command's own options from a config file (``table``: each option's types), each
+    checked for its type."""
     checked = {}
     for key, value in values.items():
-        kinds = _COMMAND_OPTIONS[key]
+        kinds = table[key]
         if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
             names = " or ".join({str: "a string", list: "a list of paths", int: "an integer",
                                  bool: "true or false"}[kind] for kind in kinds)
@@ -99,7 +101,7 @@ def render(
 def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
             dry_run: bool = False) -> None:
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
-    cli = {**_command_options(file_own, str(config_path)), **given}
+    cli = {**command_options(file_own, str(config_path)), **given}
     config = options_to_config(file_options, config_path, flags)
 
     if not cli.get("style"):

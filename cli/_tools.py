@@ -43,7 +43,7 @@ def export(
     model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
     format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
     size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default="512")] = None,
-    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32 or fp16 (bf16 runs on --backend torch only).")] = "fp32",
     pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.runtime.pooling,
     layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(_DEFAULTS.taps),
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default="the cache")] = None,

@@ -327,8 +327,8 @@ class RuntimeConfig:
     pooling: str = _option("max", "max or avg.")
     device: str = _option("auto", "auto, cpu or cuda.")
     backend: str = _option("auto", "torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench').")
-    precision: str = _option("auto", "fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, "
-                                     "optimiser fp32).",
+    precision: str = _option("auto", f"auto, {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (bf16, fp16: "
+                                     "features in half precision; Grams, losses, optimiser fp32).",
                              show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
     cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
                                        "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
