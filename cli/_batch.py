@@ -15,7 +15,7 @@ from styleforge import engine
 # engine.batch and engine.JobOutcome load torch: read from `engine` when the command runs.
 from styleforge.engine import ConfigError, RenderConfig, StyleforgeError, VideoConfig
 
-from ._app import EXIT_FAILED, EXIT_INTERRUPTED, app, check_json_output, one_line, run_guarded, say, stderr
+from ._app import EXIT_FAILED, EXIT_INTERRUPTED, HelpCommand, app, check_json_output, one_line, run_guarded, say, stderr
 from ._options import with_render_options
 from ._render import command_options, split_config_file
 
@@ -30,15 +30,15 @@ _COMMAND_OPTIONS: dict[str, tuple[type, ...]] = {
 _OPTION_KEYS = (*RenderConfig.FIELDS, *VideoConfig.__dataclass_fields__)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @with_render_options
 def batch(
     manifest: Annotated[Path | None, typer.Argument(help="Jobs: .jsonl, .csv or .toml (see README).", show_default=False)] = None,
-    glob: Annotated[str | None, typer.Option("--glob", help="Instead of a manifest: every file matching this pattern is a content image.", show_default="none: a MANIFEST")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", metavar="PATTERN", help="Instead of a manifest: every file matching this pattern is a content image.", show_default="none: give a MANIFEST")] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="With --glob: style image; repeat for several.", show_default="none")] = None,
     style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="With --glob: semantic map of each style.", show_default="none")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="With --glob: output path template with {stem}, {name} or {index}.", show_default="none")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE render option for every job (overrides the manifest's defaults, like the option flags); repeat.", show_default="none")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="TEMPLATE", help="With --glob: output path template with {stem}, {name} or {index}.", show_default="none")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", metavar="KEY=VALUE", help="KEY=VALUE render option for every job (overrides the manifest's defaults, like the option flags); repeat.", show_default="none")] = None,
     output_root: Annotated[Path | None, typer.Option("--output-root", help="Relative outputs go here, and every output must lie inside it.", show_default="the manifest's folder; with --glob, the working folder, unconfined")] = None,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let outputs lie outside the output root (../x.png, absolute paths).", show_default="off")] = False,
     workers: Annotated[int | None, typer.Option(help="CPU worker processes.", show_default="1")] = None,

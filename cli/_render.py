@@ -14,7 +14,7 @@ from styleforge import engine
 # --help never loads torch.
 from styleforge.engine import ConfigError, RenderConfig, RenderInterrupted, StyleforgeError
 
-from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
+from ._app import EXIT_INTERRUPTED, HelpCommand, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
@@ -70,7 +70,7 @@ def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dic
     return values, own
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @with_render_options
 def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,

@@ -14,12 +14,12 @@ from styleforge import engine
 # Names that load without torch; engine.backends and the rest are read when a command runs.
 from styleforge.engine import BackendUnavailableError, ConfigError, RenderConfig, frame_shape, parse_size, write_json_atomic
 
-from ._app import app, check_json_output, run_guarded, say
+from ._app import HelpCommand, app, check_json_output, run_guarded, say
 
 _DEFAULTS = RenderConfig()
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def models() -> None:
     """List the models, whether their weights are present, and where."""
     table = Table("model", "weights", "location", "description")
@@ -38,7 +38,7 @@ def _frame(text: str) -> tuple[int, int]:
     return height, width
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def export(
     model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
     format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
@@ -81,7 +81,7 @@ def export(
 _MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat.", show_default="every one present")] = None,
@@ -116,6 +116,8 @@ def bench(
         # runs (a CPU's bf16 on torch, fp32 on onnxruntime), so it is resolved per backend.
         peaks: dict[str, float] = {}
         table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
+        for column in table.columns:  # narrow terminals wrap the headers instead of cutting them
+            column.overflow = "fold"
         rows, by_backend = [], {}
         for name in names:
             for option in options:

@@ -13,7 +13,7 @@ from styleforge import engine
 # VideoConfig loads without torch; the rest is read from `engine` when the command runs.
 from styleforge.engine import ConfigError, VideoConfig
 
-from ._app import EXIT_INTERRUPTED, app, run_guarded, say, stderr
+from ._app import EXIT_INTERRUPTED, HelpCommand, app, run_guarded, say, stderr
 from ._options import with_render_options
 from ._render import options_to_config, split_config_file
 
@@ -26,7 +26,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @with_render_options
 def video(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="A video (.mp4, .mov, .webm, .mkv), a folder of frames, or a quoted glob ('shot/*.png').", show_default=False)],

@@ -123,8 +123,8 @@ class ObjectiveConfig:
     photo_weight: float = _option(0.0, "Weight of the photorealism term (Luan et al.: the content's matting "
                                        "Laplacian keeps the output locally an affine recolouring of the photo); "
                                        "0: off.", show="0 (off)")
-    photo: bool = _option(False, "Photorealistic preset (see RenderConfig.photo_defaults); options given "
-                                 "explicitly override it.", flags=("--photo/--no-photo",), show="off")
+    photo: bool = _option(False, "Photorealistic preset: Luan et al.'s matting term, started from the "
+                                 "content, no TV (see README); options given explicitly override it.", flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
