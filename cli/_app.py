@@ -156,6 +156,7 @@ def _tidy(param: Any) -> None:
             param.metavar = _metavar(param)
     show = param.show_default
     if isinstance(show, str):
+        param.declared_default = show  # what the command declared, for tests and tools to read
         param.show_default = False
         if show.strip().lower() not in _NO_DEFAULT:
             param.help = f"{param.help or ''} {escape(f'[default: {show}]')}".strip()
