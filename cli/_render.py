@@ -10,9 +10,11 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInterrupted, StyleforgeError, WaitEvent
+# Only names that load without torch: the rest is read from `engine` when a command runs, so
+# --help never loads torch.
+from styleforge.engine import ConfigError, RenderConfig, RenderInterrupted, StyleforgeError, WaitEvent
 
-from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
+from ._app import EXIT_INTERRUPTED, HelpCommand, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
@@ -28,11 +30,13 @@ def _intermediate_path(output: Path, iteration: int, iterations: int) -> Path:
     return output.with_name(f"{output.stem}_{iteration:0{width}d}{output.suffix}")
 
 
-def _command_options(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """The render command's own options from a config file, each checked for its type."""
+def command_options(values: dict[str, Any], source: str,
+                    table: dict[str, tuple[type, ...]] = _COMMAND_OPTIONS) -> dict[str, Any]:
+    """A command's own options from a config file (``table``: each option's types), each
+    checked for its type."""
     checked = {}
     for key, value in values.items():
-        kinds = _COMMAND_OPTIONS[key]
+        kinds = table[key]
         if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
             names = " or ".join({str: "a string", list: "a list of paths", int: "an integer",
                                  bool: "true or false"}[kind] for kind in kinds)
@@ -66,7 +70,7 @@ def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dic
     return values, own
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @with_render_options
 def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
@@ -98,7 +102,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
             dry_run: bool = False) -> None:
     started = time.monotonic()  # the whole command: the elapsed time printed at the end covers it
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
-    cli = {**_command_options(file_own, str(config_path)), **given}
+    cli = {**command_options(file_own, str(config_path)), **given}
     config = options_to_config(file_options, config_path, flags)
 
     if not cli.get("style"):
@@ -193,7 +197,7 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, o
     last_shown = [0.0]
     log_every = max(1, total // 10)
 
-    def on_event(event: RenderEvent) -> None:
+    def on_event(event: engine.RenderEvent) -> None:
         fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):

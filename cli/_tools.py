@@ -6,35 +6,20 @@ import platform
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from styleforge import engine
-from styleforge.engine import (
-    BackendUnavailableError,
-    ConfigError,
-    Precision,
-    RenderConfig,
-    frame_shape,
-    parse_size,
-    write_json_atomic,
-)
-from styleforge.engine.backends import (
-    available_backends,
-    matrix_tflops,
-    record_fastest_backend,
-    tensorrt_available,
-    time_backend,
-)
+# Names that load without torch; engine.backends and the rest are read when a command runs.
+from styleforge.engine import BackendUnavailableError, ConfigError, RenderConfig, frame_shape, parse_size, write_json_atomic
 
-from ._app import app, check_json_output, run_guarded, say
+from ._app import HelpCommand, app, check_json_output, run_guarded, say
 
 _DEFAULTS = RenderConfig()
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def models() -> None:
     """List the models, whether their weights are present, and where."""
     table = Table("model", "weights", "location", "description")
@@ -53,12 +38,12 @@ def _frame(text: str) -> tuple[int, int]:
     return height, width
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def export(
     model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
     format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
     size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default="512")] = None,
-    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32 or fp16 (bf16 runs on --backend torch only).")] = "fp32",
     pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.runtime.pooling,
     layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(_DEFAULTS.taps),
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default="the cache")] = None,
@@ -83,7 +68,7 @@ def export(
             print(graphs.backward_path)
             return
         sizes = [_frame(text) for text in (size or ["512"])]
-        missing = tensorrt_available()
+        missing = engine.backends.tensorrt_available()
         if missing is not None:
             raise BackendUnavailableError(f"--format tensorrt: {missing}")
         built = engine.backend_for(config, engine.resolve_device("cuda"), sizes, backbone=backbone)
@@ -96,7 +81,7 @@ def export(
 _MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat.", show_default="every one present")] = None,
@@ -121,8 +106,8 @@ def bench(
         for name in backend or []:
             RenderConfig(backend=name)  # refuses an unknown name with the valid list
         target = engine.resolve_device(RenderConfig(device=device).runtime.device)
-        names = backend or available_backends(target)
-        options = [Precision(value).name if value != "auto" else value for value in (precision or ["auto"])]
+        names = backend or engine.backends.available_backends(target)
+        options = [engine.Precision(value).name if value != "auto" else value for value in (precision or ["auto"])]
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
         if output is not None:  # before the timing, not after it
             check_json_output(output, "results", "output")
@@ -135,6 +120,8 @@ def bench(
         # runs (a CPU's bf16 on torch, fp32 on onnxruntime), so it is resolved per backend.
         peaks: dict[str, float] = {}
         table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
+        for column in table.columns:  # narrow terminals wrap the headers instead of cutting them
+            column.overflow = "fold"
         rows, by_backend = [], {}
         for name in names:
             for option in options:
@@ -146,10 +133,10 @@ def bench(
                     continue
                 value = built.precision
                 if value.name not in peaks:
-                    peaks[value.name] = matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
+                    peaks[value.name] = engine.backends.matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
                                                       dtype=_MATMUL_DTYPES[value.name], tf32=value.name == "tf32")
                 for height, width in sizes:
-                    timing = time_backend(built, height, width, iterations=iterations, warmup=warmup)
+                    timing = engine.backends.time_backend(built, height, width, iterations=iterations, warmup=warmup)
                     share = timing.tflops / peaks[value.name]
                     rows.append({**timing.to_dict(), "precision": value.name, "share_of_matrix_rate": share})
                     if option == options[0]:
@@ -158,19 +145,19 @@ def bench(
                                   f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
                                   f"{timing.tflops:.2f}", f"{share:.0%}")
         Console().print(table)
+        machine = engine.backends.machine_facts(target)
         if target.type == "cpu":
-            say(f"threads: {torch.get_num_threads()} (physical cores: {engine.physical_cores()}); "
+            say(f"threads: {machine['threads']} (physical cores: {engine.physical_cores()}); "
                 f"native bf16: {'yes' if engine.native_bf16() else 'no'}")
         if output is not None:
             report = {"device": str(target), "model": model, "platform": platform.platform(),
-                      "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
-                      "matmul_tflops": peaks, "threads": torch.get_num_threads(),
+                      "gpu": machine["gpu"], "matmul_tflops": peaks, "threads": machine["threads"],
                       "physical_cores": engine.physical_cores(), "results": rows}
             write_json_atomic(output, report)
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}
             try:
-                fastest = record_fastest_backend(target, totals)
+                fastest = engine.backends.record_fastest_backend(target, totals)
             except OSError as error:  # the figures stand; only the choice for --backend auto is not kept
                 say(f"warning: the fastest backend could not be recorded in the cache ({error})")
             else:

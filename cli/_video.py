@@ -10,9 +10,10 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from styleforge import engine
-from styleforge.engine import ConfigError, ShotInterrupted, VideoConfig, VideoEvent
+# VideoConfig loads without torch; the rest is read from `engine` when the command runs.
+from styleforge.engine import ConfigError, VideoConfig
 
-from ._app import EXIT_INTERRUPTED, app, run_guarded, say, stderr
+from ._app import EXIT_INTERRUPTED, HelpCommand, app, run_guarded, say, stderr
 from ._options import with_render_options
 from ._render import options_to_config, split_config_file
 
@@ -25,7 +26,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @with_render_options
 def video(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="A video (.mp4, .mov, .webm, .mkv), a folder of frames, or a quoted glob ('shot/*.png').", show_default=False)],
@@ -82,7 +83,7 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
                         TimeElapsedColumn(), console=stderr, disable=not live, transient=False)
     task = progress.add_task("video", total=shot.count, status=f"0/{shot.count} frames")
 
-    def on_event(event: VideoEvent) -> None:
+    def on_event(event: engine.VideoEvent) -> None:
         rate = f"{event.seconds_per_frame:.1f} s/frame" if event.seconds_per_frame is not None else "- s/frame"
         if event.status == "step" and event.step is not None:
             step = event.step
@@ -105,7 +106,7 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
         try:
             result = engine.render_shot(config, shot, style_images, store, video=video, overwrite=overwrite,
                                         metadata=metadata, callback=on_event, inputs=inputs)
-        except ShotInterrupted as interrupted:
+        except engine.ShotInterrupted as interrupted:
             progress.stop()
             say(str(interrupted))
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._backbone import POOLINGS, layer_infos
-from ._device import DEVICES, PRECISIONS
+# Only torch-free modules: the command line builds its options and help from this one.
 from ._errors import ConfigError, check_choice
-from ._maps import parse_color
-from ._values import coerce, parse_bytes, parse_iterations, parse_size
-from ._weights import DEFAULT_MODEL, MODELS
+from ._layers import POOLINGS, layer_infos
+from ._models import DEFAULT_MODEL, MODELS
+from ._runtime_names import DEVICES, PRECISIONS
+from ._values import coerce, parse_bytes, parse_color, parse_iterations, parse_size
 
 __all__ = [
     "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
@@ -123,8 +123,8 @@ class ObjectiveConfig:
     photo_weight: float = _option(0.0, "Weight of the photorealism term (Luan et al.: the content's matting "
                                        "Laplacian keeps the output locally an affine recolouring of the photo); "
                                        "0: off.", show="0 (off)")
-    photo: bool = _option(False, "Photorealistic preset (see RenderConfig.photo_defaults); options given "
-                                 "explicitly override it.", flags=("--photo/--no-photo",), show="off")
+    photo: bool = _option(False, "Photorealistic preset: Luan et al.'s matting term, started from the "
+                                 "content, no TV (see README); options given explicitly override it.", flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -327,8 +327,8 @@ class RuntimeConfig:
     pooling: str = _option("max", "max or avg.")
     device: str = _option("auto", "auto, cpu or cuda.")
     backend: str = _option("auto", "torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench').")
-    precision: str = _option("auto", "fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, "
-                                     "optimiser fp32).",
+    precision: str = _option("auto", f"auto, {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (bf16, fp16: "
+                                     "features in half precision; Grams, losses, optimiser fp32).",
                              show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
     cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
                                        "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")

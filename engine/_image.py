@@ -27,6 +27,7 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from ._errors import ImageError, OutputError
 from ._files import atomic_write, cache_dir, probe_writable
+from ._values import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -40,9 +41,6 @@ __all__ = [
     "same_file_role",
     "save_image",
 ]
-
-#: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
-DEFAULT_MAX_PIXELS = 16384 * 16384
 
 #: Key of the PNG text chunk that holds the render parameters (JSON).
 METADATA_KEY = "styleforge"

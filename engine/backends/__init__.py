@@ -2,7 +2,7 @@
 TensorRT), the exported graphs they share, the one factory that builds them, and their timing."""
 
 from ._base import Backend
-from ._bench import BackendTiming, conv_flops, matrix_tflops, time_backend
+from ._bench import BackendTiming, conv_flops, machine_facts, matrix_tflops, time_backend
 from ._export import ExportedGraphs, export_onnx
 from ._onnxruntime import OnnxRuntimeBackend
 from ._registry import (BACKEND_TYPES, auto_backend, available_backends, backend_for, backend_key,
@@ -15,5 +15,5 @@ __all__ = [
     "backend_for", "backend_key", "auto_backend", "available_backends", "record_fastest_backend", "resolve_precision",
     "BACKEND_TYPES",
     "ExportedGraphs", "export_onnx", "tensorrt_available",
-    "BackendTiming", "conv_flops", "matrix_tflops", "time_backend",
+    "BackendTiming", "conv_flops", "machine_facts", "matrix_tflops", "time_backend",
 ]

@@ -224,10 +224,12 @@ def _parse_toml(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
 
 
 def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-                  output_root: str | os.PathLike | None = None, allow_outside: bool = False) -> list[BatchJob]:
+                  output_root: str | os.PathLike | None = None, allow_outside: bool = False,
+                  base: dict[str, Any] | None = None) -> list[BatchJob]:
     """Parse and validate a whole manifest; relative paths are relative to the manifest's folder.
 
-    ``overrides`` (options from the command line) apply to every job. Outputs are relative to
+    ``overrides`` (options from the command line) apply to every job; ``base`` (a config file's
+    options) lies under the manifest's defaults, which replace it. Outputs are relative to
     ``output_root`` when given, and must lie inside it (default: the manifest's folder), through
     symlinks, unless ``allow_outside``. Raises ManifestError with every bad line before any work.
     """
@@ -254,7 +256,7 @@ def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None =
     except ConfigError as error:
         raise ConfigError(error.problem, field=error.field, source=source) from None
     root = Path(output_root) if output_root is not None else path.parent
-    return _validate(source, entries, {**defaults, **(overrides or {})}, path.parent, root,
+    return _validate(source, entries, {**(base or {}), **defaults, **(overrides or {})}, path.parent, root,
                      confine=not allow_outside)
 
 

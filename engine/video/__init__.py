@@ -6,7 +6,7 @@ PyAV and OpenCV are the ``video`` extra, imported when first used (``MissingExtr
 the extra when they are missing).
 """
 
-from ._config import VideoConfig
+from .._video_config import VideoConfig
 from ._deps import MissingExtraError, require
 from ._encode import CODECS, CONTAINERS, check_codec, encode_video, video_digest
 from ._flow import FLOW_PRESETS, consistency_mask, motion_boundaries, occlusions, optical_flow, warp

@@ -12,6 +12,7 @@ from PIL import Image
 
 from .._errors import ConfigError
 from .._files import atomic_write
+from .._video_config import CODECS
 from ._deps import require
 
 __all__ = ["CODECS", "CONTAINERS", "check_codec", "encode_video", "video_digest"]
@@ -22,9 +23,6 @@ _MARK = "styleforge frame_hash "
 #: Output suffix -> (FFmpeg container, default codec).
 CONTAINERS = {".mp4": ("mp4", "libx264"), ".mov": ("mov", "libx264"), ".mkv": ("matroska", "libx264"),
               ".webm": ("webm", "libvpx-vp9")}
-#: Codecs --codec accepts, and the containers each fits.
-CODECS = {"libx264": (".mp4", ".mov", ".mkv"), "libx265": (".mp4", ".mov", ".mkv"),
-          "libvpx-vp9": (".webm", ".mkv", ".mp4"), "ffv1": (".mkv",), "prores_ks": (".mov", ".mkv")}
 _PIXEL_FORMATS = {"ffv1": "rgb24", "prores_ks": "yuv422p10le"}
 
 

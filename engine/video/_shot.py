@@ -30,7 +30,7 @@ from .._image import check_output_path, load_image, resize_to
 from ..backends import Backend, backend_for, resolve_precision
 from ..objectives import TemporalTerm
 from ..rendering import RenderEvent, TargetCache, crop_to_frame, plan_for, render
-from ._config import VideoConfig
+from .._video_config import VideoConfig
 from ._encode import check_codec, encode_video, video_digest
 from ._flow import consistency_mask, optical_flow, warp
 from ._frames import FrameSource

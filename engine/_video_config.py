@@ -1,5 +1,8 @@
 """VideoConfig: the options a shot adds to a render's (temporal term, flow, later frames'
-schedule, encoding). The render's own options stay in RenderConfig, unchanged."""
+schedule, encoding). The render's own options stay in RenderConfig, unchanged.
+
+It sits in the engine's core, without torch, video or OpenCV, beside RenderConfig: the command
+line shows its defaults in ``video --help`` without loading any of them."""
 
 from __future__ import annotations
 
@@ -7,11 +10,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._errors import ConfigError, check_choice
-from ._encode import CODECS
-from ._flow import FLOW_PRESETS
+from ._errors import ConfigError, check_choice
 
-__all__ = ["VideoConfig"]
+__all__ = ["CODECS", "FLOW_PRESETS", "VideoConfig"]
+
+#: Codecs --codec accepts, and the containers each fits.
+CODECS = {"libx264": (".mp4", ".mov", ".mkv"), "libx265": (".mp4", ".mov", ".mkv"),
+          "libvpx-vp9": (".webm", ".mkv", ".mp4"), "ffv1": (".mkv",), "prores_ks": (".mov", ".mkv")}
+#: DIS presets, fastest first. The default is chosen in benchmarks/bench_video.py (see RESULTS.md).
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
 
 
 @dataclass(frozen=True, kw_only=True)
