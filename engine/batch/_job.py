@@ -35,7 +35,7 @@ _HASH_KEY = "job_hash"
 def job_hash(job: BatchJob) -> str:
     """sha256 of everything that decides the job's pixels: options and input file bytes."""
     spec = {
-        "config": job.config.to_dict(),
+        "config": job.config.hashed(),
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
         "styles": [sha256_file(path) for path in job.styles],

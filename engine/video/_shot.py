@@ -89,7 +89,7 @@ def _tensor_digest(image: torch.Tensor) -> str:
 def shot_digests(config: RenderConfig, video: VideoConfig, source: FrameSource,
                  styles: Sequence[torch.Tensor]) -> list[str]:
     """Each frame's hash: the options, the styles' pixels, its input and the frames before it."""
-    spec = {"config": config.to_dict(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
+    spec = {"config": config.hashed(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
     return chain_digests(spec, source.digests)
 
 
