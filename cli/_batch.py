@@ -21,10 +21,11 @@ from ._options import with_render_options
 @with_render_options
 def batch(
     manifest: Annotated[Path | None, typer.Argument(help="Jobs: .jsonl, .csv or .toml (see README).", show_default=False)] = None,
-    glob: Annotated[str | None, typer.Option("--glob", help="Instead of a manifest: every file matching this pattern is a content image.", show_default="none: a MANIFEST")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", help="Instead of a manifest: every file matching this pattern is a content image; or every frame of a numbered sequence (quoted: 'plate.####.exr', 'plate.%04d.exr').", show_default="none: a MANIFEST")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="With a --glob sequence: only these frames, FIRST-LAST (1001-1050).", show_default="all")] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="With --glob: style image; repeat for several.", show_default="none")] = None,
     style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="With --glob: semantic map of each style.", show_default="none")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="With --glob: output path template with {stem}, {name} or {index}.", show_default="none")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="With --glob: output path template with {stem}, {name}, {index} or {frame}, or a sequence (out/styled.####.exr: the input's frame numbers).", show_default="none")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE render option for every job (overrides the manifest's defaults, like the option flags); repeat.", show_default="none")] = None,
     output_root: Annotated[Path | None, typer.Option("--output-root", help="Relative outputs go here, and every output must lie inside it.", show_default="the manifest's folder; with --glob, the working folder, unconfined")] = None,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let outputs lie outside the output root (../x.png, absolute paths).", show_default="off")] = False,
@@ -46,7 +47,7 @@ def batch(
     report and exits with 130."""
     code = run_guarded(debug, lambda: _batch(manifest, glob, style, style_map, output, option, output_root,
                                              allow_outside, workers, devices, ray, report, overwrite, verbose,
-                                             render_options))
+                                             render_options, frames=frames))
     raise typer.Exit(code)
 
 
@@ -65,7 +66,7 @@ def _check_report(path: Path, jobs) -> None:
     check_json_output(path, "jobs", "report")
 
 
-def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside, render_options):
+def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside, render_options, frames=None):
     overrides: dict[str, Any] = {}
     for item in option or []:
         key, sep, value = item.partition("=")
@@ -75,6 +76,8 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
     overrides.update(render_options)
     if (manifest is None) == (glob is None):
         raise ConfigError("give either a MANIFEST or --glob PATTERN", field="glob")
+    if manifest is not None and frames is not None:
+        raise ConfigError("a range of frames goes with --glob 'plate.####.exr'", field="frames")
     if manifest is not None:
         jobs = engine.load_manifest(manifest, overrides=overrides, output_root=output_root,
                                     allow_outside=allow_outside)
@@ -83,17 +86,18 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
         raise ConfigError("needs --style and --output (a template such as out/{stem}.png)", field="glob")
     jobs = engine.glob_jobs(glob, styles=[str(s) for s in style], output=output, options=overrides,
                             style_maps=[str(s) for s in style_map] if style_map else None,
-                            output_root=output_root, allow_outside=allow_outside)
+                            output_root=output_root, allow_outside=allow_outside,
+                            frames=engine.parse_frame_range(frames))
     return jobs, Path("batch-report.json")
 
 
 def _batch(manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray,
-           report, overwrite, verbose, render_options) -> int:
+           report, overwrite, verbose, render_options, *, frames: str | None = None) -> int:
     if workers < 1:
         raise ConfigError(f"must be at least 1, got {workers}", field="workers")
     device_list = _parse_devices(devices) if devices else None
     jobs, default_report = _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside,
-                                 render_options)
+                                 render_options, frames)
     report_path = report or default_report
     _check_report(report_path, jobs)
 

@@ -131,6 +131,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     if content_path is None and cli.get("content_map") is None and config.objective.method == "mrf":
         raise ConfigError("give a content image, or a --content-map to paint from", field="content")
     colors = config.color_management
+    if any(Path(str(path)).suffix.lower() == ".exr" for path in [*targets, *inputs.values()]):
+        engine.color_pipeline(colors.input_colorspace, colors.view, output=colors.output_colorspace)  # names checked
     # An EXR plate renders display-referred and goes back to its scene values (engine.read_plate).
     plate = engine.read_plate(content_path, colorspace=colors.input_colorspace, view=colors.view,
                               max_pixels=max_pixels) if content_path and Path(content_path).suffix.lower() == ".exr" \

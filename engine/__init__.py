@@ -23,6 +23,7 @@ from ._errors import (
     check_choice,
 )
 from ._image import DEFAULT_MAX_PIXELS, check_output_path, load_image, read_metadata, resize_long_side, resize_to, save_image
+from ._colorspace import color_pipeline
 from ._plate import Plate, read_plate
 from ._maps import flat_map, is_color, load_style_maps
 from ._backbone import VGGFeatures, layer_infos
@@ -36,6 +37,7 @@ from .video import (
     VideoEvent,
     frame_store,
     open_frames,
+    parse_frame_range,
     render_shot,
     warp_error,
 )
@@ -49,14 +51,14 @@ __all__ = [
     "RenderConfig", "PHOTO_PRESET", "load_config_file", "parse_size", "frame_shape", "Precision",
     # images in and out
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
-    "DEFAULT_MAX_PIXELS", "write_json_atomic", "read_plate", "Plate", "load_style_maps", "flat_map", "is_color",
+    "DEFAULT_MAX_PIXELS", "write_json_atomic", "read_plate", "Plate", "color_pipeline", "load_style_maps", "flat_map", "is_color",
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
     # the CPU
     "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores",
     # video
     "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
-    "MissingExtraError", "warp_error",
+    "MissingExtraError", "warp_error", "parse_frame_range",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
     # models and backends

@@ -88,12 +88,16 @@ def _colorspaces(source: str) -> list[str]:
     return [space.getName() for space in _config(source).getColorSpaces()]
 
 
-def color_pipeline(colorspace: str | None = None, view: str | None = None) -> ColorPipeline:
+def color_pipeline(colorspace: str | None = None, view: str | None = None, *,
+                   output: str | None = None) -> ColorPipeline:
     """The conversions of a plate in ``colorspace`` (default: the config's scene_linear role)
     shown through ``view``, "DISPLAY/VIEW" or a view of the default display (default: the
-    config's default view). ConfigError lists the valid names for an unknown one."""
+    config's default view). ConfigError lists the valid names for an unknown one (``output``
+    too: the colour space outputs will be converted to, checked before any work)."""
     source = os.environ.get("OCIO") or BUILTIN_CONFIG
     config = _config(source)
+    if output is not None:
+        check_choice("output_colorspace", output, _colorspaces(source))
     if colorspace is None:
         colorspace = config.getRoleColorSpace("scene_linear") or config.getColorSpaceNames()[0]
     else:

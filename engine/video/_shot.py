@@ -128,6 +128,7 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     Raises ImageError / ConfigError before any work for outputs it may not write (see
     ``check_shot``), RenderError when a frame's render fails, ShotInterrupted on Ctrl-C."""
     video = video or VideoConfig()
+    store = store.numbered(source.numbers)  # plate.1001.exr renders to out.1001.exr
     started = time.perf_counter()
     digests = shot_digests(config, video, source, styles)
     first = check_shot(source, store, digests, overwrite=overwrite, inputs=inputs)
