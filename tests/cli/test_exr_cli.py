@@ -66,3 +66,39 @@ def test_an_exr_plate_to_a_display_png_and_a_bad_colour_space(tmp_path, plate):
                                  "--output-colorspace", "ACEScgg", *TINY])
     assert result.exit_code == 2 and "did you mean 'ACEScg'" in result.output
     assert not (tmp_path / "b.exr").exists()
+
+
+def _exr_shot(folder, numbers):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    texture = rng.uniform(0.0, 2.0, size=(24, 40 + 2 * len(numbers), 3)).astype(np.float32)
+    for t, number in enumerate(numbers):
+        (folder / f"plate.{number:04d}.exr").write_bytes(encode_exr(texture[:, 2 * t:2 * t + 40]))
+    return folder
+
+
+def test_video_renders_a_range_of_a_numbered_exr_shot_keeping_its_numbers(tmp_path, plate):
+    pytest.importorskip("cv2", reason="video needs OpenCV (the video extra)")
+    _, style = plate
+    shot = _exr_shot(tmp_path / "shot", range(1001, 1005))
+    result = runner.invoke(app, ["video", str(shot / "plate.####.exr"), "-s", str(style), "-o",
+                                 str(tmp_path / "out" / "styled.%04d.exr"), "--frames", "1002-1003",
+                                 "--frame-iterations", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["styled.1002.exr", "styled.1003.exr"]
+    assert read_metadata(tmp_path / "out" / "styled.1003.exr")["frame"] == 1003
+    (shot / "plate.1003.exr").unlink()
+    result = runner.invoke(app, ["video", str(shot / "plate.####.exr"), "-s", str(style), "-o",
+                                 str(tmp_path / "again" / "styled.####.exr"), *TINY])
+    assert result.exit_code == 2 and "missing frames 1003" in result.output
+    assert not (tmp_path / "again").exists()
+
+
+def test_batch_glob_renders_a_numbered_shot_frame_by_frame(tmp_path, plate, monkeypatch):
+    _, style = plate
+    _exr_shot(tmp_path / "shot", range(1001, 1003))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["batch", "--glob", "shot/plate.####.exr", "-s", str(style), "-o",
+                                 "out/styled.####.exr", "--frames", "1002-1002", *TINY[:-1]])
+    assert result.exit_code == 0, result.output
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["styled.1002.exr"]
