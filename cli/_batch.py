@@ -22,7 +22,7 @@ from ._render import command_options, split_config_file
 #: Options of the batch command that are not render options but may be set in a config file,
 #: with the types a file's value may have.
 _COMMAND_OPTIONS: dict[str, tuple[type, ...]] = {
-    "manifest": (str,), "glob": (str,), "style": (str, list), "style_map": (str, list), "output": (str,),
+    "manifest": (str,), "glob": (str,), "frames": (str,), "style": (str, list), "style_map": (str, list), "output": (str,),
     "output_root": (str,), "allow_outside": (bool,), "workers": (int,), "devices": (str,), "ray": (str,),
     "report": (str,), "overwrite": (bool,), "verbose": (bool,), "quiet": (bool,),
 }
@@ -34,10 +34,11 @@ _OPTION_KEYS = (*RenderConfig.FIELDS, *VideoConfig.__dataclass_fields__)
 @with_render_options
 def batch(
     manifest: Annotated[Path | None, typer.Argument(help="Jobs: .jsonl, .csv or .toml (see README).", show_default=False)] = None,
-    glob: Annotated[str | None, typer.Option("--glob", metavar="PATTERN", help="Instead of a manifest: every file matching this pattern is a content image.", show_default="none: give a MANIFEST")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", metavar="PATTERN", help="Instead of a manifest: every file matching this pattern is a content image; or every frame of a numbered sequence (quoted: 'plate.####.exr', 'plate.%04d.exr').", show_default="none: give a MANIFEST")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", metavar="FIRST-LAST", help="With a --glob sequence: only these frames (1001-1050).", show_default="all")] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="With --glob: style image; repeat for several.", show_default="none")] = None,
     style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="With --glob: semantic map of each style.", show_default="none")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", metavar="TEMPLATE", help="With --glob: output path template with {stem}, {name} or {index}.", show_default="none")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="TEMPLATE", help="With --glob: output path template with {stem}, {name}, {index} or {frame}, or a sequence (out/styled.####.exr: the input's frame numbers).", show_default="none")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", metavar="KEY=VALUE", help="KEY=VALUE render option for every job (overrides the manifest's defaults, like the option flags); repeat.", show_default="none")] = None,
     output_root: Annotated[Path | None, typer.Option("--output-root", help="Relative outputs go here, and every output must lie inside it.", show_default="the manifest's folder; with --glob, the working folder, unconfined")] = None,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let outputs lie outside the output root (../x.png, absolute paths).", show_default="off")] = False,
@@ -59,7 +60,7 @@ def batch(
     over the manifest's defaults. A manifest's outputs stay inside its folder (or --output-root)
     unless --allow-outside; no output may be any job's input. Ctrl-C stops the batch, writes the
     report and exits with 130."""
-    given = dict(manifest=manifest, glob=glob, style=style, style_map=style_map, output=output,
+    given = dict(manifest=manifest, glob=glob, frames=frames, style=style, style_map=style_map, output=output,
                  output_root=output_root, workers=workers, devices=devices, ray=ray, report=report)
     given = {name: value for name, value in given.items() if value is not None}
     given |= {name: True for name, value in dict(allow_outside=allow_outside, overwrite=overwrite, verbose=verbose,
@@ -85,7 +86,7 @@ def _from_config(config_path: Path | None, given: dict[str, Any], option: list[s
                   values.get("output"), option, values.get("output_root"), bool(values.get("allow_outside")),
                   values.get("workers", 1), values.get("devices"), values.get("ray"), values.get("report"),
                   bool(values.get("overwrite")), bool(values.get("verbose")), render_options,
-                  quiet=bool(values.get("quiet")), base=file_options)
+                  quiet=bool(values.get("quiet")), base=file_options, frames=values.get("frames"))
 
 
 def _parse_devices(text: str) -> list[int]:
@@ -125,10 +126,13 @@ def _parse_options(option: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside, render_options, base):
+def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside, render_options, base,
+          frames=None):
     overrides = {**_parse_options(option), **render_options}
     if (manifest is None) == (glob is None):
         raise ConfigError("give either a MANIFEST or --glob PATTERN", field="glob")
+    if manifest is not None and frames is not None:
+        raise ConfigError("a range of frames goes with --glob 'plate.####.exr'", field="frames")
     if manifest is not None:
         jobs = engine.load_manifest(manifest, overrides=overrides, output_root=output_root,
                                     allow_outside=allow_outside, base=base)
@@ -137,19 +141,20 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
         raise ConfigError("needs --style and --output (a template such as out/{stem}.png)", field="glob")
     jobs = engine.glob_jobs(glob, styles=[str(s) for s in style], output=output, options={**base, **overrides},
                             style_maps=[str(s) for s in style_map] if style_map else None,
-                            output_root=output_root, allow_outside=allow_outside)
+                            output_root=output_root, allow_outside=allow_outside,
+                            frames=engine.parse_frame_range(frames))
     # Beside the outputs, not wherever the command happened to run.
     folder = Path(os.path.commonpath([os.path.abspath(job.output.parent) for job in jobs]))
     return jobs, folder / "batch-report.json"
 
 
 def _batch(manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray,
-           report, overwrite, verbose, render_options, *, quiet=False, base=None) -> int:
+           report, overwrite, verbose, render_options, *, quiet=False, base=None, frames=None) -> int:
     if workers < 1:
         raise ConfigError(f"must be at least 1, got {workers}", field="workers")
     device_list = _parse_devices(devices) if devices else None
     jobs, default_report = _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside,
-                                 render_options, base or {})
+                                 render_options, base or {}, frames)
     report_path = report or default_report
     _check_report(report_path, jobs, beside_outputs=report is None and manifest is None)
 

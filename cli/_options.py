@@ -18,7 +18,8 @@ __all__ = ["RENDER_OPTIONS", "with_render_options"]
 
 #: Help panels, one per config group.
 _PANELS = {"objective": "Loss", "mrf": "MRF and semantic maps", "pyramid": "Size and schedule",
-           "optimization": "Optimiser", "runtime": "Network and device", "memory": "Memory and tiling"}
+           "optimization": "Optimiser", "runtime": "Network and device", "memory": "Memory and tiling",
+           "color_management": "Colour management (EXR)"}
 
 RENDER_OPTIONS = RenderConfig.FIELDS
 #: Value names that say more than the type: sizes in the one size grammar, amounts of memory.

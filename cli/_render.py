@@ -75,12 +75,12 @@ def split_config_file(path: Path | None, command_options: set[str]) -> tuple[dic
 def render(
     content: Annotated[Path | None, typer.Argument(help="Content photo (omit for texture synthesis).", show_default=False)] = None,
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default="none")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg or .tif.", show_default="none")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .png, .jpg, .tif or .exr.", show_default="none")] = None,
     content_map: Annotated[Path | None, typer.Option(help="Semantic map of the output (flat colours): each region takes its style from the same colour in the --style-map(s); with --method mrf CONTENT may be omitted.", show_default="none")] = None,
     style_map: Annotated[list[Path] | None, typer.Option("--style-map", help="Semantic map of each --style image, same size as it, or a flat #rrggbb: that style paints that region only.", show_default="none")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan of every level and stop.", show_default="off")] = False,
     save_every: Annotated[int | None, typer.Option(help="Also write OUTPUT_<iteration> every N iterations (0: never).", show_default="0")] = None,
-    bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG.", show_default="8")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="8, or 16 for PNG; EXR: 16 (half) or 32 (float).", show_default="8; an EXR plate's own type")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse inputs with more pixels.", show_default=str(engine.DEFAULT_MAX_PIXELS))] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any of these options; the command line overrides it.", show_default="none")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", show_default="off")] = False,
@@ -135,10 +135,21 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     content_path = cli.get("content")
     if content_path is None and cli.get("content_map") is None and config.objective.method == "mrf":
         raise ConfigError("give a content image, or a --content-map to paint from", field="content")
-    content = engine.load_image(content_path, max_pixels=max_pixels) if content_path else None
+    colors = config.color_management
+    if any(Path(str(path)).suffix.lower() == ".exr" for path in [*targets, *inputs.values()]):
+        engine.color_pipeline(colors.input_colorspace, colors.view, output=colors.output_colorspace)  # names checked
+    # An EXR plate renders display-referred and goes back to its scene values (engine.read_plate).
+    plate = engine.read_plate(content_path, colorspace=colors.input_colorspace, view=colors.view,
+                              max_pixels=max_pixels) if content_path and Path(content_path).suffix.lower() == ".exr" \
+        else None
+
+    def load(path: Any) -> Any:
+        return engine.load_image(path, max_pixels=max_pixels, colorspace=colors.input_colorspace, view=colors.view)
+
+    content = plate.display if plate is not None else load(content_path) if content_path else None
     style_paths = [str(path) for path in cli["style"]]
-    styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
-    content_map = engine.load_image(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
+    styles = [load(path) for path in style_paths]
+    content_map = load(cli["content_map"]) if cli.get("content_map") else None
     map_paths = [str(path) for path in cli.get("style_map") or []]
     style_maps = engine.load_style_maps(map_paths, styles, max_pixels=max_pixels) if map_paths else None
 
@@ -183,13 +194,15 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, o
         "content": str(content_path) if content_path else None,
         "styles": style_paths,
         **({"content_map": str(cli["content_map"]), "style_maps": map_paths} if content_map is not None else {}),
+        **({"color": plate.pipeline.describe()} if plate is not None else {}),
         "config": config.to_dict(),
     }
 
     def write(image, path: Path, **extra: Any) -> None:
         # A write that fails keeps the image in the cache and says where (OutputError).
         engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite,
-                          recover=True, make_folders=True)
+                          recover=True, make_folders=True, plate=plate,
+                          colorspace=colors.output_colorspace or colors.input_colorspace, view=colors.view)
 
     # The bar follows the work (evaluations weighted by pixels): a pyramid's last levels are
     # the slow ones, so counting iterations would promise far too early a finish.

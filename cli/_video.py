@@ -29,9 +29,10 @@ def _duration(seconds: float | None) -> str:
 @app.command(cls=HelpCommand)
 @with_render_options
 def video(
-    source: Annotated[str, typer.Argument(metavar="INPUT", help="A video (.mp4, .mov, .webm, .mkv), a folder of frames, or a quoted glob ('shot/*.png').", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="A video (.mp4, .mov, .webm, .mkv), a folder of frames, a quoted glob ('shot/*.png'), or a numbered sequence ('plate.####.exr', 'plate.%04d.png': frame numbers kept in a frame-pattern output).", show_default=False)],
     style: Annotated[list[Path] | None, typer.Option("--style", "-s", help="Style image; repeat for several.", show_default="none")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="A video (.mp4, .mov, .mkv, .webm; its frames are kept in OUTPUT.frames/) or a frame pattern (out/%05d.png).", show_default="none")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="A video (.mp4, .mov, .mkv, .webm; its frames are kept in OUTPUT.frames/) or a frame pattern (out/%05d.png, out.####.exr).", show_default="none")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="Only these frames of a numbered sequence, FIRST-LAST (1001-1050).", show_default="all")] = None,
     temporal_weight: Annotated[float | None, typer.Option(help="Weight of the temporal consistency term (Ruder et al.); 0 renders every frame on its own.", show_default=f"{VideoConfig.temporal_weight:g}")] = None,
     frame_iterations: Annotated[int | None, typer.Option(help="Iterations of each frame after the first (one level, from the previous frame warped).", show_default="the last level's")] = None,
     flow_preset: Annotated[str | None, typer.Option(help="DIS optical flow preset: ultrafast, fast or medium.", show_default=VideoConfig.flow_preset)] = None,
@@ -54,12 +55,12 @@ def video(
                                                 flow_preset=flow_preset, fps=fps, codec=codec, crf=crf).items()
                if value is not None}
     run_guarded(debug, lambda: _video(source, style, output, options, max_pixels, config, overwrite, quiet,
-                                      render_options))
+                                      render_options, frames=frames))
 
 
 def _video(source: str, styles: list[Path] | None, output: str | None, options: dict[str, Any],
            max_pixels: int | None, config_path: Path | None, overwrite: bool, quiet: bool,
-           flags: dict[str, Any]) -> None:
+           flags: dict[str, Any], *, frames: str | None = None) -> None:
     file_options, _ = split_config_file(config_path, set())
     config = options_to_config(file_options, config_path, flags)
     video = VideoConfig(**options)
@@ -70,7 +71,7 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
     limit = max_pixels or engine.DEFAULT_MAX_PIXELS
     # Everything that can be refused is refused before any work, and nothing is written.
     store = engine.frame_store(output)
-    shot = engine.open_frames(source, max_pixels=limit)
+    shot = engine.open_frames(source, max_pixels=limit, frames=engine.parse_frame_range(frames))
     style_images = [engine.load_image(path, max_pixels=limit) for path in styles]
     inputs = {f"style {i}": str(path) for i, path in enumerate(styles, start=1)}
     if config_path is not None:

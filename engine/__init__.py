@@ -27,6 +27,7 @@ from ._errors import (
     WeightsError,
     check_choice,
 )
+from ._colorspace import color_pipeline
 from ._files import write_json_atomic
 from ._layers import layer_infos
 from ._models import MODELS
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from ._device import Precision, resolve_device
     from ._image import check_output_path, load_image, read_metadata, resize_long_side, resize_to, save_image
     from ._maps import flat_map, load_style_maps
+    from ._plate import Plate, read_plate
     from ._weights import load_backbone, model_status, resolve_weights
     from .backends import backend_for, export_onnx, resolve_precision
     from .batch import BatchJob, JobOutcome, ManifestError, glob_jobs, load_manifest, run_batch
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         VideoEvent,
         frame_store,
         open_frames,
+        parse_frame_range,
         render_shot,
         warp_error,
     )
@@ -63,7 +66,8 @@ __all__ = [
     "RenderConfig", "PHOTO_PRESET", "load_config_file", "parse_size", "frame_shape", "Precision",
     # images in and out
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
-    "DEFAULT_MAX_PIXELS", "write_json_atomic", "load_style_maps", "flat_map", "is_color",
+    "DEFAULT_MAX_PIXELS", "write_json_atomic", "read_plate", "Plate", "color_pipeline", "load_style_maps", "flat_map",
+    "is_color",
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache", "resolve_precision",
     "WaitEvent", "report_waits",
@@ -71,7 +75,7 @@ __all__ = [
     "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores", "measure_bf16",
     # video
     "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
-    "MissingExtraError", "warp_error",
+    "MissingExtraError", "warp_error", "parse_frame_range",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
     # models and backends
@@ -92,13 +96,14 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("check_output_path", "load_image", "read_metadata", "resize_long_side", "resize_to",
                      "save_image"), "._image"),
     **dict.fromkeys(("flat_map", "load_style_maps"), "._maps"),
+    **dict.fromkeys(("Plate", "read_plate"), "._plate"),
     **dict.fromkeys(("load_backbone", "model_status", "resolve_weights"), "._weights"),
     **dict.fromkeys(("backend_for", "export_onnx", "resolve_precision"), ".backends"),
     **dict.fromkeys(("BatchJob", "JobOutcome", "ManifestError", "glob_jobs", "load_manifest", "run_batch"),
                     ".batch"),
     **dict.fromkeys(("RenderEvent", "RenderResult", "TargetCache", "plan_for", "render"), ".rendering"),
     **dict.fromkeys(("MissingExtraError", "ShotInterrupted", "ShotResult", "VideoEvent", "frame_store",
-                     "open_frames", "render_shot", "warp_error"), ".video"),
+                     "open_frames", "parse_frame_range", "render_shot", "warp_error"), ".video"),
 }
 
 

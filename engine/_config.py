@@ -3,7 +3,8 @@
 A RenderConfig is composed of groups, each a frozen dataclass that checks its own values:
 ``objective`` (what the loss asks for), ``mrf`` (Li & Wand's patches and neural-doodle maps),
 ``pyramid`` (sizes and iterations per level), ``optimization`` (optimiser and its start),
-``runtime`` (network, weights, device, backend, precision) and ``memory`` (tiling budget).
+``runtime`` (network, weights, device, backend, precision), ``memory`` (tiling budget) and
+``color_management`` (OCIO colour spaces of EXR plates).
 Every field has one flat name (``style_weight``), unique across groups: the Python API, TOML
 files, batch manifests and the command line's flags (``--style-weight``) all use it, and the CLI
 builds its options, help and defaults from the fields' metadata here.
@@ -26,7 +27,8 @@ from ._runtime_names import DEVICES, PRECISIONS
 from ._values import coerce, parse_bytes, parse_color, parse_iterations, parse_size
 
 __all__ = [
-    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "MRFConfig", "MemoryConfig",
+    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "STYLE_LOSSES", "ColorManagementConfig",
+    "MRFConfig", "MemoryConfig",
     "ObjectiveConfig", "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig",
     "load_config_file", "option_name",
 ]
@@ -363,11 +365,33 @@ class MemoryConfig:
         return parse_bytes(self.max_memory) if self.max_memory is not None else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ColorManagementConfig:
+    """OpenColorIO names for EXR plates (the config: $OCIO, else OCIO's built-in ACES CG config).
+    Checked against the config when a plate is read or written (``_colorspace``), so a config
+    without the exr extra installed still builds."""
+
+    input_colorspace: str | None = _option(None, "Colour space of EXR inputs (an OCIO name, e.g. ACEScg).",
+                                           show="the OCIO config's scene_linear (ACEScg)")
+    output_colorspace: str | None = _option(None, "Colour space of EXR outputs.", show="the input's")
+    view: str | None = _option(None, "How the network sees an EXR plate: an OCIO view of the default display, or "
+                                     "DISPLAY/VIEW; the output comes back through its inverse.",
+                               show="the config's default (sRGB - Display, ACES 2.0 - SDR 100 nits)")
+
+    def __post_init__(self) -> None:
+        for name in ("input_colorspace", "output_colorspace", "view"):
+            value = getattr(self, name)
+            _check(value is None or (value.strip() != "" and "\0" not in value), name, f"must be a name, got {value!r}")
+
+
 _GROUPS: dict[str, type] = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
-                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig}
+                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig,
+                            "color_management": ColorManagementConfig}
 #: Flat option name -> (group name, dataclass field).
 _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
     f.name: (group, f) for group, cls in _GROUPS.items() for f in fields(cls)}
+#: Options added after batch and video outputs began to carry hashes of ``to_dict()`` (see ``hashed``).
+_LATER_OPTIONS = tuple(f.name for f in fields(ColorManagementConfig))
 #: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, 3 resolutions x
 #: 100 iterations, 384 px; weights re-tuned for the normalised losses. CNNMRF starts from the
 #: content; the palette start (the default init) gave its portrait the painting's ochre background
@@ -400,6 +424,7 @@ class RenderConfig:
     optimization: OptimizationConfig
     runtime: RuntimeConfig
     memory: MemoryConfig
+    color_management: ColorManagementConfig
 
     FIELDS: ClassVar[tuple[str, ...]] = tuple(_FIELDS)
 
@@ -491,6 +516,15 @@ class RenderConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready flat dict (tuples become lists): what outputs embed and from_options reads."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in self.to_flat().items()}
+
+    def hashed(self) -> dict[str, Any]:
+        """``to_dict()`` as output hashes read it: options added after outputs carried hashes are
+        left out while at their defaults, so those outputs keep their hashes (a rerun resumes)."""
+        values = self.to_dict()
+        for name in _LATER_OPTIONS:
+            if values[name] == _FIELDS[name][1].default:
+                del values[name]
+        return values
 
     @property
     def taps(self) -> tuple[str, ...]:

@@ -17,22 +17,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._errors import ImageError
+from .._errors import ConfigError, ImageError
 from .._image import DEFAULT_MAX_PIXELS, load_image
 from ._deps import require
+from ._sequence import find_sequence, is_sequence
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "FrameSource", "open_frames"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
 #: What a folder of frames may hold (other files in it are ignored).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
 
 
 @dataclass(frozen=True)
 class FrameSource:
     """The frames of a shot, checked: ``files`` in order (None for a video ``path``), their
-    ``width`` x ``height``, the video's ``fps`` (None for files), whether it has audio, and the
-    sha256 of each frame's decoded pixels (what decides its render)."""
+    ``width`` x ``height``, the video's ``fps`` (None for files), whether it has audio, the
+    sha256 of each frame's decoded pixels (what decides its render) and, for a numbered
+    sequence (``plate.####.exr``), each frame's number (None: counted from 1)."""
 
     path: Path
     files: tuple[Path, ...] | None
@@ -41,6 +43,7 @@ class FrameSource:
     digests: tuple[str, ...]
     fps: float | None = None
     has_audio: bool = False
+    numbers: tuple[int, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -83,12 +86,21 @@ def _frame_files(source: Path) -> list[Path] | None:
     return None
 
 
-def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameSource:
-    """Check a shot's input (a video file, a folder of frames, or a glob) and describe it.
+def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                frames: tuple[int, int] | None = None) -> FrameSource:
+    """Check a shot's input (a video file, a folder of frames, a glob, or a numbered sequence
+    such as ``plate.####.exr``: only ``frames`` (first, last) of it if given) and describe it.
 
-    Raises ImageError naming the file and the problem: not found, not a video, no frames, a
-    frame that does not decode, frames of different sizes, frames with too many pixels."""
+    Raises ImageError naming the file and the problem: not found, not a video, no frames,
+    missing frames of a sequence (by number), a frame that does not decode, frames of different
+    sizes, frames with too many pixels."""
     source = Path(source)
+    if is_sequence(source):
+        sequence = find_sequence(source, frames)
+        return _check_files(source, list(sequence.files), max_pixels, sequence.numbers)
+    if frames is not None:
+        raise ConfigError(f"{source}: a range of frames needs a numbered sequence (plate.####.exr or "
+                          "plate.%04d.exr)", field="frames")
     files = _frame_files(source)
     if files is None:
         if not source.exists():
@@ -98,6 +110,11 @@ def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         what = "matches no files" if globbing.has_magic(str(source)) else \
             f"holds no frames ({', '.join(IMAGE_SUFFIXES)} files)"
         raise ImageError(source, what)
+    return _check_files(source, files, max_pixels)
+
+
+def _check_files(source: Path, files: list[Path], max_pixels: int,
+                 numbers: tuple[int, ...] | None = None) -> FrameSource:
     digests, size = [], None
     for path in files:
         frame = load_image(path, max_pixels=max_pixels)  # ImageError names the frame's file
@@ -109,7 +126,7 @@ def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
                                    "every frame must be the same size")
         digests.append(_digest(frame))
     assert size is not None
-    return FrameSource(source, tuple(files), size[0], size[1], tuple(digests))
+    return FrameSource(source, tuple(files), size[0], size[1], tuple(digests), numbers=numbers)
 
 
 def _decode(path: Path) -> Iterator[tuple[int, np.ndarray]]:

@@ -89,7 +89,7 @@ def _tensor_digest(image: torch.Tensor) -> str:
 def shot_digests(config: RenderConfig, video: VideoConfig, source: FrameSource,
                  styles: Sequence[torch.Tensor]) -> list[str]:
     """Each frame's hash: the options, the styles' pixels, its input and the frames before it."""
-    spec = {"config": config.to_dict(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
+    spec = {"config": config.hashed(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
     return chain_digests(spec, source.digests)
 
 
@@ -128,6 +128,7 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     Raises ImageError / ConfigError before any work for outputs it may not write (see
     ``check_shot``), RenderError when a frame's render fails, ShotInterrupted on Ctrl-C."""
     video = video or VideoConfig()
+    store = store.numbered(source.numbers)  # plate.1001.exr renders to out.1001.exr
     started = time.perf_counter()
     device = resolve_device(config.runtime.device)
     # The frames' hashes and metadata name the precision that runs (never auto): a machine that

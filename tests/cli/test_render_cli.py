@@ -273,7 +273,8 @@ def test_every_render_config_field_is_a_command_line_option():
         assert [name for name in engine.RenderConfig.FIELDS if name not in options] == []
     assert len(engine.RenderConfig.FIELDS) == sum(len(dataclasses.fields(group)) for group in (
         engine.RenderConfig().objective, engine.RenderConfig().mrf, engine.RenderConfig().pyramid,
-        engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory))
+        engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory,
+        engine.RenderConfig().color_management))
 
 
 def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inputs):
