@@ -169,7 +169,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         # bf16, so a render read back from it runs in the same numbers.
         with engine.report_waits(waits.on_wait):
             config = engine.resolve_precision(config, engine.resolve_device(config.runtime.device))
-        result = _render_image(config, cli, inputs=(content, styles, content_map, style_maps), output=output,
+        result = _render_image(config, cli, inputs=(content, styles, content_map, style_maps), plate=plate,
+                               output=output,
                                progress=progress, waits=waits, quiet=quiet, live=live, overwrite=overwrite,
                                bit_depth=bit_depth, save_every=save_every, total=total)
     if not quiet:
@@ -180,12 +181,14 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
             f"rendering{waited})")
 
 
-def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, output: Path, progress: Progress,
+def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, plate: Any, output: Path,
+                  progress: Progress,
                   waits: _WaitLine, quiet: bool, live: bool, overwrite: bool, bit_depth: int, save_every: int,
                   total: int) -> engine.RenderResult:
     """The render with its progress bar, intermediates and output (``config`` resolved: its
     metadata names what runs)."""
     content, styles, content_map, style_maps = inputs
+    colors = config.color_management
     content_path = cli.get("content")
     style_paths = [str(path) for path in cli["style"]]
     map_paths = [str(path) for path in cli.get("style_map") or []]
