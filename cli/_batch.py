@@ -15,6 +15,7 @@ from styleforge.engine.batch import BatchInterrupted, parse_option_value, write_
 
 from ._app import EXIT_FAILED, EXIT_INTERRUPTED, app, check_json_output, one_line, run_guarded, say, stderr
 from ._options import with_render_options
+from ._preview import PreviewOption, with_preview
 
 
 @app.command()
@@ -35,6 +36,7 @@ def batch(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs rendered with other parameters.", show_default="off")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per finished job.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
+    preview: PreviewOption = None,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -44,9 +46,9 @@ def batch(
     over the manifest's defaults. A manifest's outputs stay inside its folder (or --output-root)
     unless --allow-outside; no output may be any job's input. Ctrl-C stops the batch, writes the
     report and exits with 130."""
-    code = run_guarded(debug, lambda: _batch(manifest, glob, style, style_map, output, option, output_root,
-                                             allow_outside, workers, devices, ray, report, overwrite, verbose,
-                                             render_options))
+    code = run_guarded(debug, lambda: with_preview(preview, "batch", lambda feed: _batch(
+        manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray, report,
+        overwrite, verbose, render_options, feed)))
     raise typer.Exit(code)
 
 
@@ -88,7 +90,7 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
 
 
 def _batch(manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray,
-           report, overwrite, verbose, render_options) -> int:
+           report, overwrite, verbose, render_options, preview_feed=None) -> int:
     if workers < 1:
         raise ConfigError(f"must be at least 1, got {workers}", field="workers")
     device_list = _parse_devices(devices) if devices else None
@@ -96,6 +98,8 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
                                  render_options)
     report_path = report or default_report
     _check_report(report_path, jobs)
+    if preview_feed is not None:
+        preview_feed.expect_jobs(len(jobs))
 
     started = time.monotonic()
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -109,6 +113,8 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
     task = progress.add_task("batch", total=len(jobs), counts="")
 
     def on_outcome(outcome: JobOutcome) -> None:
+        if preview_feed is not None:
+            preview_feed.job_outcome(outcome)
         finished[(outcome.line, outcome.output)] = outcome
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         done = sum(counts.values())
@@ -120,6 +126,10 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
             say(f"line {outcome.line}: {outcome.status} {outcome.output}{reason}")
 
     def on_event(job, event) -> None:
+        if preview_feed is not None:
+            preview_feed.job_event(job, event)
+            if not verbose:
+                return
         # Verbose, in-process runs: each job's own progress, a line every 25% of its iterations.
         if event.iteration % max(1, event.iterations // 4) == 0:
             say(f"line {job.line}: iteration {event.iteration}/{event.iterations}, loss {event.loss:.4g}")
@@ -129,7 +139,7 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
         with progress:
             outcomes = engine.run_batch(jobs, overwrite=overwrite, workers=workers, devices=device_list,
                                         ray_address=ray, on_outcome=on_outcome,
-                                        on_event=on_event if verbose else None)
+                                        on_event=on_event if verbose or preview_feed is not None else None)
     except BatchInterrupted as stop:
         outcomes, interrupted = stop.outcomes, True
     except BaseException as error:

@@ -14,6 +14,7 @@ from styleforge.engine import ConfigError, RenderConfig, RenderEvent, RenderInte
 
 from ._app import EXIT_INTERRUPTED, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
+from ._preview import PreviewOption, with_preview
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
 #: file, with the type a file's value must have.
@@ -82,6 +83,7 @@ def render(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", show_default="off")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
+    preview: PreviewOption = None,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -91,11 +93,12 @@ def render(
                                                  max_pixels=max_pixels).items() if value is not None}
     if overwrite:
         given["overwrite"] = True
-    run_guarded(debug, lambda: _render(config, given, render_options, quiet=quiet, dry_run=dry_run))
+    run_guarded(debug, lambda: with_preview(None if dry_run else preview, "render", lambda feed: _render(
+        config, given, render_options, quiet=quiet, dry_run=dry_run, preview_feed=feed)))
 
 
 def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
-            dry_run: bool = False) -> None:
+            dry_run: bool = False, preview_feed: Any = None) -> None:
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
     cli = {**_command_options(file_own, str(config_path)), **given}
     config = options_to_config(file_options, config_path, flags)
@@ -164,6 +167,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     log_every = max(1, total // 10)
 
     def on_event(event: RenderEvent) -> None:
+        if preview_feed is not None:  # the preview page: a non-blocking hand-off
+            preview_feed.render_event(event)
         fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):

@@ -1,6 +1,6 @@
 """styleforge's engine: the public API users call; the layers below it are subpackages.
 
-Data flows one way: ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
+Data flows one way: ``preview`` -> ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
 (errors, files, values, device, image, backbone, weights, config). The engine never prints or
 exits: it reports through callbacks and raises typed errors.
 """
@@ -40,6 +40,7 @@ from .video import (
 )
 from .batch import BatchJob, JobOutcome, ManifestError, glob_jobs, load_manifest, run_batch
 from .rendering import RenderEvent, RenderResult, TargetCache, plan_for, render
+from .preview import PreviewServer, check_preview, open_preview
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,8 @@ __all__ = [
     "MissingExtraError", "warp_error",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
+    # the live preview page
+    "open_preview", "check_preview", "PreviewServer",
     # models and backends
     "MODELS", "model_status", "resolve_weights", "load_backbone", "VGGFeatures", "layer_infos", "backend_for",
     "export_onnx",
