@@ -27,6 +27,10 @@ from ..video import VideoEvent
 
 __all__ = ["PreviewFeed", "PreviewSnapshot"]
 
+#: The render thread's share of its time that pictures may take: after a picture that took t
+#: seconds, the next waits at least t / _PICTURE_BUDGET (a 4K CPU render slows the picture rate,
+#: never the render).
+_PICTURE_BUDGET = 0.005
 #: Points kept of a loss curve: past this, every other one is dropped (the curve keeps its shape).
 _CURVE_POINTS = 600
 
@@ -42,14 +46,21 @@ class PreviewSnapshot:
 
 
 def reduce_image(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """(3, H, W) -> (3, h, w) with max(h, w) <= long_side, area-averaged, clamped to [0, 1]; a new
-    tensor on the image's device."""
+    """(3, H, W) -> (3, h, w) with max(h, w) <= long_side, box-filtered (area), clamped to [0, 1];
+    a new tensor on the image's device. An integer average pool first (one pass over the image,
+    far cheaper than adaptive pooling at an odd ratio), then area resampling of what is left."""
     height, width = image.shape[-2:]
     scale = long_side / max(height, width)
     if scale >= 1:
         return image.detach().float().clamp(0, 1)  # a copy: float() of a float32 tensor is not
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image.detach()[None].float(), size=size, mode="area")[0].clamp_(0, 1)
+    small = image.detach()[None].float()
+    factor = min(height // size[0], width // size[1])
+    if factor > 1:
+        small = F.avg_pool2d(small, factor)
+    if tuple(small.shape[-2:]) != size:
+        small = F.interpolate(small, size=size, mode="area")
+    return small[0].clamp_(0, 1)
 
 
 class PreviewFeed:
@@ -66,6 +77,7 @@ class PreviewFeed:
         self._event: RenderEvent | None = None
         self._picture: torch.Tensor | None = None  # reduced image waiting for the server
         self._picture_at = 0.0
+        self._interval = 1.0 / max_fps
         self._curve_key = 0  # a new job or frame starts a new curve
         self._label = ""
         self._frames: dict[str, Any] = {}
@@ -90,9 +102,10 @@ class PreviewFeed:
         self._event = event
         self._status = "rendering"
         now = time.monotonic()
-        if self.watchers and self._picture is None and now - self._picture_at >= 1.0 / self.max_fps:
+        if self.watchers and self._picture is None and now - self._picture_at >= self._interval:
             self._picture = reduce_image(event.image, self.long_side)
             self._picture_at = now
+            self._interval = max(1.0 / self.max_fps, (time.monotonic() - now) / _PICTURE_BUDGET)
         self._changed += 1
 
     def video_event(self, event: VideoEvent) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 from styleforge.engine import ConfigError, MissingExtraError, RenderConfig, RenderEvent, load_image, render
 from styleforge.engine.batch import BatchJob, JobOutcome
 from styleforge.engine.preview import PreviewFeed, open_preview, parse_preview_address, reduce_image
-from styleforge.engine.preview import _server
+from styleforge.engine.preview import _feed, _server
 from styleforge.engine.video import VideoEvent
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -217,3 +217,13 @@ def test_chromium_shows_the_image_and_the_figures_during_a_render(test_images, t
     assert pixels.shape == (500, 800, 3)
     picture = pixels[20:200, 20:360]  # where the page puts the image: far from the flat dark background
     assert picture.std() > 20 and np.abs(picture - pixels[490, 790]).mean() > 20
+
+
+def test_a_slow_picture_spaces_out_the_next_ones(monkeypatch):
+    """Pictures may take 0.5% of the render thread's time: one that took 10 ms makes the next
+    wait 2 s, whatever max_fps allows (a 4K render on a CPU)."""
+    monkeypatch.setattr(_feed, "reduce_image", lambda image, side: time.sleep(0.01) or image[:, :1, :1])
+    feed = PreviewFeed(max_fps=100)
+    feed.watchers = 1
+    feed.render_event(_event(1))
+    assert feed._interval >= 2.0

@@ -1,0 +1,108 @@
+"""What the live preview costs a render: the same render with no preview and with a page watching
+(an event-stream client connected, so a picture is taken and encoded up to max_fps times a
+second), alternated, and the render thread's own share of the hand-off at larger images.
+
+    python benchmarks/bench_preview.py                          # 256 px, 40 iterations, 3 pairs
+    python benchmarks/bench_preview.py --size 64 --iterations 5 --pairs 1 --model vgg16-random   # a quick look
+
+Writes benchmarks/results/preview.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+from _report import write_report
+
+from styleforge.engine import RenderConfig, RenderEvent, load_image, open_preview, render
+from styleforge.engine.preview import PreviewFeed
+
+IMAGES = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def _watch(url: str, stop: threading.Event) -> None:
+    """An open page: reads the event stream until told to stop."""
+    with urllib.request.urlopen(url + "events", timeout=600) as stream:
+        while not stop.is_set() and stream.readline():
+            pass
+
+
+def _render_seconds(config: RenderConfig, content, style, preview: bool) -> tuple[float, int]:
+    if not preview:
+        return render(config, content, [style]).elapsed, 0
+    stop = threading.Event()
+    with open_preview("0") as server:
+        watcher = threading.Thread(target=_watch, args=(server.url, stop), daemon=True)
+        watcher.start()
+        while server.feed.watchers == 0:
+            time.sleep(0.01)
+        result = render(config, content, [style], callback=server.feed.render_event)
+        pictures = server.feed.snapshot().image_version
+        stop.set()
+    return result.elapsed, pictures
+
+
+def _hand_off_ms(side: int, repeats: int = 20) -> dict:
+    """Milliseconds the render thread spends in render_event with a page watching: with a picture
+    (the area reduction to 512 px) and without (the usual case: at most max_fps calls a second
+    take one)."""
+    image = torch.rand(3, side * 9 // 16, side)
+    feed = PreviewFeed()
+    feed.watchers = 1
+    event = RenderEvent(1, 10, {"total": torch.tensor(1.0)}, 0.0, 0, image, progress=0.1)
+    with_picture, without = [], []
+    for _ in range(repeats):
+        feed._picture, feed._picture_at = None, 0.0
+        start = time.perf_counter()
+        feed.render_event(event)
+        with_picture.append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        feed.render_event(event)  # the picture just taken is still waiting: none taken
+        without.append((time.perf_counter() - start) * 1e3)
+    return {"width": side, "height": side * 9 // 16, "ms_with_picture": statistics.median(with_picture),
+            "ms_without_picture": statistics.median(without),
+            "share_at_2_pictures_per_s": 2 * statistics.median(with_picture) / 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--model", default="vgg16-random")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "preview.json")
+    args = parser.parse_args()
+
+    content, style = load_image(IMAGES / "tubingen.jpg"), load_image(IMAGES / "starry_night.jpg")
+    config = RenderConfig(size=args.size, iterations=args.iterations, model=args.model, device="cpu")
+    render(config.replace({"iterations": 2}), content, [style])  # warm-up: weights, allocator, bf16 probe
+    plain, watched, pictures = [], [], []
+    for pair in range(args.pairs):  # alternated, so drift in the machine's load hits both alike
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        for preview in order:
+            seconds, taken = _render_seconds(config, content, style, preview)
+            (watched if preview else plain).append(seconds)
+            if preview:
+                pictures.append(taken)
+            print(f"pair {pair + 1}: {'preview' if preview else 'plain  '} {seconds:.2f} s"
+                  + (f" ({taken} pictures)" if preview else ""))
+    overhead = statistics.median(watched) / statistics.median(plain) - 1
+    print(f"median {statistics.median(plain):.2f} s plain, {statistics.median(watched):.2f} s with a page watching: "
+          f"{overhead:+.1%}")
+    hand_off = [_hand_off_ms(side) for side in (512, 1920, 3840)]
+    for row in hand_off:
+        print(f"hand-off at {row['width']}x{row['height']}: {row['ms_with_picture']:.2f} ms with a picture, "
+              f"{row['ms_without_picture'] * 1e3:.1f} us without; at 2 pictures/s {row['share_at_2_pictures_per_s']:.2%}")
+    write_report(args.output, "preview", [{"plain_seconds": plain, "preview_seconds": watched, "pictures": pictures,
+                                           "overhead": overhead}], size=args.size, iterations=args.iterations,
+                 model=args.model, threads=torch.get_num_threads(), hand_off=hand_off)
+
+
+if __name__ == "__main__":
+    main()
