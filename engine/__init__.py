@@ -9,6 +9,7 @@ from ._config import PHOTO_PRESET, RenderConfig, load_config_file
 from ._values import frame_shape, parse_size
 from ._device import Precision, resolve_device
 from ._cpu import cpu_flags, native_bf16, physical_cores, use_physical_cores
+from ._machine import describe_machine
 from ._files import write_json_atomic
 from ._errors import (
     BackendUnavailableError,
@@ -26,7 +27,7 @@ from ._image import DEFAULT_MAX_PIXELS, check_output_path, load_image, read_meta
 from ._maps import flat_map, is_color, load_style_maps
 from ._backbone import VGGFeatures, layer_infos
 from ._weights import MODELS, load_backbone, model_status, resolve_weights
-from .backends import backend_for, export_onnx
+from .backends import backend_for, compare_bench_reports, export_onnx, read_bench_report, write_bench_report
 from .video import (
     MissingExtraError,
     ShotInterrupted,
@@ -53,7 +54,7 @@ __all__ = [
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
     # the CPU
-    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores",
+    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores", "describe_machine",
     # video
     "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
     "MissingExtraError", "warp_error",
@@ -63,7 +64,7 @@ __all__ = [
     "open_preview", "check_preview", "PreviewServer",
     # models and backends
     "MODELS", "model_status", "resolve_weights", "load_backbone", "VGGFeatures", "layer_infos", "backend_for",
-    "export_onnx",
+    "export_onnx", "write_bench_report", "read_bench_report", "compare_bench_reports",
     # errors
     "StyleforgeError", "InputError", "ConfigError", "ImageError", "WeightsError", "BackendUnavailableError",
     "RenderError", "RenderInterrupted", "OutputError", "check_choice",

@@ -103,9 +103,10 @@ class PreviewFeed:
         self._status = "rendering"
         now = time.monotonic()
         if self.watchers and self._picture is None and now - self._picture_at >= self._interval:
+            spent = time.thread_time()  # the thread's CPU time: a busy machine's waits are not the picture's
             self._picture = reduce_image(event.image, self.long_side)
             self._picture_at = now
-            self._interval = max(1.0 / self.max_fps, (time.monotonic() - now) / _PICTURE_BUDGET)
+            self._interval = max(1.0 / self.max_fps, (time.thread_time() - spent) / _PICTURE_BUDGET)
         self._changed += 1
 
     def video_event(self, event: VideoEvent) -> None:

@@ -222,7 +222,13 @@ def test_chromium_shows_the_image_and_the_figures_during_a_render(test_images, t
 def test_a_slow_picture_spaces_out_the_next_ones(monkeypatch):
     """Pictures may take 0.5% of the render thread's time: one that took 10 ms makes the next
     wait 2 s, whatever max_fps allows (a 4K render on a CPU)."""
-    monkeypatch.setattr(_feed, "reduce_image", lambda image, side: time.sleep(0.01) or image[:, :1, :1])
+    def busy(image, side):
+        start = time.thread_time()
+        while time.thread_time() - start < 0.01:
+            pass
+        return image[:, :1, :1]
+
+    monkeypatch.setattr(_feed, "reduce_image", busy)
     feed = PreviewFeed(max_fps=100)
     feed.watchers = 1
     feed.render_event(_event(1))
