@@ -11,6 +11,7 @@ Writes benchmarks/results/preview.json.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import threading
@@ -39,24 +40,27 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _render_seconds(config: RenderConfig, content, style, preview: bool) -> tuple[float, float, int]:
-    """(wall seconds of the render, CPU seconds of the whole process meanwhile, pictures sent)."""
+def _render_seconds(config: RenderConfig, content, style, preview: bool) -> tuple[float, float, int, float]:
+    """(wall seconds of the render, CPU seconds of the whole process meanwhile, pictures sent,
+    CPU seconds the preview spent: pictures in the render thread, and all of the server's thread:
+    HTTP, the event stream, reading the losses, the JPEGs)."""
     if not preview:
         cpu = _cpu_seconds()
         result = render(config, content, [style])
-        return result.elapsed, _cpu_seconds() - cpu, 0
+        return result.elapsed, _cpu_seconds() - cpu, 0, 0.0
     stop = threading.Event()
     with open_preview("0") as server:
         watcher = threading.Thread(target=_watch, args=(server.url, stop), daemon=True)
         watcher.start()
         while server.feed.watchers == 0:
             time.sleep(0.01)
-        cpu = _cpu_seconds()
+        cpu, server_cpu = _cpu_seconds(), server.cpu_seconds()
         result = render(config, content, [style], callback=server.feed.render_event)
-        cpu = _cpu_seconds() - cpu
+        cpu, server_cpu = _cpu_seconds() - cpu, server.cpu_seconds() - server_cpu
         pictures = server.feed.snapshot().image_version
         stop.set()
-    return result.elapsed, cpu, pictures
+        spent = server.feed.picture_cpu_seconds + server_cpu  # the render thread's pictures, the server thread
+    return result.elapsed, cpu, pictures, spent
 
 
 def _hand_off_ms(side: int, repeats: int = 20) -> dict:
@@ -93,28 +97,33 @@ def main() -> None:
     content, style = load_image(IMAGES / "tubingen.jpg"), load_image(IMAGES / "starry_night.jpg")
     config = RenderConfig(size=args.size, iterations=args.iterations, model=args.model, device="cpu")
     render(config.replace({"iterations": 2}), content, [style])  # warm-up: weights, allocator, bf16 probe
-    plain, watched, plain_cpu, watched_cpu, pictures = [], [], [], [], []
+    plain, watched, plain_cpu, watched_cpu, pictures, preview_cpu = [], [], [], [], [], []
     for pair in range(args.pairs):  # alternated, so drift in the machine's load hits both alike
         order = (False, True) if pair % 2 == 0 else (True, False)
         for preview in order:
-            seconds, cpu, taken = _render_seconds(config, content, style, preview)
+            seconds, cpu, taken, spent = _render_seconds(config, content, style, preview)
             (watched if preview else plain).append(seconds)
             (watched_cpu if preview else plain_cpu).append(cpu)
             if preview:
                 pictures.append(taken)
+                preview_cpu.append(spent / cpu)
             print(f"pair {pair + 1}: {'preview' if preview else 'plain  '} {seconds:.2f} s, {cpu:.2f} CPU s"
-                  + (f" ({taken} pictures)" if preview else ""), flush=True)
+                  + (f" ({taken} pictures; the preview's own CPU {spent * 1e3:.1f} ms = {spent / cpu:.3%})"
+                     if preview else ""), flush=True)
     overhead = statistics.median(watched) / statistics.median(plain) - 1
     cpu_overhead = statistics.median(watched_cpu) / statistics.median(plain_cpu) - 1
     print(f"median {statistics.median(plain):.2f} s plain, {statistics.median(watched):.2f} s with a page watching: "
-          f"{overhead:+.1%}; CPU time {cpu_overhead:+.1%}")
+          f"{overhead:+.1%}; CPU time {cpu_overhead:+.1%}; the preview's own CPU time, median "
+          f"{statistics.median(preview_cpu):.3%} of the render's (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs)")
     hand_off = [_hand_off_ms(side) for side in (512, 1920, 3840)]
     for row in hand_off:
         print(f"hand-off at {row['width']}x{row['height']}: {row['ms_with_picture']:.2f} ms with a picture, "
               f"{row['ms_without_picture'] * 1e3:.1f} us without; at 2 pictures/s {row['share_at_2_pictures_per_s']:.2%}")
     write_report(args.output, "preview", [{"plain_seconds": plain, "preview_seconds": watched, "plain_cpu_seconds": plain_cpu,
                                            "preview_cpu_seconds": watched_cpu, "pictures": pictures,
-                                           "overhead": overhead, "cpu_overhead": cpu_overhead}], size=args.size, iterations=args.iterations,
+                                           "overhead": overhead, "cpu_overhead": cpu_overhead,
+                                           "preview_cpu_share": preview_cpu, "load_average": os.getloadavg()[0]}], size=args.size, iterations=args.iterations,
                  model=args.model, threads=torch.get_num_threads(), hand_off=hand_off)
 
 

@@ -72,6 +72,10 @@ class PreviewFeed:
         self.kind, self.title = kind, title
         self.max_fps, self.long_side = max_fps, long_side
         self.watchers = 0  # pages following the events (set by the server's thread)
+        #: CPU seconds the pictures took in the render's thread, and the server's reads and
+        #: encodings in its own (what the preview costs; benchmarks/bench_preview.py reports them).
+        self.picture_cpu_seconds = 0.0
+        self.server_cpu_seconds = 0.0
         self._lock = threading.Lock()  # guards _pending only; held for an append or a swap
         self._pending: list[tuple[int, Any, int]] = []  # (curve key, total loss tensor, iteration)
         self._event: RenderEvent | None = None
@@ -106,7 +110,9 @@ class PreviewFeed:
             spent = time.thread_time()  # the thread's CPU time: a busy machine's waits are not the picture's
             self._picture = reduce_image(event.image, self.long_side)
             self._picture_at = now
-            self._interval = max(1.0 / self.max_fps, (time.thread_time() - spent) / _PICTURE_BUDGET)
+            spent = time.thread_time() - spent
+            self.picture_cpu_seconds += spent
+            self._interval = max(1.0 / self.max_fps, spent / _PICTURE_BUDGET)
         self._changed += 1
 
     def video_event(self, event: VideoEvent) -> None:
@@ -157,6 +163,13 @@ class PreviewFeed:
         changed, picture = self._changed, self._picture
         if changed == self._read_changed and picture is None:
             return self._snapshot
+        started = time.thread_time()
+        try:
+            return self._read(changed, picture)
+        finally:
+            self.server_cpu_seconds += time.thread_time() - started
+
+    def _read(self, changed: int, picture: torch.Tensor | None) -> PreviewSnapshot:
         with self._lock:
             pending, self._pending = self._pending, []
         for index, (key, loss, iteration) in enumerate(pending):

@@ -157,6 +157,16 @@ class PreviewServer:
         finally:
             self.feed.watchers -= 1
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the server's thread has used (HTTP, event streams, JPEG encoding), where the
+        system can tell (Linux); None elsewhere."""
+        if self._thread.ident is None or not hasattr(time, "pthread_getcpuclockid"):
+            return None
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self._thread.ident))
+        except OSError:  # the thread has ended
+            return None
+
     def close(self) -> None:
         """Stop serving (open pages are told, then disconnected); waits a few seconds at most."""
         self._closing = True

@@ -233,3 +233,10 @@ def test_a_slow_picture_spaces_out_the_next_ones(monkeypatch):
     feed.watchers = 1
     feed.render_event(_event(1))
     assert feed._interval >= 2.0
+
+
+def test_the_server_thread_reports_its_cpu_time():
+    with open_preview("0") as server:
+        _get(server.url)
+        seconds = server.cpu_seconds()
+    assert seconds is None or seconds > 0
