@@ -24,7 +24,7 @@ __all__ = ["REPORT_FILES", "check_report_folder", "compare_bench_reports", "mach
 #: What a report folder holds.
 REPORT_FILES = ("bench.json", "README.md", "seconds_per_iteration.png", "share_of_matrix_rate.png",
                 "peak_memory.png")
-_CHARTS = {  # file -> (y label, value of a row, log scale)
+_CHARTS = {  # file -> (y label, value of a row, log y); megapixels on a log x
     "seconds_per_iteration.png": ("seconds per iteration", lambda row: row["ms_per_iteration"] / 1e3, True),
     "share_of_matrix_rate.png": ("share of the measured matrix rate (%)",
                                  lambda row: 100 * row["share_of_matrix_rate"], False),
@@ -81,12 +81,14 @@ def _draw(rows: Sequence[Mapping[str, Any]], machine: Mapping[str, Any], folder:
         axes.set_xlabel("megapixels")
         axes.set_ylabel(label)
         axes.set_title(f"{label}: {_title(machine)}", fontsize=10)
+        axes.set_xscale("log")
         if log:
-            axes.set_xscale("log")
             axes.set_yscale("log")
-            for axis in (axes.xaxis, axes.yaxis):  # 0.5, not 5 x 10^-1
-                axis.set_major_formatter(plain)
-                axis.set_minor_formatter(plain)
+            axes.yaxis.set_major_formatter(plain)  # 0.5, not 5 x 10^-1
+            axes.yaxis.set_minor_formatter(plain)
+        sizes = sorted({_megapixels(row) for row in rows})
+        axes.set_xticks(sizes, [f"{size:.3g}" for size in sizes])  # ticks at the sizes measured
+        axes.xaxis.set_minor_formatter(importlib.import_module("matplotlib.ticker").NullFormatter())
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
         figure.savefig(folder / name)

@@ -190,7 +190,6 @@ class PreviewFeed:
         if picture is not None:
             snapshot.jpeg = _jpeg(picture)
             snapshot.image_version += 1
-            snapshot.figures["size"] = list(picture.shape[-2:][::-1])
             self._picture = None  # the render may take the next one
         snapshot.figures["image_version"] = snapshot.image_version
         self._snapshot, self._read_changed = snapshot, changed

@@ -26,8 +26,6 @@ from styleforge.engine.preview import PreviewFeed, open_preview, parse_preview_a
 from styleforge.engine.preview import _feed, _server
 from styleforge.engine.video import VideoEvent
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 def _event(iteration: int, *, loss: float = 1.0, size: int = 64) -> RenderEvent:
     return RenderEvent(iteration, 10, {"total": torch.tensor(loss)}, elapsed=float(iteration), peak_memory=2**30,
@@ -99,6 +97,7 @@ def test_the_render_thread_takes_pictures_only_while_a_page_watches_and_at_most_
     figures = feed.snapshot().figures
     assert [point[0] for point in figures["curve"]] == list(range(1, 12))
     assert (figures["iteration"], figures["iterations"], figures["peak_memory"]) == (11, 10, 2**30)
+    assert figures["size"] == [64, 64]  # the render's size, not the picture's
 
 
 def test_a_picture_is_an_area_reduced_copy_not_the_live_image():
