@@ -17,6 +17,7 @@ from styleforge.engine import ConfigError, RenderConfig, StyleforgeError, VideoC
 
 from ._app import EXIT_FAILED, EXIT_INTERRUPTED, HelpCommand, app, check_json_output, one_line, run_guarded, say, stderr
 from ._options import with_render_options
+from ._preview import PreviewOption, with_preview
 from ._render import command_options, split_config_file
 
 #: Options of the batch command that are not render options but may be set in a config file,
@@ -51,6 +52,7 @@ def batch(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per finished job.", show_default="off")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar: only errors and the final line.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
+    preview: PreviewOption = None,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -65,12 +67,13 @@ def batch(
     given = {name: value for name, value in given.items() if value is not None}
     given |= {name: True for name, value in dict(allow_outside=allow_outside, overwrite=overwrite, verbose=verbose,
                                                  quiet=quiet).items() if value}
-    code = run_guarded(debug, lambda: _from_config(config, given, option, render_options))
+    code = run_guarded(debug, lambda: with_preview(preview, "batch", lambda feed: _from_config(
+        config, given, option, render_options, preview_feed=feed)))
     raise typer.Exit(code)
 
 
 def _from_config(config_path: Path | None, given: dict[str, Any], option: list[str] | None,
-                 render_options: dict[str, Any]) -> int:
+                 render_options: dict[str, Any], *, preview_feed: Any = None) -> int:
     """The batch with a config file's options under the command line's (its render options
     also under the manifest's)."""
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
@@ -86,7 +89,8 @@ def _from_config(config_path: Path | None, given: dict[str, Any], option: list[s
                   values.get("output"), option, values.get("output_root"), bool(values.get("allow_outside")),
                   values.get("workers", 1), values.get("devices"), values.get("ray"), values.get("report"),
                   bool(values.get("overwrite")), bool(values.get("verbose")), render_options,
-                  quiet=bool(values.get("quiet")), base=file_options, frames=values.get("frames"))
+                  quiet=bool(values.get("quiet")), base=file_options, frames=values.get("frames"),
+                  preview_feed=preview_feed)
 
 
 def _parse_devices(text: str) -> list[int]:
@@ -149,7 +153,8 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
 
 
 def _batch(manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray,
-           report, overwrite, verbose, render_options, *, quiet=False, base=None, frames=None) -> int:
+           report, overwrite, verbose, render_options, *, quiet=False, base=None, frames=None,
+           preview_feed=None) -> int:
     if workers < 1:
         raise ConfigError(f"must be at least 1, got {workers}", field="workers")
     device_list = _parse_devices(devices) if devices else None
@@ -157,6 +162,8 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
                                  render_options, base or {}, frames)
     report_path = report or default_report
     _check_report(report_path, jobs, beside_outputs=report is None and manifest is None)
+    if preview_feed is not None:
+        preview_feed.expect_jobs(len(jobs))
 
     started = time.monotonic()
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -170,6 +177,8 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
     task = progress.add_task("batch", total=len(jobs), counts="")
 
     def on_outcome(outcome: engine.JobOutcome) -> None:
+        if preview_feed is not None:
+            preview_feed.job_outcome(outcome)
         finished[(outcome.line, outcome.output)] = outcome
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         done = sum(counts.values())
@@ -181,6 +190,10 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
             say(f"line {outcome.line}: {outcome.status} {outcome.output}{reason}")
 
     def on_event(job, event) -> None:
+        if preview_feed is not None:
+            preview_feed.job_event(job, event)
+            if not verbose:
+                return
         # Verbose, in-process runs: each job's own progress, a line every 25% of its iterations.
         if event.iteration % max(1, event.iterations // 4) == 0:
             say(f"line {job.line}: iteration {event.iteration}/{event.iterations}, loss {event.loss:.4g}")
@@ -190,7 +203,7 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
         with progress:
             outcomes = engine.run_batch(jobs, overwrite=overwrite, workers=workers, devices=device_list,
                                         ray_address=ray, on_outcome=on_outcome,
-                                        on_event=on_event if verbose else None)
+                                        on_event=on_event if verbose or preview_feed is not None else None)
     except engine.batch.BatchInterrupted as stop:
         outcomes, interrupted = stop.outcomes, True
     except BaseException as error:

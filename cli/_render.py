@@ -16,6 +16,7 @@ from styleforge.engine import ConfigError, RenderConfig, RenderInterrupted, Styl
 
 from ._app import EXIT_INTERRUPTED, HelpCommand, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
+from ._preview import PreviewOption, with_preview
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
 #: file, with the type a file's value must have.
@@ -86,6 +87,7 @@ def render(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", show_default="off")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
+    preview: PreviewOption = None,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -95,11 +97,12 @@ def render(
                                                  max_pixels=max_pixels).items() if value is not None}
     if overwrite:
         given["overwrite"] = True
-    run_guarded(debug, lambda: _render(config, given, render_options, quiet=quiet, dry_run=dry_run))
+    run_guarded(debug, lambda: with_preview(None if dry_run else preview, "render", lambda feed: _render(
+        config, given, render_options, quiet=quiet, dry_run=dry_run, preview_feed=feed)))
 
 
 def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
-            dry_run: bool = False) -> None:
+            dry_run: bool = False, preview_feed: Any = None) -> None:
     started = time.monotonic()  # the whole command: the elapsed time printed at the end covers it
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
     cli = {**command_options(file_own, str(config_path)), **given}
@@ -170,7 +173,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
         with engine.report_waits(waits.on_wait):
             config = engine.resolve_precision(config, engine.resolve_device(config.runtime.device))
         result = _render_image(config, cli, inputs=(content, styles, content_map, style_maps), plate=plate,
-                               output=output,
+                               preview_feed=preview_feed, output=output,
                                progress=progress, waits=waits, quiet=quiet, live=live, overwrite=overwrite,
                                bit_depth=bit_depth, save_every=save_every, total=total)
     if not quiet:
@@ -181,7 +184,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
             f"rendering{waited})")
 
 
-def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, plate: Any, output: Path,
+def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, plate: Any, preview_feed: Any,
+                  output: Path,
                   progress: Progress,
                   waits: _WaitLine, quiet: bool, live: bool, overwrite: bool, bit_depth: int, save_every: int,
                   total: int) -> engine.RenderResult:
@@ -214,6 +218,8 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, p
     log_every = max(1, total // 10)
 
     def on_event(event: engine.RenderEvent) -> None:
+        if preview_feed is not None:  # the preview page: a non-blocking hand-off
+            preview_feed.render_event(event)
         fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):

@@ -15,6 +15,7 @@ from styleforge import engine
 from styleforge.engine import BackendUnavailableError, ConfigError, RenderConfig, frame_shape, parse_size, write_json_atomic
 
 from ._app import HelpCommand, app, check_json_output, run_guarded, say
+from ._report import print_comparison
 
 _DEFAULTS = RenderConfig()
 
@@ -91,6 +92,8 @@ def bench(
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default="none")] = None,
+    report: Annotated[Path | None, typer.Option("--report", metavar="DIR", help="Write a report folder: bench.json with the machine's description, PNG charts (seconds per iteration, share of the matrix rate, peak memory against megapixels) and README.md.", show_default="none")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", metavar="A B", help="Print two report folders side by side, and measure nothing.", show_default="none")] = None,
     cpu_precision: Annotated[bool, typer.Option("--cpu-precision", help="Only measure bf16 against fp32 on this CPU again (what --precision auto runs), print the figures and replace the cached choice.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
 ) -> None:
@@ -99,6 +102,9 @@ def bench(
     def body() -> None:
         if cpu_precision:
             _remeasure_cpu_precision()
+            return
+        if compare is not None and None not in compare:
+            print_comparison(*compare)
             return
         if iterations < 1 or warmup < 0:
             raise ConfigError(f"needs at least 1 timed iteration and no negative warm-up, got -n {iterations} "
@@ -111,6 +117,8 @@ def bench(
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
         if output is not None:  # before the timing, not after it
             check_json_output(output, "results", "output")
+        if report is not None:
+            engine.backends.check_report_folder(report)
         if target.type == "cpu":
             engine.use_physical_cores()  # before the matrix rate too, as a render would run
         taps = RenderConfig().taps
@@ -149,11 +157,15 @@ def bench(
         if target.type == "cpu":
             say(f"threads: {machine['threads']} (physical cores: {engine.physical_cores()}); "
                 f"native bf16: {'yes' if engine.native_bf16() else 'no'}")
+        figures = {"device": str(target), "model": model, "platform": platform.platform(),
+                   "gpu": machine["gpu"], "matmul_tflops": peaks, "threads": machine["threads"],
+                   "physical_cores": engine.physical_cores(), "results": rows}
         if output is not None:
-            report = {"device": str(target), "model": model, "platform": platform.platform(),
-                      "gpu": machine["gpu"], "matmul_tflops": peaks, "threads": machine["threads"],
-                      "physical_cores": engine.physical_cores(), "results": rows}
-            write_json_atomic(output, report)
+            write_json_atomic(output, figures)
+        if report is not None:
+            fields = {key: value for key, value in figures.items() if key != "results"}
+            engine.write_bench_report(rows, engine.describe_machine(target), report, **fields)
+            say(f"report: {report / 'README.md'}")
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}
             try:

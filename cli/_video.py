@@ -15,6 +15,7 @@ from styleforge.engine import ConfigError, VideoConfig
 
 from ._app import EXIT_INTERRUPTED, HelpCommand, app, run_guarded, say, stderr
 from ._options import with_render_options
+from ._preview import PreviewOption, with_preview
 from ._render import options_to_config, split_config_file
 
 
@@ -44,6 +45,7 @@ def video(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a video or frames that are not this shot's.", show_default="off")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
+    preview: PreviewOption = None,
     *,
     render_options: dict[str, Any],
 ) -> None:
@@ -54,13 +56,13 @@ def video(
     options = {key: value for key, value in dict(temporal_weight=temporal_weight, frame_iterations=frame_iterations,
                                                 flow_preset=flow_preset, fps=fps, codec=codec, crf=crf).items()
                if value is not None}
-    run_guarded(debug, lambda: _video(source, style, output, options, max_pixels, config, overwrite, quiet,
-                                      render_options, frames=frames))
+    run_guarded(debug, lambda: with_preview(preview, "video", lambda feed: _video(
+        source, style, output, options, max_pixels, config, overwrite, quiet, render_options, feed, frames=frames)))
 
 
 def _video(source: str, styles: list[Path] | None, output: str | None, options: dict[str, Any],
            max_pixels: int | None, config_path: Path | None, overwrite: bool, quiet: bool,
-           flags: dict[str, Any], *, frames: str | None = None) -> None:
+           flags: dict[str, Any], preview_feed: Any = None, *, frames: str | None = None) -> None:
     file_options, _ = split_config_file(config_path, set())
     config = options_to_config(file_options, config_path, flags)
     video = VideoConfig(**options)
@@ -85,6 +87,8 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
     task = progress.add_task("video", total=shot.count, status=f"0/{shot.count} frames")
 
     def on_event(event: engine.VideoEvent) -> None:
+        if preview_feed is not None:  # the preview page: a non-blocking hand-off
+            preview_feed.video_event(event)
         rate = f"{event.seconds_per_frame:.1f} s/frame" if event.seconds_per_frame is not None else "- s/frame"
         if event.status == "step" and event.step is not None:
             step = event.step

@@ -1,6 +1,6 @@
 """styleforge's engine: the public API users call; the layers below it are subpackages.
 
-Data flows one way: ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
+Data flows one way: ``preview`` -> ``batch`` -> ``video`` -> ``rendering`` -> ``objectives`` / ``backends`` -> the core
 (errors, files, values, device, image, backbone, weights, config). The engine never prints or
 exits: it reports through callbacks and raises typed errors.
 
@@ -36,16 +36,25 @@ from ._video_config import VideoConfig
 from ._wait import WaitEvent, report_waits
 
 if TYPE_CHECKING:
-    from . import backends, batch, rendering, video
+    from . import backends, batch, preview, rendering, video
     from ._backbone import VGGFeatures
     from ._cpu import cpu_flags, measure_bf16, native_bf16, physical_cores, use_physical_cores
     from ._device import Precision, resolve_device
+    from ._machine import describe_machine
     from ._image import check_output_path, load_image, read_metadata, resize_long_side, resize_to, save_image
     from ._maps import flat_map, load_style_maps
     from ._plate import Plate, read_plate
     from ._weights import load_backbone, model_status, resolve_weights
-    from .backends import backend_for, export_onnx, resolve_precision
+    from .backends import (
+        backend_for,
+        compare_bench_reports,
+        export_onnx,
+        read_bench_report,
+        resolve_precision,
+        write_bench_report,
+    )
     from .batch import BatchJob, JobOutcome, ManifestError, glob_jobs, load_manifest, run_batch
+    from .preview import PreviewServer, check_preview, open_preview
     from .rendering import RenderEvent, RenderResult, TargetCache, plan_for, render
     from .video import (
         MissingExtraError,
@@ -72,15 +81,17 @@ __all__ = [
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache", "resolve_precision",
     "WaitEvent", "report_waits",
     # the CPU
-    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores", "measure_bf16",
+    "cpu_flags", "native_bf16", "physical_cores", "use_physical_cores", "measure_bf16", "describe_machine",
     # video
     "render_shot", "open_frames", "frame_store", "VideoConfig", "VideoEvent", "ShotResult", "ShotInterrupted",
     "MissingExtraError", "warp_error", "parse_frame_range",
     # batch
     "load_manifest", "glob_jobs", "run_batch", "BatchJob", "JobOutcome", "ManifestError",
+    # the live preview page
+    "open_preview", "check_preview", "PreviewServer",
     # models and backends
     "MODELS", "model_status", "resolve_weights", "load_backbone", "VGGFeatures", "layer_infos", "backend_for",
-    "export_onnx",
+    "export_onnx", "write_bench_report", "read_bench_report", "compare_bench_reports",
     # errors
     "StyleforgeError", "InputError", "ConfigError", "ImageError", "WeightsError", "BackendUnavailableError",
     "RenderError", "RenderInterrupted", "OutputError", "check_choice",
@@ -89,16 +100,19 @@ __all__ = [
 #: Name -> the module (relative to this package) it is imported from on first use; a subpackage's
 #: own name gives the subpackage (``engine.batch.write_report``).
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("backends", "batch", "rendering", "video"), ""),
+    **dict.fromkeys(("backends", "batch", "preview", "rendering", "video"), ""),
     "VGGFeatures": "._backbone",
     **dict.fromkeys(("cpu_flags", "measure_bf16", "native_bf16", "physical_cores", "use_physical_cores"), "._cpu"),
     **dict.fromkeys(("Precision", "resolve_device"), "._device"),
+    "describe_machine": "._machine",
     **dict.fromkeys(("check_output_path", "load_image", "read_metadata", "resize_long_side", "resize_to",
                      "save_image"), "._image"),
     **dict.fromkeys(("flat_map", "load_style_maps"), "._maps"),
     **dict.fromkeys(("Plate", "read_plate"), "._plate"),
     **dict.fromkeys(("load_backbone", "model_status", "resolve_weights"), "._weights"),
-    **dict.fromkeys(("backend_for", "export_onnx", "resolve_precision"), ".backends"),
+    **dict.fromkeys(("backend_for", "compare_bench_reports", "export_onnx", "read_bench_report", "resolve_precision",
+                     "write_bench_report"), ".backends"),
+    **dict.fromkeys(("PreviewServer", "check_preview", "open_preview"), ".preview"),
     **dict.fromkeys(("BatchJob", "JobOutcome", "ManifestError", "glob_jobs", "load_manifest", "run_batch"),
                     ".batch"),
     **dict.fromkeys(("RenderEvent", "RenderResult", "TargetCache", "plan_for", "render"), ".rendering"),
