@@ -286,7 +286,9 @@ def planner_memory(args) -> None:
     # The plan is a promise: the measured peak (max_memory_allocated) must stay within it.
     _write(args, "planner-memory", "; ".join(f"{r['size']}: peak/plan {r['ratio']} ({r['tiles']} tiles)"
                                              for r in rows),
-           [_limit(f"{r['size']}: measured peak / planned bytes", r["ratio"], "<=", 1.0) for r in rows], rows=rows)
+           # On CPU the peak is the process's whole RSS, not the allocator's: no promise to check there.
+           [] if args.dry else [_limit(f"{r['size']}: measured peak / planned bytes", r["ratio"], "<=", 1.0)
+                                for r in rows], rows=rows)
 
 
 #: The matrix rate each precision's convolutions are measured against (its own, not fp32's).
