@@ -12,6 +12,7 @@ dynamo exporter only generalises to multiples of 16.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -113,7 +114,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     if backbone.arch not in ARCHITECTURES:
         raise BackendUnavailableError(f"--model {model}: the exported forward + backward graphs are VGG's; "
                                       f"{backbone.arch} exports its forward alone (torch.onnx.export of the backbone)")
-    backbone = backbone.float().cpu().eval()
+    # A copy: .float(), .cpu() and .eval() change a module in place, and the caller's backbone
+    # (on the GPU, perhaps in another dtype, perhaps training) must stay as it was.
+    backbone = copy.deepcopy(backbone).float().cpu().eval()
     digest = weights_digest(backbone)
     if dtype != "fp32":
         backbone = typed_copy(backbone, EXPORT_DTYPES[dtype])

@@ -151,10 +151,13 @@ def _render(config: RenderConfig, content: torch.Tensor | None, styles: Sequence
     schedule = config.pyramid.level_iterations()
     clock = _Clock(schedule, [height * width for height, width in plan.shapes], device=device)
     state: LevelState | None = None
-    with backend.precision.numerics(device):
-        for level_plan, iterations in zip(plan.levels, schedule):
-            state = render_level(config, backend, inputs, level_plan, iterations, state, clock=clock,
-                                 callback=callback, target_cache=target_cache, extra_terms=extra_terms)
+    try:
+        with backend.precision.numerics(device):
+            for level_plan, iterations in zip(plan.levels, schedule):
+                state = render_level(config, backend, inputs, level_plan, iterations, state, clock=clock,
+                                     callback=callback, target_cache=target_cache, extra_terms=extra_terms)
+    finally:
+        backend.use_graphs(())  # the last level's captures go now, not when the backend does
     assert state is not None
     return RenderResult(
         image=_finish(config, state.image, state.inputs),
@@ -178,6 +181,7 @@ def render_level(config: RenderConfig, backend: Backend, inputs: RenderInputs, p
     builds_start = state is None or config.pyramid.level_start == "detail"
     level = level_inputs(config, inputs, (plan.height, plan.width), backend.device, backend.backbone,
                          builds_start=builds_start)
+    backend.use_graphs(plan.graph_shapes)  # frees the previous level's captures
     objective = build_objective(config, backend, level, target_cache, plan.tile_size)
     if extra_terms is not None:
         objective = with_terms(objective, extra_terms(level.shape, backend.device))
