@@ -332,8 +332,9 @@ class RuntimeConfig:
     precision: str = _option("auto", f"auto, {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (bf16, fp16: "
                                      "features in half precision; Grams, losses, optimiser fp32).",
                              show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
-    cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
-                                       "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
+    cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per input "
+                                       "shape: a tiled level has several; a level whose captures would not fit "
+                                       "the memory budget runs eagerly, as --dry-run says).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
     torch_compile: bool = _option(False, "torch backend: run the network's forward and image gradient through "
                                          "torch.compile (compiles once per size; see benchmarks/RESULTS.md for "
                                          "when it pays).", flags=("--compile/--no-compile",), show="off")
