@@ -179,6 +179,11 @@ def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite:
         role = same_file_role(path, inputs or {})
         if role is not None:
             raise ImageError(path, f"is also an input ({role}); choose another output")
+        if path.is_symlink() and not path.exists() and not overwrite:
+            # The final write links its file into place and would meet the link only then, after
+            # the whole render: a link to nothing is refused here, before any work.
+            raise ImageError(path, f"is a link to nothing ({os.readlink(path)}); pass --overwrite to replace the "
+                                   "link, or remove it")
         if path.exists() and not overwrite:
             raise ImageError(path, "output exists; pass --overwrite to replace it")
         if not make_folders and not path.parent.is_dir():

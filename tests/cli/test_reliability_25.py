@@ -1,0 +1,47 @@
+"""Issue 25 through the command line: outputs refused before any work, errors that are bad input
+rather than bugs, and an early Ctrl-C without a traceback (numbered items of the issue)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from styleforge import engine
+from styleforge.cli import app
+
+runner = CliRunner()
+FAST = ["--model", "vgg19-random", "--device", "cpu", "--quiet", "--size", "32", "-n", "1"]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    Image.fromarray((torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()).save(tmp_path / "c.png")
+    Image.fromarray((torch.rand(32, 32, 3, generator=generator) * 255).byte().numpy()).save(tmp_path / "s.png")
+    return tmp_path
+
+
+def _one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_5_an_output_that_is_a_dangling_symlink_is_refused_before_any_work(photos, monkeypatch):
+    (photos / "o.png").symlink_to(photos / "gone" / "o.png")
+    monkeypatch.setattr(engine, "render", lambda *a, **k: pytest.fail("rendered before refusing the output"))
+    result = runner.invoke(app, ["render", str(photos / "c.png"), "-s", str(photos / "s.png"),
+                                 "-o", str(photos / "o.png"), *FAST])
+    assert result.exit_code == 2
+    assert "is a link to nothing" in _one_line(result) and "recovered" not in result.stderr
+    assert (photos / "o.png").is_symlink()
