@@ -9,19 +9,21 @@ and a crash leaves at most a hidden ``.NAME.PID.*.tmp`` that ``remove_stale_temp
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "probe_writable", "remove_stale_temporaries", "sha256_file",
-           "write_json_atomic"]
+__all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "probe_writable", "remove_stale_temporaries",
+           "sha256_file", "write_json_atomic"]
 
 
 def cache_dir() -> Path:
@@ -132,3 +134,47 @@ def probe_writable(target: str | os.PathLike) -> None:
     descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=folder)
     os.close(descriptor)
     os.unlink(name)
+
+
+class OutputLocked(OSError):
+    """Another process holds the lock of an output; ``holder`` is its process id (None: unknown)."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        super().__init__(errno.EBUSY, "locked by another process", str(path))
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``path`` (a lock file, made and removed here) for the duration of the block, or raise
+    OutputLocked at once when another process holds it. An advisory ``flock``: the kernel drops it
+    when its holder dies, so a killed writer never leaves a stale lock; the holder's process id is
+    written in the file for the message. The file is removed on release; a taker that locked a
+    file removed meanwhile sees its inode gone from the name and tries again."""
+    path = Path(path)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = int(os.read(descriptor, 32).decode().strip() or "x")
+            except ValueError:
+                holder = None
+            os.close(descriptor)
+            raise OutputLocked(path, holder) from None
+        try:
+            same = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)  # the previous holder removed the file we locked: take the new one
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(descriptor)

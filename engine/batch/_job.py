@@ -208,7 +208,8 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
     """A video job: render_shot resumes by its frames' own hashes ("skipped": every frame and the
     video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
     config = job.config
-    source = open_frames(job.content)
+    store = frame_store(job.output)
+    source = open_frames(job.content, exclude=store.owns)  # the shot's own frames are not its input
     styles = [load_image(path) for path in job.styles]
     backend = None
     if backends is not None:
@@ -216,7 +217,7 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
         reference = crop_to_frame(torch.empty((3, source.height, source.width)), config)
         backend = backends.get(config, target, plan_for(config, reference, target).shapes)
     metadata = {"input": str(job.content), "styles": [str(s) for s in job.styles]}
-    result = render_shot(config, source, styles, frame_store(job.output), video=job.video, overwrite=overwrite,
+    result = render_shot(config, source, styles, store, video=job.video, overwrite=overwrite,
                          metadata=metadata, backend=backend, target_cache=cache,
                          callback=(lambda event: callback(event.step) if event.step is not None else None)
                          if callback is not None else None)

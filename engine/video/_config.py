@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._errors import ConfigError, check_choice
-from ._encode import CODECS
+from ._encode import CODECS, CRF_RANGES, check_fps
 from ._flow import FLOW_PRESETS
 
 __all__ = ["VideoConfig"]
@@ -52,10 +52,14 @@ class VideoConfig:
         check_choice("flow_preset", self.flow_preset, FLOW_PRESETS)
         if self.fps is not None and not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
             raise ConfigError(f"must be in (0, 1000], got {self.fps}", field="fps")
+        if self.fps is not None:
+            check_fps(self.fps)
         if self.codec is not None:
             check_choice("codec", self.codec, CODECS)
-        if not 0 <= self.crf <= 63:
-            raise ConfigError(f"must be in [0, 63], got {self.crf}", field="crf")
+        low, high = CRF_RANGES.get(self.codec or "", (0, 63))  # no codec yet: the output's suffix decides
+        if not low <= self.crf <= high:
+            raise ConfigError(f"must be in [{low}, {high}]{f' for {self.codec}' if self.codec else ''}, got {self.crf}",
+                              field="crf")
 
     @property
     def temporal(self) -> bool:
