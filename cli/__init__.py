@@ -1,7 +1,25 @@
 """The ``styleforge`` command line (typer): parses, calls styleforge.engine, prints."""
 
-from . import _batch, _render, _tools, _video  # noqa: F401  (each registers its commands on the app)
-from ._app import app
+import signal
+import sys
+import threading
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C while the imports below run (torch takes a second or more): nothing has started,
+    so exit as an interrupt does (130), without the import's traceback."""
+    sys.stderr.write("interrupted before any work\n")
+    raise SystemExit(130)
+
+
+_MAIN_THREAD = threading.current_thread() is threading.main_thread()  # only it may set handlers
+_previous = signal.signal(signal.SIGINT, _interrupted_while_starting) if _MAIN_THREAD else None
+
+from . import _batch, _render, _tools, _video  # noqa: E402,F401  (each registers its commands on the app)
+from ._app import app  # noqa: E402
+
+if _MAIN_THREAD:  # from here on Ctrl-C is KeyboardInterrupt again: a render writes its image and exits 130
+    signal.signal(signal.SIGINT, _previous if _previous is not None else signal.default_int_handler)
 
 __all__ = ["app", "main"]
 

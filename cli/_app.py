@@ -74,9 +74,13 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see '{context.command_path} --help')" if context is not None else ""
             fail(f"{error.format_message()}{hint}", error.exit_code)
             code = error.exit_code
-        except typer.Abort:
-            fail("aborted", EXIT_FAILED)
-            code = EXIT_FAILED
+        except typer.Abort as error:
+            if isinstance(error.__cause__, KeyboardInterrupt):  # click's word for a Ctrl-C before the work's own
+                say("interrupted before any work")
+                code = EXIT_INTERRUPTED
+            else:
+                fail("aborted", EXIT_FAILED)
+                code = EXIT_FAILED
         return self._exit(code, standalone_mode)
 
     @staticmethod

@@ -45,3 +45,17 @@ def test_5_an_output_that_is_a_dangling_symlink_is_refused_before_any_work(photo
     assert result.exit_code == 2
     assert "is a link to nothing" in _one_line(result) and "recovered" not in result.stderr
     assert (photos / "o.png").is_symlink()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7])
+def test_9_an_early_ctrl_c_exits_130_without_a_traceback(photos, delay):
+    """Within a second of the start the process is still importing torch: a Ctrl-C there printed
+    the import's KeyboardInterrupt traceback."""
+    command = [sys.executable, "-m", "styleforge.cli", "render", str(photos / "c.png"), "-s", str(photos / "s.png"),
+               "-o", str(photos / "o.png"), *FAST]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode == 130, stderr
