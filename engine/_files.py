@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._errors import InputError
+
 __all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "probe_writable", "remove_stale_temporaries",
            "sha256_file", "write_json_atomic"]
 
@@ -31,9 +33,21 @@ def cache_dir() -> Path:
     ``$STYLEFORGE_CACHE``, or ``$XDG_CACHE_HOME/styleforge`` (``~/.cache/styleforge``)."""
     explicit = os.environ.get("STYLEFORGE_CACHE")
     if explicit:
-        return Path(explicit).expanduser()
+        return _a_folder(Path(explicit).expanduser(), "STYLEFORGE_CACHE")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "styleforge"
+    return _a_folder(Path(base).expanduser() / "styleforge", "XDG_CACHE_HOME")
+
+
+def _a_folder(path: Path, variable: str) -> Path:
+    """``path`` unless it, or the nearest existing folder above it, is a file: then InputError
+    naming the variable (bad input, exit 2), before a write deep inside fails with 'Not a directory'."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{variable}: {existing} is a file, not a folder; point {variable} at a folder for the "
+                         "cache, or unset it")
+    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:

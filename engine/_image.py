@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ._errors import ImageError, OutputError
+from ._errors import ImageError, InputError, OutputError
 from ._files import atomic_write, cache_dir, probe_writable
 
 __all__ = [
@@ -265,7 +265,10 @@ def save_image(
 def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
     """Write ``data`` to ``<cache>/recovered/NAME`` (or NAME-TIMESTAMP when taken); None if even
     that fails."""
-    folder = cache_dir() / "recovered"
+    try:
+        folder = cache_dir() / "recovered"
+    except InputError:  # a cache that is a file: the image cannot be kept there either
+        return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in (path.name, f"{path.stem}-{stamp}-{os.getpid()}{path.suffix}"):
         try:

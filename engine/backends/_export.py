@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         folder = cache_dir() / "onnx" / _key(model, digest, backbone, opset, dtype)
     graphs = ExportedGraphs(folder=folder, **graphs_meta)
     if not force and _export_is_intact(graphs):
-        return graphs
+        if _export_loads(onnx, graphs):
+            return graphs
+        _move_aside(folder)  # its checksums match files that do not load: rebuilt below, kept to look at
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -182,6 +185,31 @@ def _move_into_place(scratch: Path, folder: Path, graphs: ExportedGraphs) -> Non
     except OSError:  # another process replaced it meanwhile: theirs is as good as ours
         shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(stale, ignore_errors=True)
+
+
+def _export_loads(onnx, graphs: ExportedGraphs) -> bool:
+    """True when both graphs parse and name the outputs this export needs. The checksums in
+    meta.json only say the files are those it recorded: a file cut short with a meta.json to
+    match (a copy or a sync that stopped) passes them and then fails inside onnxruntime."""
+    try:
+        for path, outputs in ((graphs.forward_path, graphs.forward_outputs), (graphs.backward_path, ("image_grad",))):
+            model = onnx.load(str(path))
+            if tuple(output.name for output in model.graph.output) != tuple(outputs):
+                return False
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError and onnx's own: anything that fails to load)
+        return False
+    return True
+
+
+def _move_aside(folder: Path) -> Path | None:
+    """Rename a cached export that failed its check to NAME.corrupt-TIMESTAMP-PID (as cached
+    weights are: never deleted, a user may want to look); None if it was already gone."""
+    aside = folder.with_name(f"{folder.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def _export_is_intact(graphs: ExportedGraphs) -> bool:
