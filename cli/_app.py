@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from styleforge.engine import (
     RenderConfig,
     RenderError,
     StyleforgeError,
+    StyleforgeWarning,
     WeightsError,
     check_output_path,
 )
@@ -110,9 +112,21 @@ def _message(error: StyleforgeError) -> str:
 
 def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
     """Map errors to one line on stderr and an exit code (traceback with --debug): bad input 2,
-    a failed render or write 1; anything unexpected 1 too, saying it is a bug."""
+    a failed render or write 1; anything unexpected 1 too, saying it is a bug. The engine's
+    warnings (StyleforgeWarning: a map's colours snapped, say) are one ``warning:`` line each."""
     try:
-        return body()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", StyleforgeWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs) -> None:
+                if issubclass(category, StyleforgeWarning):
+                    say(f"warning: {one_line(message)}")
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return body()
     except (InputError, WeightsError, BackendUnavailableError) as error:
         if debug:
             traceback.print_exc()

@@ -133,7 +133,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     content = engine.load_image(content_path, max_pixels=max_pixels) if content_path else None
     style_paths = [str(path) for path in cli["style"]]
     styles = [engine.load_image(path, max_pixels=max_pixels) for path in style_paths]
-    content_map = engine.load_image(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
+    content_map = engine.load_map(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
     map_paths = [str(path) for path in cli.get("style_map") or []]
     style_maps = engine.load_style_maps(map_paths, styles, max_pixels=max_pixels) if map_paths else None
 

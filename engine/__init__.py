@@ -19,11 +19,12 @@ from ._errors import (
     RenderError,
     RenderInterrupted,
     StyleforgeError,
+    StyleforgeWarning,
     WeightsError,
     check_choice,
 )
 from ._image import DEFAULT_MAX_PIXELS, check_output_path, load_image, read_metadata, resize_long_side, resize_to, save_image
-from ._maps import flat_map, is_color, load_style_maps
+from ._maps import check_map_spec, flat_map, is_color, load_map, load_style_maps
 from ._backbone import VGGFeatures, layer_infos
 from ._weights import MODELS, load_backbone, model_status, resolve_weights
 from .backends import backend_for, export_onnx
@@ -48,7 +49,7 @@ __all__ = [
     "RenderConfig", "PHOTO_PRESET", "load_config_file", "parse_size", "frame_shape", "Precision",
     # images in and out
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
-    "DEFAULT_MAX_PIXELS", "write_json_atomic", "load_style_maps", "flat_map", "is_color",
+    "DEFAULT_MAX_PIXELS", "write_json_atomic", "load_style_maps", "flat_map", "is_color", "load_map", "check_map_spec",
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache",
     # the CPU
@@ -63,5 +64,5 @@ __all__ = [
     "export_onnx",
     # errors
     "StyleforgeError", "InputError", "ConfigError", "ImageError", "WeightsError", "BackendUnavailableError",
-    "RenderError", "RenderInterrupted", "OutputError", "check_choice",
+    "RenderError", "RenderInterrupted", "OutputError", "StyleforgeWarning", "check_choice",
 ]

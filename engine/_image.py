@@ -60,13 +60,19 @@ _TIFF_IMAGE_DESCRIPTION = 270
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               alpha: str = "white") -> torch.Tensor:
     """Read an image file as a float32 tensor (3, H, W) in sRGB, values in [0, 1].
 
     Accepts PNG, JPEG, TIFF, WebP and BMP (and the other formats Pillow decodes) in greyscale,
     palette, RGB(A), CMYK and 16-bit greyscale modes. 16-bit RGB files are decoded by Pillow at
-    8-bit precision. Raises ImageError naming the file and the reason for anything unusable.
+    8-bit precision. An alpha channel is flattened onto white (``alpha="white"``), or, for a
+    semantic map (``alpha="map"``), says only where something is painted: a pixel with any
+    opacity keeps its colour as painted, unblended, and a fully transparent one is white.
+    Raises ImageError naming the file and the reason for anything unusable.
     """
+    if alpha not in ("white", "map"):
+        raise ValueError(f"alpha must be 'white' or 'map', got {alpha!r}")
     path = Path(path)
     if not path.exists():
         raise ImageError(path, "no such file")
@@ -91,7 +97,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                     f"{max_pixels:,} (raise max_pixels if this file is trusted)",
                 )
             image.load()
-            array = _to_rgb_array(path, image)
+            array = _to_rgb_array(path, image, alpha)
     except UnidentifiedImageError:
         raise ImageError(path, "not an image, or a format that cannot be decoded") from None
     except ImageError:
@@ -103,7 +109,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+def _to_rgb_array(path: Path, image: Image.Image, alpha_mode: str = "white") -> np.ndarray:
     """Decoded Pillow image -> float32 (H, W, 3) sRGB array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -124,9 +130,11 @@ def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
     image = image.convert("RGBA" if has_alpha else "RGB")
     array = np.asarray(image, dtype=np.float32) / 255.0
     if has_alpha:
-        # Flatten onto white: a painting's transparent margin reads as blank canvas, not black.
         rgb, alpha = array[:, :, :3], array[:, :, 3:]
-        array = rgb * alpha + (1.0 - alpha)
+        if alpha_mode == "map":  # a region's colour, however transparent its brush: never a blend with white
+            array = np.where(alpha > 0, rgb, 1.0)
+        else:  # flatten onto white: a painting's transparent margin reads as blank canvas, not black
+            array = rgb * alpha + (1.0 - alpha)
     return np.ascontiguousarray(array)
 
 

@@ -20,7 +20,7 @@ from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import load_image, read_metadata, save_image
-from .._maps import is_color, load_style_maps
+from .._maps import is_color, load_map, load_style_maps
 from ..backends import Backend, backend_for, backend_key
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
@@ -168,7 +168,7 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
     probe_writable(job.output)
     styles = [load_image(path) for path in job.styles]
     return PreparedJob(digest, load_image(job.content) if job.content else None, styles,
-                       load_image(job.content_map) if job.content_map else None,
+                       load_map(job.content_map) if job.content_map else None,
                        load_style_maps(job.style_maps, styles) if job.style_maps else None)
 
 

@@ -59,3 +59,11 @@ def test_9_an_early_ctrl_c_exits_130_without_a_traceback(photos, delay):
     _, stderr = process.communicate(timeout=120)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert process.returncode == 130, stderr
+
+
+def test_11_a_style_map_colour_written_short_is_not_a_missing_file(photos):
+    result = runner.invoke(app, ["render", str(photos / "c.png"), "--content-map", str(photos / "c.png"),
+                                 "-s", str(photos / "s.png"), "--style-map", "#f00", "-o", str(photos / "o.png"),
+                                 *FAST])
+    assert result.exit_code == 2
+    assert "'#f00' is not a #rrggbb colour (write #ff0000)" in _one_line(result)
