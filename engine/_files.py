@@ -18,14 +18,15 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
 
-__all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "probe_writable", "remove_stale_temporaries",
-           "sha256_file", "write_json_atomic"]
+__all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "move_aside", "probe_writable",
+           "remove_stale_temporaries", "sha256_file", "write_json_atomic"]
 
 
 def cache_dir() -> Path:
@@ -94,6 +95,18 @@ def atomic_write(target: str | os.PathLike, data: bytes | Callable[[Path], None]
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+def move_aside(path: str | os.PathLike) -> Path | None:
+    """Rename a cached file or folder that failed its check to NAME.corrupt-TIMESTAMP-PID (never
+    delete what a user or another process may want to look at); None if it was already gone."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:

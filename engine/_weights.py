@@ -21,7 +21,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from ._backbone import (
     layer_infos,
 )
 from ._errors import WeightsError, check_choice
-from ._files import atomic_write, cache_dir, sha256_file
+from ._files import atomic_write, cache_dir, move_aside, sha256_file
 from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
 
 __all__ = [
@@ -211,17 +210,6 @@ def _hed_file_problem(path: Path) -> str | None:
     return None
 
 
-def _move_aside(path: Path) -> Path | None:
-    """Rename a cached file that failed its check to NAME.corrupt-TIMESTAMP (never delete what a
-    user or another process may want to look at); None if it was already gone."""
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return None
-    return aside
-
-
 def _write_sidecar(path: Path) -> None:
     atomic_write(_sidecar(path), (sha256_file(path) + "\n").encode())
 
@@ -241,7 +229,7 @@ def _verified_hed_cache(cached: Path) -> tuple[Path | None, Path | None]:
     if state == "unverified" and _hed_file_problem(cached) is None:
         _write_sidecar(cached)
         return cached, None
-    return None, _move_aside(cached)
+    return None, move_aside(cached)
 
 
 def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:

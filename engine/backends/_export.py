@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from .._backbone import ARCHITECTURES, VGGFeatures
 from .._errors import BackendUnavailableError
-from .._files import atomic_write, cache_dir, sha256_file
+from .._files import atomic_write, cache_dir, move_aside, sha256_file
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
 
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
@@ -127,7 +126,7 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     if not force and _export_is_intact(graphs):
         if _export_loads(onnx, graphs):
             return graphs
-        _move_aside(folder)  # its checksums match files that do not load: rebuilt below, kept to look at
+        move_aside(folder)  # its checksums match files that do not load: rebuilt below, kept to look at
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -199,17 +198,6 @@ def _export_loads(onnx, graphs: ExportedGraphs) -> bool:
     except Exception:  # noqa: BLE001  (protobuf's DecodeError and onnx's own: anything that fails to load)
         return False
     return True
-
-
-def _move_aside(folder: Path) -> Path | None:
-    """Rename a cached export that failed its check to NAME.corrupt-TIMESTAMP-PID (as cached
-    weights are: never deleted, a user may want to look); None if it was already gone."""
-    aside = folder.with_name(f"{folder.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    try:
-        os.rename(folder, aside)
-    except FileNotFoundError:
-        return None
-    return aside
 
 
 def _export_is_intact(graphs: ExportedGraphs) -> bool:
