@@ -5,7 +5,7 @@ import sys
 import threading
 
 
-def _interrupted_while_starting(signum, frame) -> None:
+def _interrupted_while_starting(signum: int, frame: object) -> None:
     """Ctrl-C while the imports below run (torch takes a second or more): nothing has started,
     so exit as an interrupt does (130), without the import's traceback."""
     sys.stderr.write("interrupted before any work\n")

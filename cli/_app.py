@@ -119,7 +119,7 @@ def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
             warnings.simplefilter("always", StyleforgeWarning)
             shown = warnings.showwarning
 
-            def show(message, category, *args, **kwargs) -> None:
+            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
                 if issubclass(category, StyleforgeWarning):
                     say(f"warning: {one_line(message)}")
                 else:

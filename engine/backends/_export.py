@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -186,7 +187,7 @@ def _move_into_place(scratch: Path, folder: Path, graphs: ExportedGraphs) -> Non
     shutil.rmtree(stale, ignore_errors=True)
 
 
-def _export_loads(onnx, graphs: ExportedGraphs) -> bool:
+def _export_loads(onnx: Any, graphs: ExportedGraphs) -> bool:
     """True when both graphs parse and name the outputs this export needs. The checksums in
     meta.json only say the files are those it recorded: a file cut short with a meta.json to
     match (a copy or a sync that stopped) passes them and then fails inside onnxruntime."""

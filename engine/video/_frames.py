@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ def _decode(path: Path) -> Iterator[tuple[int, np.ndarray]]:
             raise ImageError(path, f"frame {index + 1} cannot be decoded ({error})") from None
 
 
-def _announced_frames(container) -> tuple[int | None, int]:
+def _announced_frames(container: Any) -> tuple[int | None, int]:
     """(frames the header announces, how many fewer decoded frames still count as all): the
     stream's frame count where the container keeps one (mp4, mov), else its duration times its
     rate (Matroska, WebM), which may round one frame either way."""

@@ -3,12 +3,10 @@ rather than bugs, and an early Ctrl-C without a traceback (numbered items of the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

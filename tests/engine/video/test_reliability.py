@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from styleforge.engine import ConfigError, ImageError, RenderConfig, load_image
+from styleforge.engine import ConfigError, ImageError, RenderConfig
 from styleforge.engine.video import (
     VideoConfig,
     check_encoding,
