@@ -65,3 +65,26 @@ def test_11_a_style_map_colour_written_short_is_not_a_missing_file(photos):
                                  *FAST])
     assert result.exit_code == 2
     assert "'#f00' is not a #rrggbb colour (write #ff0000)" in _one_line(result)
+
+
+def test_1_a_second_video_into_the_same_output_exits_2_and_changes_nothing(photos):
+    """Two `video` commands into one output mixed their frames and both said "wrote": the second
+    is refused before any work while the first (here, another process holding the lock) runs."""
+    pytest.importorskip("av", reason="video needs PyAV (the video extra)")
+    (photos / "shot").mkdir()
+    for index in range(2):
+        Image.open(photos / "c.png").save(photos / "shot" / f"{index}.png")
+    output = photos / "out.mp4"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom styleforge.engine.video import frame_store\n"
+                               f"with frame_store({str(output)!r}).lock():\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = runner.invoke(app, ["video", str(photos / "shot"), "-s", str(photos / "s.png"), "-o", str(output),
+                                     *FAST])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2
+    assert f"is being written by another styleforge (process {holder.pid})" in _one_line(result)
+    assert not output.exists() and not (photos / "out.mp4.frames").exists()
