@@ -45,14 +45,7 @@ class FrameStore:
 
     def digest(self, index: int) -> str | None:
         """The hash frame ``index``'s file holds (None: no file, or not one of ours)."""
-        path = self.path(index)
-        if not path.is_file():
-            return None
-        try:
-            metadata = read_metadata(path)
-        except ImageError:
-            return None
-        return metadata.get(_HASH_KEY) if isinstance(metadata, dict) else None
+        return _held_hash(self.path(index))
 
     @property
     def output(self) -> Path:
@@ -60,15 +53,18 @@ class FrameStore:
         return self.video if self.video is not None else Path(self.pattern)
 
     def owns(self, path: str | Path) -> bool:
-        """Whether ``path`` is one of this store's frame files (any frame number): a shot whose
-        output pattern lies in its input folder must not read its own frames as input."""
+        """Whether ``path`` is one of this store's frame files (any frame number) as a shot wrote
+        it (it holds a frame hash): a shot whose output pattern lies in its input folder must not
+        read its own frames as input. A user's frame that only matches the pattern is not owned:
+        it stays input, and check_shot refuses to write over it."""
         pattern = Path(self.pattern)
         name = re.escape(pattern.name)
         field = _FIELD.search(name)
         assert field is not None
         regex = name[:field.start()] + r" *\d+" + name[field.end():]  # %5d pads with spaces
         path = Path(path)
-        return re.fullmatch(regex, path.name) is not None and path.parent.resolve() == pattern.parent.resolve()
+        return (re.fullmatch(regex, path.name) is not None and path.parent.resolve() == pattern.parent.resolve()
+                and _held_hash(path) is not None)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -91,6 +87,17 @@ class FrameStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_image(image, path, metadata={**metadata, _HASH_KEY: digest, "frame": index + 1},
                           overwrite=True, recover=True)
+
+
+def _held_hash(path: Path) -> str | None:
+    """The frame hash a file holds (None: no file, or not a shot's frame)."""
+    if not path.is_file():
+        return None
+    try:
+        metadata = read_metadata(path)
+    except ImageError:
+        return None
+    return metadata.get(_HASH_KEY) if isinstance(metadata, dict) else None
 
 
 def frame_store(output: str | Path) -> FrameStore:

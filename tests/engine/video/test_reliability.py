@@ -83,10 +83,15 @@ def test_2_a_shot_resumed_at_any_frame_boundary_equals_an_uninterrupted_one(tmp_
 
 def test_3_output_frames_inside_the_input_folder_are_not_read_as_input(shot, style):
     store = frame_store(shot / "out%03d.png")
-    assert store.owns(shot / "out001.png") and store.owns(shot / "out1234.png")
-    assert not store.owns(shot / "frame1.png") and not store.owns(shot / "sub" / "out001.png")
     first = render_shot(CONFIG, open_frames(shot, exclude=store.owns), [style], store, video=VIDEO)
     assert first.rendered == FRAMES
+    assert store.owns(shot / "out001.png") and not store.owns(shot / "frame1.png")
+    (shot / "sub").mkdir()
+    (shot / "sub" / "out001.png").write_bytes((shot / "out001.png").read_bytes())
+    assert not store.owns(shot / "sub" / "out001.png")
+    (shot / "out1234.png").write_bytes((shot / "frame1.png").read_bytes())  # a user's, matching the pattern
+    assert not store.owns(shot / "out1234.png")
+    (shot / "out1234.png").unlink()
     source = open_frames(shot, exclude=store.owns)
     assert source.count == FRAMES and all(path.name.startswith("frame") for path in source.files)
     again = render_shot(CONFIG, source, [style], store, video=VIDEO)
