@@ -1,15 +1,17 @@
 """The ``styleforge`` command line (typer): parses, calls styleforge.engine, prints."""
 
+import os
 import signal
-import sys
 import threading
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
-    """Ctrl-C while the imports below run (torch takes a second or more): nothing has started,
-    so exit as an interrupt does (130), without the import's traceback."""
-    sys.stderr.write("interrupted before any work\n")
-    raise SystemExit(130)
+    """Ctrl-C while the imports below run (torch takes a second or more): nothing has started
+    and nothing is open, so exit as an interrupt does (130), without the import's traceback. At
+    once (os._exit), not by raising: an exception raised inside a C extension's import (numpy's)
+    can be caught on the way and the import retried, which fails differently and carries on."""
+    os.write(2, b"interrupted before any work\n")
+    os._exit(130)
 
 
 _MAIN_THREAD = threading.current_thread() is threading.main_thread()  # only it may set handlers
