@@ -11,6 +11,7 @@ import inspect
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from styleforge.engine import (
     RenderConfig,
     RenderError,
     StyleforgeError,
+    StyleforgeWarning,
     WeightsError,
 )
 
@@ -76,9 +78,13 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see '{context.command_path} --help')" if context is not None else ""
             fail(f"{error.format_message()}{hint}", error.exit_code)
             code = error.exit_code
-        except typer.Abort:
-            fail("aborted", EXIT_FAILED)
-            code = EXIT_FAILED
+        except typer.Abort as error:
+            if isinstance(error.__cause__, KeyboardInterrupt):  # click's word for a Ctrl-C before the work's own
+                say("interrupted before any work")
+                code = EXIT_INTERRUPTED
+            else:
+                fail("aborted", EXIT_FAILED)
+                code = EXIT_FAILED
         return self._exit(code, standalone_mode)
 
     def get_help_option(self, ctx: Any) -> Any:
@@ -182,9 +188,21 @@ def _message(error: StyleforgeError) -> str:
 
 def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
     """Map errors to one line on stderr and an exit code (traceback with --debug): bad input 2,
-    a failed render or write 1; anything unexpected 1 too, saying it is a bug."""
+    a failed render or write 1; anything unexpected 1 too, saying it is a bug. The engine's
+    warnings (StyleforgeWarning: a map's colours snapped, say) are one ``warning:`` line each."""
     try:
-        return body()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", StyleforgeWarning)
+            shown = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+                if issubclass(category, StyleforgeWarning):
+                    say(f"warning: {one_line(message)}")
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return body()
     except (InputError, WeightsError, BackendUnavailableError) as error:
         if debug:
             traceback.print_exc()

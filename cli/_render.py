@@ -152,7 +152,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     content = plate.display if plate is not None else load(content_path) if content_path else None
     style_paths = [str(path) for path in cli["style"]]
     styles = [load(path) for path in style_paths]
-    content_map = load(cli["content_map"]) if cli.get("content_map") else None
+    content_map = engine.load_map(cli["content_map"], max_pixels=max_pixels) if cli.get("content_map") else None
     map_paths = [str(path) for path in cli.get("style_map") or []]
     style_maps = engine.load_style_maps(map_paths, styles, max_pixels=max_pixels) if map_paths else None
 

@@ -41,6 +41,7 @@ def video(
     codec: Annotated[str | None, typer.Option(help="libx264, libx265, libvpx-vp9, ffv1 or prores_ks.", show_default="libx264; libvpx-vp9 for .webm")] = None,
     crf: Annotated[int | None, typer.Option(help="Quality of x264/x265/VP9 (lower is better).", show_default=str(VideoConfig.crf))] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Refuse frames with more pixels.", show_default=str(engine.DEFAULT_MAX_PIXELS))] = None,
+    allow_short_input: Annotated[bool, typer.Option("--allow-short-input", help="Render a video that decodes to fewer frames than its header announces (cut short or damaged) instead of refusing it.", show_default="off")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any render option; the command line overrides it.", show_default="none")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a video or frames that are not this shot's.", show_default="off")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.", show_default="off")] = False,
@@ -57,12 +58,14 @@ def video(
                                                 flow_preset=flow_preset, fps=fps, codec=codec, crf=crf).items()
                if value is not None}
     run_guarded(debug, lambda: with_preview(preview, "video", lambda feed: _video(
-        source, style, output, options, max_pixels, config, overwrite, quiet, render_options, feed, frames=frames)))
+        source, style, output, options, max_pixels, config, overwrite, quiet, render_options, feed, frames=frames,
+        allow_short=allow_short_input)))
 
 
 def _video(source: str, styles: list[Path] | None, output: str | None, options: dict[str, Any],
            max_pixels: int | None, config_path: Path | None, overwrite: bool, quiet: bool,
-           flags: dict[str, Any], preview_feed: Any = None, *, frames: str | None = None) -> None:
+           flags: dict[str, Any], preview_feed: Any = None, *, frames: str | None = None,
+           allow_short: bool = False) -> None:
     file_options, _ = split_config_file(config_path, set())
     config = options_to_config(file_options, config_path, flags)
     video = VideoConfig(**options)
@@ -73,7 +76,10 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
     limit = max_pixels or engine.DEFAULT_MAX_PIXELS
     # Everything that can be refused is refused before any work, and nothing is written.
     store = engine.frame_store(output)
-    shot = engine.open_frames(source, max_pixels=limit, frames=engine.parse_frame_range(frames))
+    shot = engine.open_frames(source, max_pixels=limit, frames=engine.parse_frame_range(frames), exclude=store.owns,
+                              allow_short=allow_short)
+    if allow_short and shot.announced is not None and shot.count < shot.announced:
+        say(f"warning: {source}: decoded {shot.count} of the {shot.announced} frames its header announces")
     style_images = [engine.load_image(path, max_pixels=limit) for path in styles]
     inputs = {f"style {i}": str(path) for i, path in enumerate(styles, start=1)}
     if config_path is not None:

@@ -24,6 +24,7 @@ from ._errors import (
     RenderError,
     RenderInterrupted,
     StyleforgeError,
+    StyleforgeWarning,
     WeightsError,
     check_choice,
 )
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from ._device import Precision, resolve_device
     from ._machine import describe_machine
     from ._image import check_output_path, load_image, read_metadata, resize_long_side, resize_to, save_image
-    from ._maps import flat_map, load_style_maps
+    from ._maps import check_map_spec, flat_map, load_map, load_style_maps
     from ._plate import Plate, read_plate
     from ._weights import load_backbone, model_status, resolve_weights
     from .backends import (
@@ -76,7 +77,7 @@ __all__ = [
     # images in and out
     "load_image", "save_image", "read_metadata", "resize_to", "resize_long_side", "check_output_path",
     "DEFAULT_MAX_PIXELS", "write_json_atomic", "read_plate", "Plate", "color_pipeline", "load_style_maps", "flat_map",
-    "is_color",
+    "is_color", "load_map", "check_map_spec",
     # render
     "render", "RenderEvent", "RenderResult", "plan_for", "resolve_device", "TargetCache", "resolve_precision",
     "WaitEvent", "report_waits",
@@ -94,7 +95,7 @@ __all__ = [
     "export_onnx", "write_bench_report", "read_bench_report", "compare_bench_reports",
     # errors
     "StyleforgeError", "InputError", "ConfigError", "ImageError", "WeightsError", "BackendUnavailableError",
-    "RenderError", "RenderInterrupted", "OutputError", "check_choice",
+    "RenderError", "RenderInterrupted", "OutputError", "StyleforgeWarning", "check_choice",
 ]
 
 #: Name -> the module (relative to this package) it is imported from on first use; a subpackage's
@@ -107,7 +108,7 @@ _LAZY: dict[str, str] = {
     "describe_machine": "._machine",
     **dict.fromkeys(("check_output_path", "load_image", "read_metadata", "resize_long_side", "resize_to",
                      "save_image"), "._image"),
-    **dict.fromkeys(("flat_map", "load_style_maps"), "._maps"),
+    **dict.fromkeys(("check_map_spec", "flat_map", "load_map", "load_style_maps"), "._maps"),
     **dict.fromkeys(("Plate", "read_plate"), "._plate"),
     **dict.fromkeys(("load_backbone", "model_status", "resolve_weights"), "._weights"),
     **dict.fromkeys(("backend_for", "compare_bench_reports", "export_onnx", "read_bench_report", "resolve_precision",

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ._errors import ImageError, OutputError
+from ._errors import ImageError, InputError, OutputError
 from ._exr import read_exr_metadata
 from ._files import atomic_write, cache_dir, probe_writable
 from ._plate import Plate, encode_display_exr, read_plate
@@ -65,15 +65,20 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, colorspace: str | None = None,
-               view: str | None = None) -> torch.Tensor:
+               view: str | None = None, alpha: str = "white") -> torch.Tensor:
     """Read an image file as a float32 tensor (3, H, W) in sRGB, values in [0, 1].
 
     Accepts PNG, JPEG, TIFF, WebP and BMP (and the other formats Pillow decodes) in greyscale,
     palette, RGB(A), CMYK and 16-bit greyscale modes. 16-bit RGB files are decoded by Pillow at
-    8-bit precision. An OpenEXR file is read in ``colorspace`` (default: the OCIO config's
-    scene_linear) and shown through ``view`` (``read_plate``; its alpha is not applied). Raises
-    ImageError naming the file and the reason for anything unusable.
+    8-bit precision. An alpha channel is flattened onto white (``alpha="white"``), or, for a
+    semantic map (``alpha="map"``), says only where something is painted: a pixel with any
+    opacity keeps its colour as painted, unblended, and a fully transparent one is white.
+    An OpenEXR file is read in ``colorspace`` (default: the OCIO config's scene_linear) and shown
+    through ``view`` (``read_plate``; its alpha is not applied). Raises ImageError naming the file
+    and the reason for anything unusable.
     """
+    if alpha not in ("white", "map"):
+        raise ValueError(f"alpha must be 'white' or 'map', got {alpha!r}")
     path = Path(path)
     if path.suffix.lower() == ".exr":
         return read_plate(path, colorspace=colorspace, view=view, max_pixels=max_pixels).display
@@ -100,7 +105,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                     f"{max_pixels:,} (raise max_pixels if this file is trusted)",
                 )
             image.load()
-            array = _to_rgb_array(path, image)
+            array = _to_rgb_array(path, image, alpha)
     except UnidentifiedImageError:
         raise ImageError(path, "not an image, or a format that cannot be decoded") from None
     except ImageError:
@@ -112,7 +117,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+def _to_rgb_array(path: Path, image: Image.Image, alpha_mode: str = "white") -> np.ndarray:
     """Decoded Pillow image -> float32 (H, W, 3) sRGB array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -133,9 +138,11 @@ def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
     image = image.convert("RGBA" if has_alpha else "RGB")
     array = np.asarray(image, dtype=np.float32) / 255.0
     if has_alpha:
-        # Flatten onto white: a painting's transparent margin reads as blank canvas, not black.
         rgb, alpha = array[:, :, :3], array[:, :, 3:]
-        array = rgb * alpha + (1.0 - alpha)
+        if alpha_mode == "map":  # a region's colour, however transparent its brush: never a blend with white
+            array = np.where(alpha > 0, rgb, 1.0)
+        else:  # flatten onto white: a painting's transparent margin reads as blank canvas, not black
+            array = rgb * alpha + (1.0 - alpha)
     return np.ascontiguousarray(array)
 
 
@@ -188,6 +195,11 @@ def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite:
         role = same_file_role(path, inputs or {})
         if role is not None:
             raise ImageError(path, f"is also an input ({role}); choose another output")
+        if path.is_symlink() and not path.exists() and not overwrite:
+            # The final write links its file into place and would meet the link only then, after
+            # the whole render: a link to nothing is refused here, before any work.
+            raise ImageError(path, f"is a link to nothing ({os.readlink(path)}); pass --overwrite to replace the "
+                                   "link, or remove it")
         if path.exists() and not overwrite:
             raise ImageError(path, "output exists; pass --overwrite to replace it")
         if not make_folders and not path.parent.is_dir():
@@ -279,7 +291,10 @@ def save_image(
 def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
     """Write ``data`` to ``<cache>/recovered/NAME`` (or NAME-TIMESTAMP when taken); None if even
     that fails."""
-    folder = cache_dir() / "recovered"
+    try:
+        folder = cache_dir() / "recovered"
+    except InputError:  # a cache that is a file: the image cannot be kept there either
+        return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in (path.name, f"{path.stem}-{stamp}-{os.getpid()}{path.suffix}"):
         try:

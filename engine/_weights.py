@@ -34,7 +34,7 @@ import torch
 
 from ._backbone import SQUEEZENET, VGGFeatures, layer_infos
 from ._errors import WeightsError, check_choice
-from ._files import atomic_write, cache_dir, sha256_file
+from ._files import atomic_write, cache_dir, move_aside, sha256_file
 from ._models import (  # the table, without torch
     DEFAULT_MODEL,
     HED_REQUIREMENT,
@@ -234,17 +234,6 @@ def _hed_file_problem(path: Path, arch: str = "vgg16") -> str | None:
     return None
 
 
-def _move_aside(path: Path) -> Path | None:
-    """Rename a cached file that failed its check to NAME.corrupt-TIMESTAMP (never delete what a
-    user or another process may want to look at); None if it was already gone."""
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return None
-    return aside
-
-
 def _write_sidecar(path: Path) -> None:
     atomic_write(_sidecar(path), (sha256_file(path) + "\n").encode())
 
@@ -264,7 +253,7 @@ def _verified_cache(cached: Path, file_problem: Callable[[Path], str | None]) ->
     if state == "unverified" and file_problem(cached) is None:
         _write_sidecar(cached)
         return cached, None
-    return None, _move_aside(cached)
+    return None, move_aside(cached)
 
 
 def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:

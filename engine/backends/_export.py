@@ -21,12 +21,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .._backbone import ARCHITECTURES, VGGFeatures
 from .._errors import BackendUnavailableError
-from .._files import atomic_write, cache_dir, sha256_file
+from .._files import atomic_write, cache_dir, move_aside, sha256_file
 from .._wait import waiting
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
 
@@ -128,7 +129,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         folder = cache_dir() / "onnx" / _key(model, digest, backbone, opset, dtype)
     graphs = ExportedGraphs(folder=folder, **graphs_meta)
     if not force and _export_is_intact(graphs):
-        return graphs
+        if _export_loads(onnx, graphs):
+            return graphs
+        move_aside(folder)  # its checksums match files that do not load: rebuilt below, kept to look at
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -187,6 +190,20 @@ def _move_into_place(scratch: Path, folder: Path, graphs: ExportedGraphs) -> Non
     except OSError:  # another process replaced it meanwhile: theirs is as good as ours
         shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(stale, ignore_errors=True)
+
+
+def _export_loads(onnx: Any, graphs: ExportedGraphs) -> bool:
+    """True when both graphs parse and name the outputs this export needs. The checksums in
+    meta.json only say the files are those it recorded: a file cut short with a meta.json to
+    match (a copy or a sync that stopped) passes them and then fails inside onnxruntime."""
+    try:
+        for path, outputs in ((graphs.forward_path, graphs.forward_outputs), (graphs.backward_path, ("image_grad",))):
+            model = onnx.load(str(path))
+            if tuple(output.name for output in model.graph.output) != tuple(outputs):
+                return False
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError and onnx's own: anything that fails to load)
+        return False
+    return True
 
 
 def _export_is_intact(graphs: ExportedGraphs) -> bool:

@@ -21,7 +21,7 @@ from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import DEFAULT_MAX_PIXELS, load_image, read_metadata, save_image
 from .._plate import Plate, read_plate
-from .._maps import is_color, load_style_maps
+from .._maps import is_color, load_map, load_style_maps
 from ..backends import Backend, backend_for, backend_key, resolve_precision
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
@@ -180,7 +180,7 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
                        max_pixels=DEFAULT_MAX_PIXELS) if job.content and job.content.suffix.lower() == ".exr" else None
     styles = [load(path) for path in job.styles]
     content = plate.display if plate is not None else load(job.content) if job.content else None
-    return PreparedJob(digest, content, styles, load(job.content_map) if job.content_map else None,
+    return PreparedJob(digest, content, styles, load_map(job.content_map) if job.content_map else None,
                        load_style_maps(job.style_maps, styles) if job.style_maps else None, plate)
 
 
@@ -225,7 +225,8 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
     """A video job: render_shot resumes by its frames' own hashes ("skipped": every frame and the
     video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
     config = job.config
-    source = open_frames(job.content)
+    store = frame_store(job.output)
+    source = open_frames(job.content, exclude=store.owns)  # the shot's own frames are not its input
     styles = [load_image(path) for path in job.styles]
     backend = None
     if backends is not None:
@@ -233,7 +234,7 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
         reference = crop_to_frame(torch.empty((3, source.height, source.width)), config)
         backend = backends.get(config, target, plan_for(config, reference, target).shapes)
     metadata = {"input": str(job.content), "styles": [str(s) for s in job.styles]}
-    result = render_shot(config, source, styles, frame_store(job.output), video=job.video, overwrite=overwrite,
+    result = render_shot(config, source, styles, store, video=job.video, overwrite=overwrite,
                          metadata=metadata, backend=backend, target_cache=cache,
                          callback=(lambda event: callback(event.step) if event.step is not None else None)
                          if callback is not None else None)

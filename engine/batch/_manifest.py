@@ -38,7 +38,7 @@ from typing import Any
 from .._config import INITS, RenderConfig
 from .._errors import ConfigError, ImageError, InputError, StyleforgeError, check_choice
 from .._image import check_output_path
-from .._maps import is_color
+from .._maps import check_map_spec, is_color
 from .._values import coerce_path, coerce_paths
 from ..video import VideoConfig, find_sequence, frame_path, frame_store, is_sequence
 
@@ -111,6 +111,10 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         if key is None:
             return ()
         given = coerce_paths(key, merged[key], separator=";")
+        if key.startswith("style_map"):
+            for spec in given:  # "#f00" is a colour written wrong, not a missing file
+                if not _resolve(spec, base).exists():
+                    check_map_spec(spec)
         return tuple(Path(p) if is_color(p) else _resolve(p, base) for p in given)  # a colour is no path
 
     styles = paths("styles", "style")

@@ -41,6 +41,9 @@ _PINNED_SHARE = 0.99
 #: ... as has a level whose last loss is this many times its first (and not negligible): an
 #: optimiser that works lowers the loss of the start it was given.
 _EXPLODED_RATIO = 10.0
+#: ... to more than this, and more than this share of the terms' weights (see _exploded).
+_NEGLIGIBLE_LOSS = 1e-3
+_NEGLIGIBLE_SHARE = 1e-5
 #: The time left is estimated from a level's evaluations after its first few (which pay the level's
 #: set-up: style targets, first-run allocations), once this many have been timed.
 _SETTLE_EVALUATIONS, _TIMED_EVALUATIONS = 2, 3
@@ -287,15 +290,18 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
         clock.check_finite(force=True)
         if not torch.isfinite(image).all():
             raise RenderError("the image became NaN/Inf; lower it or the loss weights", field="learning_rate")
-        _check_divergence(image, start_pinned, first_loss[0] if first_loss else None, clock.last_loss, index,
-                          optimization.optimizer, optimization.resolved_learning_rate,
+        result = average.result(image.detach())
+        first = first_loss[0] if first_loss else None
+        last = clock.last_loss
+        _check_divergence(result, start_pinned, first, last, index, optimization.optimizer,
+                          optimization.resolved_learning_rate, weights=sum(map(abs, objective.weights.values())),
                           half=backend.precision.name if backend.precision.is_half else None)
     except KeyboardInterrupt:
         clock.check_finite(force=True)
         raise RenderInterrupted(_finish(config, average.result(image.detach()), level), clock.evaluations) from None
     if optimization.optimizer == "adam":
         carried = {key: value.detach() for key, value in optimizer.state[image].items()}
-    return average.result(image.detach()), carried
+    return result, carried
 
 
 class _IterateAverage:
@@ -331,8 +337,8 @@ def _pinned_share(image: torch.Tensor) -> float:
 
 
 def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Tensor | None,
-                      last: torch.Tensor | None, level: int, optimizer: str, rate: float,
-                      half: str | None = None) -> None:
+                      last: torch.Tensor | None, level: int, optimizer: str, rate: float, *,
+                      weights: float = 0.0, half: str | None = None) -> None:
     """RenderError naming learning_rate when a level ended pinned at the clamp or with its loss
     exploded: what a too-large step does, and what the clamp would otherwise hide. Under a half
     precision (``half``; --precision auto picks bf16 on CPUs that run it natively) the message
@@ -345,11 +351,24 @@ def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Ten
     if pinned > _PINNED_SHARE >= start_pinned:
         raise RenderError(f"the render diverged: {pinned:.1%} of the image is pinned at 0 or 1 {how}; {remedy}",
                           field="learning_rate")
-    if first is not None and last is not None:
-        start, end = float(first), float(last)
-        if end > _EXPLODED_RATIO * max(start, 0.0) and end > 1e-3:
-            raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; {remedy}",
+    if _exploded(first, last, weights):
+        start, end = float(first), float(last)  # type: ignore[arg-type]  (_exploded checked both)
+        raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; {remedy}",
                               field="learning_rate")
+
+
+def _exploded(first: torch.Tensor | None, last: torch.Tensor | None, weights: float = 0.0) -> bool:
+    """Whether a level's loss rose from ``first`` to ``last`` as a too-large step makes it: many
+    times over, and by more than a negligible amount. Negligible is measured against the terms'
+    ``weights`` (their sum): every term is a relative error, so 1e-5 of the weights is a change
+    no one could see. A start at the loss's floor (a one-colour image in a style of its colour:
+    3e-9 in fp32) otherwise "exploded" when L-BFGS's first step, scaled by the inverse of a
+    near-zero gradient, took it to 1e-3; in bf16 that gradient rounds to exactly 0 and no step
+    is taken, which is why only fp32 failed."""
+    if first is None or last is None:
+        return False
+    start, end = float(first), float(last)
+    return end > _EXPLODED_RATIO * max(start, 0.0) and end > max(_NEGLIGIBLE_LOSS, _NEGLIGIBLE_SHARE * weights)
 
 
 class _Clock:

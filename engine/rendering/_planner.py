@@ -244,11 +244,17 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
         histories += [h for h in _SHORTER_HISTORIES if h < optimization.lbfgs_history]
     padded_halo = _up(halo)
 
-    def tiled(history: int, state: int, tile: int) -> LevelPlan:
+    def tile_bytes(tile: int) -> int:
+        """One crop's activations: what a tile size costs, known without cutting a tile."""
         tile = max(_ALIGN, _up(tile))
-        crop_h, crop_w = min(height, tile + 2 * padded_halo), min(width, tile + 2 * padded_halo)
+        return activation_bytes(layers, min(height, tile + 2 * padded_halo), min(width, tile + 2 * padded_halo))
+
+    def tiled(history: int, state: int, tile: int) -> LevelPlan:
+        # The tiles are cut only for the plan chosen: a level that cannot fit is refused from
+        # the figures alone (at 200000 px, 64-px tiles are millions of regions per candidate).
+        tile = max(_ALIGN, _up(tile))
         return LevelPlan(level, height, width, tile, tuple(plan_tiles(height, width, tile, halo)),
-                         activation_bytes(layers, crop_h, crop_w), state, history)
+                         tile_bytes(tile), state, history)
 
     for round_ in ("large tiles", "any tiles"):
         for history in histories:
@@ -259,11 +265,10 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
                 return LevelPlan(level, height, width, 0, (Region.whole(height, width),), untiled, state, history)
             sizes = [t for t in _TILE_SIZES if t >= 512] if round_ == "large tiles" else list(_TILE_SIZES)
             for tile in sizes:
-                plan = tiled(history, state, tile)
-                if plan.total_bytes <= budget:
-                    return plan
+                if tile_bytes(tile) + state <= budget:
+                    return tiled(history, state, tile)
     state = _state_bytes(config, by_name, height, width, histories[-1])
-    smallest = tiled(histories[-1], state, _TILE_SIZES[-1]).total_bytes
+    smallest = tile_bytes(_TILE_SIZES[-1]) + state
     raise ConfigError(
         f"level {level + 1} ({width}x{height}) needs about {_size(smallest)} even in {_TILE_SIZES[-1]}-px tiles "
         f"(the optimiser state alone is {_size(state)}), more than the {_size(budget)} "

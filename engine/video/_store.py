@@ -10,9 +10,11 @@ output, a work folder beside it (``out.mp4.frames/``) that the video is encoded 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 
 from .._errors import ConfigError, ImageError
+from .._files import OutputLocked, exclusive_lock
 from .._image import check_output_path, read_metadata, save_image
 from ._encode import CONTAINERS
 from ._sequence import printf_pattern
@@ -54,20 +57,59 @@ class FrameStore:
 
     def digest(self, index: int) -> str | None:
         """The hash frame ``index``'s file holds (None: no file, or not one of ours)."""
-        path = self.path(index)
-        if not path.is_file():
-            return None
+        return _held_hash(self.path(index))
+
+    @property
+    def output(self) -> Path:
+        """What the user named: the video, or the frame pattern."""
+        return self.video if self.video is not None else Path(self.pattern)
+
+    def owns(self, path: str | Path) -> bool:
+        """Whether ``path`` is one of this store's frame files (any frame number) as a shot wrote
+        it (it holds a frame hash): a shot whose output pattern lies in its input folder must not
+        read its own frames as input. A user's frame that only matches the pattern is not owned:
+        it stays input, and check_shot refuses to write over it."""
+        pattern = Path(self.pattern)
+        name = re.escape(pattern.name)
+        field = _FIELD.search(name)
+        assert field is not None
+        regex = name[:field.start()] + r" *\d+" + name[field.end():]  # %5d pads with spaces
+        path = Path(path)
+        return (re.fullmatch(regex, path.name) is not None and path.parent.resolve() == pattern.parent.resolve()
+                and _held_hash(path) is not None)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this output against a second writer (another ``styleforge video`` or batch job
+        to the same output) for the block, or raise ImageError at once, before any work: two
+        shots into one output would mix their frames. A killed holder's lock is dropped by the
+        kernel, so a rerun after kill -9 is never refused."""
+        output = self.output
+        output.parent.mkdir(parents=True, exist_ok=True)
         try:
-            metadata = read_metadata(path)
-        except ImageError:
-            return None
-        return metadata.get(_HASH_KEY) if isinstance(metadata, dict) else None
+            with exclusive_lock(output.parent / f".{output.name}.lock"):
+                yield
+        except OutputLocked as locked:
+            holder = f" (process {locked.holder})" if locked.holder is not None else ""
+            raise ImageError(output, f"is being written by another styleforge{holder}; wait for it to finish, "
+                                     "or stop it") from None
 
     def write(self, index: int, image: torch.Tensor, digest: str, metadata: dict[str, Any]) -> Path:
         path = self.path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_image(image, path, metadata={**metadata, _HASH_KEY: digest, "frame": self.number(index)},
                           overwrite=True, recover=True)
+
+
+def _held_hash(path: Path) -> str | None:
+    """The frame hash a file holds (None: no file, or not a shot's frame)."""
+    if not path.is_file():
+        return None
+    try:
+        metadata = read_metadata(path)
+    except ImageError:
+        return None
+    return metadata.get(_HASH_KEY) if isinstance(metadata, dict) else None
 
 
 def frame_store(output: str | Path) -> FrameStore:
