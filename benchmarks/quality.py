@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from styleforge.engine import RenderConfig, load_image, render, resize_to, save_image
+from styleforge.engine import RenderConfig, load_image, read_metadata, render, resize_to, save_image
 from styleforge.engine.batch import parse_option_value
 
 ROOT = Path(__file__).resolve().parent
@@ -90,6 +90,16 @@ def _render_pair(name: str, label: str, options: dict, size: int | None) -> tupl
     return result.image, row
 
 
+def _kept_render(path: Path, name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict] | None:
+    """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
+    row = read_metadata(path) if path.is_file() else None
+    method = PAIRS[name][3]
+    if not row or row.get("options") != options or row.get("size") != _config(method, size, options).pyramid.size:
+        return None
+    print(f"{name:24s} {label:10s} reused {path}", flush=True)
+    return load_image(path), row
+
+
 def _tile(image: torch.Tensor, text: str) -> Image.Image:
     height, width = image.shape[-2:]
     thumb = resize_to(image, _THUMB, max(1, round(width * _THUMB / height)))
@@ -123,6 +133,9 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true",
                         help="render only the variants (while exploring; such a sheet lacks the default)")
     parser.add_argument("--keep-renders", action="store_true", help="also save each render as a full-size PNG")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep-renders: a variant whose full-size render is kept in --out with the same "
+                             "options and size is read back, not rendered again (a sheet can grow run by run)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"the quality benchmark reads {SHARED}, which is not there")
@@ -144,14 +157,15 @@ def main() -> None:
                                        or _config(method, args.size, options) == _config(method, args.size, {})):
                 print(f"{name:24s} {label:10s} not a variant of this pair's method: skipped", flush=True)
                 continue
-            image, row = _render_pair(name, label, options, args.size)
+            kept = args.out / f"{name}_{label}.png"
+            reused = _kept_render(kept, name, label, options, args.size) if args.reuse else None
+            image, row = reused if reused is not None else _render_pair(name, label, options, args.size)
             rows = [r for r in rows if not (r["pair"] == name and r["variant"] == label and r["size"] == row["size"])]
             rows.append(row)
             tiles.append(_tile(image, f"{label} ({row['size']} px, {row['seconds']:.0f} s)"))
-            if args.keep_renders:
-                target = args.out / f"{name}_{label}.png"
-                target.unlink(missing_ok=True)
-                save_image(image, target, metadata=row)
+            if args.keep_renders and reused is None:
+                kept.unlink(missing_ok=True)
+                save_image(image, kept, metadata=row)
         _sheet(tiles, args.out / f"{name}.png")
         report_path.write_text(json.dumps({"command": " ".join(sys.argv), "renders": rows}, indent=2) + "\n")
         print(f"wrote {args.out / f'{name}.png'}", flush=True)

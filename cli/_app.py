@@ -7,18 +7,22 @@ error); status lines are printed whole, never wrapped, whatever the terminal's w
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from styleforge import engine
 from styleforge.engine import (
     BackendUnavailableError,
     ConfigError,
@@ -27,11 +31,11 @@ from styleforge.engine import (
     RenderConfig,
     RenderError,
     StyleforgeError,
+    StyleforgeWarning,
     WeightsError,
-    check_output_path,
 )
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "app", "check_json_output", "fail", "one_line",
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "HelpCommand", "app", "check_json_output", "fail", "one_line",
            "run_guarded", "say", "stderr"]
 
 EXIT_FAILED = 1
@@ -74,16 +78,94 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see '{context.command_path} --help')" if context is not None else ""
             fail(f"{error.format_message()}{hint}", error.exit_code)
             code = error.exit_code
-        except typer.Abort:
-            fail("aborted", EXIT_FAILED)
-            code = EXIT_FAILED
+        except typer.Abort as error:
+            if isinstance(error.__cause__, KeyboardInterrupt):  # click's word for a Ctrl-C before the work's own
+                say("interrupted before any work")
+                code = EXIT_INTERRUPTED
+            else:
+                fail("aborted", EXIT_FAILED)
+                code = EXIT_FAILED
         return self._exit(code, standalone_mode)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _tidy(option)  # a flag, shown as the commands show theirs
+        return option
 
     @staticmethod
     def _exit(code: int, standalone_mode: bool) -> int:
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+#: Value names by the Python type an option parses (a list's by its items), where the option sets
+#: none: what users read in help, never the type itself (``<list[Path]>``, ``<int>``).
+_METAVARS = {"int": "N", "float": "FLOAT", "Path": "PATH", "str": "TEXT"}
+#: Defaults that mean "not given": help shows no default for these (flags are off unless given).
+_NO_DEFAULT = {"none", "off", "false", ""}
+
+
+def _paragraphs(text: str) -> str:
+    """A docstring's paragraphs with their source line breaks removed: the terminal wraps them."""
+    return "\n\n".join(" ".join(block.split()) for block in inspect.cleandoc(text).split("\n\n"))
+
+
+class HelpCommand(TyperCommand):
+    """Every command's help in one style: value names users know (PATH, N, FLOAT, WxH), none for
+    flags, UPPERCASE arguments in the usage line as click writes them (``[CONTENT]`` optional,
+    ``INPUT`` required), paragraphs wrapped to the terminal, and defaults as ``[default: 512]``
+    inside the help text, where they wrap instead of being cut."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = _paragraphs(self.help)
+        for param in self.params:
+            _tidy(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _tidy(option)
+        return option
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _metavar(param: Any) -> str:
+    described = param.type_descriptor
+    if described.is_path:
+        return "PATH"
+    bare = param.bare_type()
+    return _METAVARS.get(bare.removeprefix("list[").removesuffix("]"), "TEXT")
+
+
+def _tidy(param: Any) -> None:
+    if getattr(param, "_tidied", False):
+        return
+    param._tidied = True
+    if isinstance(param, TyperArgument):
+        param.metavar = param.metavar or param.name.upper()
+        param.display_type_rich = lambda ctx: None  # its name already says what it is (CONTENT)
+    elif isinstance(param, TyperOption):
+        if param.is_flag:
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = _metavar(param)
+    show = param.show_default
+    if isinstance(show, str):
+        param.declared_default = show  # what the command declared, for tests and tools to read
+        param.show_default = False
+        if show.strip().lower() not in _NO_DEFAULT:
+            param.help = f"{param.help or ''} {escape(f'[default: {show}]')}".strip()
 
 
 app = typer.Typer(
@@ -106,9 +188,21 @@ def _message(error: StyleforgeError) -> str:
 
 def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
     """Map errors to one line on stderr and an exit code (traceback with --debug): bad input 2,
-    a failed render or write 1; anything unexpected 1 too, saying it is a bug."""
+    a failed render or write 1; anything unexpected 1 too, saying it is a bug. The engine's
+    warnings (StyleforgeWarning: a map's colours snapped, say) are one ``warning:`` line each."""
     try:
-        return body()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", StyleforgeWarning)
+            shown = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+                if issubclass(category, StyleforgeWarning):
+                    say(f"warning: {one_line(message)}")
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return body()
     except (InputError, WeightsError, BackendUnavailableError) as error:
         if debug:
             traceback.print_exc()
@@ -135,7 +229,7 @@ def check_json_output(path: Path, key: str, field: str) -> None:
     """Before the work that produces it: a JSON output's folder must take a file, and it may
     replace only an earlier output of its kind (a JSON object with ``key``), never a user's file."""
     try:
-        check_output_path(path, image=False, overwrite=True)
+        engine.check_output_path(path, image=False, overwrite=True)
     except ImageError as error:
         raise ConfigError(str(error), field=field) from None
     if path.exists():

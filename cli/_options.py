@@ -18,14 +18,17 @@ __all__ = ["RENDER_OPTIONS", "with_render_options"]
 
 #: Help panels, one per config group.
 _PANELS = {"objective": "Loss", "mrf": "MRF and semantic maps", "pyramid": "Size and schedule",
-           "optimization": "Optimiser", "runtime": "Network and device", "memory": "Memory and tiling"}
+           "optimization": "Optimiser", "runtime": "Network and device", "memory": "Memory and tiling",
+           "color_management": "Colour management (EXR)"}
 
 RENDER_OPTIONS = RenderConfig.FIELDS
+#: Value names that say more than the type: sizes in the one size grammar, amounts of memory.
+_METAVARS = {"size": "N|WxH", "max_memory": "BYTES"}
 
 
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
+        return ", ".join(str(v) for v in value)  # with spaces: a long list wraps in help, never cut
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -49,7 +52,7 @@ def _parameter(name: str) -> inspect.Parameter:
     show = spec.get("show") or (_shown(default) if default == mrf
                                 else f"{_shown(default)} for gram, {_shown(mrf)} for mrf")
     declarations = spec.get("flags") or (RenderConfig.flag(name), *((spec["short"],) if "short" in spec else ()))
-    option = typer.Option(*declarations, help=spec["help"], show_default=show,
+    option = typer.Option(*declarations, help=spec["help"], show_default=show, metavar=_METAVARS.get(name),
                           rich_help_panel=_PANELS[spec["group"]])
     annotation = Annotated[_cli_type(spec["type"]) | None, option]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)

@@ -6,35 +6,21 @@ import platform
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from styleforge import engine
-from styleforge.engine import (
-    BackendUnavailableError,
-    ConfigError,
-    Precision,
-    RenderConfig,
-    frame_shape,
-    parse_size,
-    write_json_atomic,
-)
-from styleforge.engine.backends import (
-    available_backends,
-    matrix_tflops,
-    record_fastest_backend,
-    tensorrt_available,
-    time_backend,
-)
+# Names that load without torch; engine.backends and the rest are read when a command runs.
+from styleforge.engine import BackendUnavailableError, ConfigError, RenderConfig, frame_shape, parse_size, write_json_atomic
 
-from ._app import app, check_json_output, run_guarded, say
+from ._app import HelpCommand, app, check_json_output, run_guarded, say
+from ._report import print_comparison
 
 _DEFAULTS = RenderConfig()
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def models() -> None:
     """List the models, whether their weights are present, and where."""
     table = Table("model", "weights", "location", "description")
@@ -53,12 +39,12 @@ def _frame(text: str) -> tuple[int, int]:
     return height, width
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def export(
     model: Annotated[str, typer.Option(help="Backbone and weights.")] = _DEFAULTS.runtime.model,
     format: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
     size: Annotated[list[str] | None, typer.Option("--size", help="Image sizes the TensorRT profile must cover (512 or 1920x1080); repeat.", show_default="512")] = None,
-    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32, fp16 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="TensorRT precision: fp32, tf32 or fp16 (bf16 runs on --backend torch only).")] = "fp32",
     pooling: Annotated[str, typer.Option(help="max or avg.")] = _DEFAULTS.runtime.pooling,
     layers: Annotated[str, typer.Option(help="Taps to export (comma-separated).")] = ",".join(_DEFAULTS.taps),
     weights: Annotated[Path | None, typer.Option(help="Weights file for --model.", show_default="the cache")] = None,
@@ -83,7 +69,7 @@ def export(
             print(graphs.backward_path)
             return
         sizes = [_frame(text) for text in (size or ["512"])]
-        missing = tensorrt_available()
+        missing = engine.backends.tensorrt_available()
         if missing is not None:
             raise BackendUnavailableError(f"--format tensorrt: {missing}")
         built = engine.backend_for(config, engine.resolve_device("cuda"), sizes, backbone=backbone)
@@ -96,7 +82,7 @@ def export(
 _MATMUL_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def bench(
     size: Annotated[list[str] | None, typer.Option("--size", help="Sizes to time (512 = 512x384, or WIDTHxHEIGHT); repeat.", show_default="256, 512, 1024")] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backends to compare; repeat.", show_default="every one present")] = None,
@@ -106,22 +92,33 @@ def bench(
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed iterations per size.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed iterations first.")] = 2,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the figures as JSON.", show_default="none")] = None,
+    report: Annotated[Path | None, typer.Option("--report", metavar="DIR", help="Write a report folder: bench.json with the machine's description, PNG charts (seconds per iteration, share of the matrix rate, peak memory against megapixels) and README.md.", show_default="none")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", metavar="A B", help="Print two report folders side by side, and measure nothing.", show_default="none")] = None,
+    cpu_precision: Annotated[bool, typer.Option("--cpu-precision", help="Only measure bf16 against fp32 on this CPU again (what --precision auto runs), print the figures and replace the cached choice.", show_default="off")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", show_default="off")] = False,
 ) -> None:
     """Time forward + image gradient per backend, side by side; records the fastest for --backend auto."""
 
     def body() -> None:
+        if cpu_precision:
+            _remeasure_cpu_precision()
+            return
+        if compare is not None and None not in compare:
+            print_comparison(*compare)
+            return
         if iterations < 1 or warmup < 0:
             raise ConfigError(f"needs at least 1 timed iteration and no negative warm-up, got -n {iterations} "
                               f"--warmup {warmup}", field="iterations")
         for name in backend or []:
             RenderConfig(backend=name)  # refuses an unknown name with the valid list
         target = engine.resolve_device(RenderConfig(device=device).runtime.device)
-        names = backend or available_backends(target)
-        options = [Precision(value).name if value != "auto" else value for value in (precision or ["auto"])]
+        names = backend or engine.backends.available_backends(target)
+        options = [engine.Precision(value).name if value != "auto" else value for value in (precision or ["auto"])]
         sizes = [_frame(text) for text in (size or ["256", "512", "1024"])]
         if output is not None:  # before the timing, not after it
             check_json_output(output, "results", "output")
+        if report is not None:
+            engine.backends.check_report_folder(report)
         if target.type == "cpu":
             engine.use_physical_cores()  # before the matrix rate too, as a render would run
         taps = RenderConfig().taps
@@ -131,6 +128,8 @@ def bench(
         # runs (a CPU's bf16 on torch, fp32 on onnxruntime), so it is resolved per backend.
         peaks: dict[str, float] = {}
         table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
+        for column in table.columns:  # narrow terminals wrap the headers instead of cutting them
+            column.overflow = "fold"
         rows, by_backend = [], {}
         for name in names:
             for option in options:
@@ -142,10 +141,10 @@ def bench(
                     continue
                 value = built.precision
                 if value.name not in peaks:
-                    peaks[value.name] = matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
+                    peaks[value.name] = engine.backends.matrix_tflops(target, size=4096 if target.type == "cuda" else 1024,
                                                       dtype=_MATMUL_DTYPES[value.name], tf32=value.name == "tf32")
                 for height, width in sizes:
-                    timing = time_backend(built, height, width, iterations=iterations, warmup=warmup)
+                    timing = engine.backends.time_backend(built, height, width, iterations=iterations, warmup=warmup)
                     share = timing.tflops / peaks[value.name]
                     rows.append({**timing.to_dict(), "precision": value.name, "share_of_matrix_rate": share})
                     if option == options[0]:
@@ -154,23 +153,38 @@ def bench(
                                   f"{timing.images_per_second:.2f}", f"{timing.peak_memory_bytes / 2**30:.2f} GiB",
                                   f"{timing.tflops:.2f}", f"{share:.0%}")
         Console().print(table)
+        machine = engine.backends.machine_facts(target)
         if target.type == "cpu":
-            say(f"threads: {torch.get_num_threads()} (physical cores: {engine.physical_cores()}); "
+            say(f"threads: {machine['threads']} (physical cores: {engine.physical_cores()}); "
                 f"native bf16: {'yes' if engine.native_bf16() else 'no'}")
+        figures = {"device": str(target), "model": model, "platform": platform.platform(),
+                   "gpu": machine["gpu"], "matmul_tflops": peaks, "threads": machine["threads"],
+                   "physical_cores": engine.physical_cores(), "results": rows}
         if output is not None:
-            report = {"device": str(target), "model": model, "platform": platform.platform(),
-                      "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
-                      "matmul_tflops": peaks, "threads": torch.get_num_threads(),
-                      "physical_cores": engine.physical_cores(), "results": rows}
-            write_json_atomic(output, report)
+            write_json_atomic(output, figures)
+        if report is not None:
+            fields = {key: value for key, value in figures.items() if key != "results"}
+            engine.write_bench_report(rows, engine.describe_machine(target), report, **fields)
+            say(f"report: {report / 'README.md'}")
         if len(by_backend) > 1:
             totals = {name: sum(values) for name, values in by_backend.items()}
             try:
-                fastest = record_fastest_backend(target, totals)
+                fastest = engine.backends.record_fastest_backend(target, totals)
             except OSError as error:  # the figures stand; only the choice for --backend auto is not kept
                 say(f"warning: the fastest backend could not be recorded in the cache ({error})")
             else:
                 say(f"fastest here: {fastest} (used by --backend auto on this machine)")
 
     run_guarded(debug, body)
+
+
+def _remeasure_cpu_precision() -> None:
+    engine.use_physical_cores()  # the choice is kept per thread count, that of a render
+    measured = engine.measure_bf16()
+    if measured is None:
+        say("no native bf16 on this CPU (AVX-512 BF16 or AMX): --precision auto runs fp32, nothing to measure")
+        return
+    say(f"fp32 ms: {', '.join(f'{value:.1f}' for value in measured.fp32_ms)}")
+    say(f"bf16 ms: {', '.join(f'{value:.1f}' for value in measured.bf16_ms)}")
+    say(f"{measured.describe()} (rule: {measured.rule}; kept in the cache, measured {measured.measured_at})")
 

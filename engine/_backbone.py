@@ -10,91 +10,37 @@ past it is ever computed. Per-tap metadata (channels, stride) follows timm's Fea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ConfigError, WeightsError, check_choice
+from ._layers import (
+    ARCHITECTURES,
+    CAFFE_PREPROCESSING,
+    POOLINGS,
+    SQUEEZENET,
+    SQUEEZENET_FIRES,
+    TORCHVISION_PREPROCESSING,
+    FeatureInfo,
+    Preprocessing,
+    layer_infos,
+)
 
+# The layer tables live in _layers (no torch, so the config and the CLI's help can read them);
+# they are re-exported here, beside the network built from them.
 __all__ = [
     "ARCHITECTURES",
+    "CAFFE_PREPROCESSING",
     "POOLINGS",
+    "SQUEEZENET",
+    "SQUEEZENET_FIRES",
+    "TORCHVISION_PREPROCESSING",
     "FeatureInfo",
     "Preprocessing",
     "VGGFeatures",
     "layer_infos",
 ]
-
-#: Convolutions per block.
-ARCHITECTURES: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
-_BLOCK_CHANNELS = (64, 128, 256, 512, 512)
-#: SqueezeNet 1.1 (Iandola et al. 2016, torchvision's ``squeezenet1_1``): fire module -> (squeeze
-#: channels, channels of each expand branch); a 3x3 stride-2 max pool follows conv1, fire3, fire5.
-SQUEEZENET_FIRES: dict[str, tuple[int, int]] = {
-    "fire2": (16, 64), "fire3": (16, 64), "fire4": (32, 128), "fire5": (32, 128),
-    "fire6": (48, 192), "fire7": (48, 192), "fire8": (64, 256), "fire9": (64, 256)}
-SQUEEZENET = "squeezenet1_1"
-POOLINGS = ("max", "avg")
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One named layer output: its kind, channel count and stride relative to the input, and
-    the kernel and step of the layer that makes it (what its receptive field grows by)."""
-
-    name: str
-    kind: str  # "conv", "relu", "pool" or "fire" (SqueezeNet: squeeze, expand 1x1 + 3x3, ReLUs)
-    channels: int
-    stride: int
-    kernel: int = 1
-    step: int = 1
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an sRGB [0, 1] image becomes the network's input: ((x[order] * scale) - mean) / std."""
-
-    channel_order: str = "RGB"  # "RGB" or "BGR"
-    scale: float = 1.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # in channel_order
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-#: torchvision's ImageNet preprocessing.
-TORCHVISION_PREPROCESSING = Preprocessing()
-#: Caffe-style BGR, 0-255, mean subtraction (HED and the original VGG release).
-CAFFE_PREPROCESSING = Preprocessing("BGR", 255.0, (104.00699, 116.66877, 122.67892), (1.0, 1.0, 1.0))
-
-
-def layer_infos(arch: str) -> list[FeatureInfo]:
-    """Every layer of the architecture's conv stack, in order, with channels and stride."""
-    if arch == SQUEEZENET:
-        return _squeezenet_infos()
-    check_choice("model architecture", arch, (*ARCHITECTURES, SQUEEZENET))
-    infos: list[FeatureInfo] = []
-    stride = 1
-    for block, (convs, channels) in enumerate(zip(ARCHITECTURES[arch], _BLOCK_CHANNELS), start=1):
-        for index in range(1, convs + 1):
-            infos.append(FeatureInfo(f"conv{block}_{index}", "conv", channels, stride, kernel=3))
-            infos.append(FeatureInfo(f"relu{block}_{index}", "relu", channels, stride))
-        stride *= 2
-        infos.append(FeatureInfo(f"pool{block}", "pool", channels, stride, kernel=2, step=2))
-    return infos
-
-
-def _squeezenet_infos() -> list[FeatureInfo]:
-    infos = [FeatureInfo("conv1", "conv", 64, 2, kernel=3, step=2), FeatureInfo("relu1", "relu", 64, 2),
-             FeatureInfo("pool1", "pool", 64, 4, kernel=3, step=2)]
-    stride = 4
-    for name, (_, expand) in SQUEEZENET_FIRES.items():
-        infos.append(FeatureInfo(name, "fire", 2 * expand, stride, kernel=3))
-        if name in ("fire3", "fire5"):
-            stride *= 2
-            infos.append(FeatureInfo(f"pool{name[-1]}", "pool", 2 * expand, stride, kernel=3, step=2))
-    return infos
-
 
 class VGGFeatures(nn.Module):
     """VGG conv stack returning the named taps.

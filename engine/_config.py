@@ -3,7 +3,8 @@
 A RenderConfig is composed of groups, each a frozen dataclass that checks its own values:
 ``objective`` (what the loss asks for), ``mrf`` (Li & Wand's patches and neural-doodle maps),
 ``pyramid`` (sizes and iterations per level), ``optimization`` (optimiser and its start),
-``runtime`` (network, weights, device, backend, precision) and ``memory`` (tiling budget).
+``runtime`` (network, weights, device, backend, precision), ``memory`` (tiling budget) and
+``color_management`` (OCIO colour spaces of EXR plates).
 Every field has one flat name (``style_weight``), unique across groups: the Python API, TOML
 files, batch manifests and the command line's flags (``--style-weight``) all use it, and the CLI
 builds its options, help and defaults from the fields' metadata here.
@@ -18,16 +19,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._backbone import POOLINGS, layer_infos
-from ._device import DEVICES, PRECISIONS
+# Only torch-free modules: the command line builds its options and help from this one.
 from ._errors import ConfigError, check_choice
-from ._maps import parse_color
+from ._layers import POOLINGS, layer_infos
+from ._models import DEFAULT_MODEL, MODELS
+from ._runtime_names import DEVICES, PRECISIONS
 from ._style_losses import registered_entry
-from ._values import coerce, parse_bytes, parse_iterations, parse_size
-from ._weights import DEFAULT_MODEL, MODELS
+from ._values import coerce, parse_bytes, parse_color, parse_iterations, parse_size
 
 __all__ = [
-    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "MRFConfig", "MemoryConfig",
+    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "ColorManagementConfig",
+    "MRFConfig", "MemoryConfig",
     "ObjectiveConfig", "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig",
     "load_config_file",
 ]
@@ -121,8 +123,8 @@ class ObjectiveConfig:
     photo_weight: float = _option(0.0, "Weight of the photorealism term (Luan et al.: the content's matting "
                                        "Laplacian keeps the output locally an affine recolouring of the photo); "
                                        "0: off.", show="0 (off)")
-    photo: bool = _option(False, "Photorealistic preset (see RenderConfig.photo_defaults); options given "
-                                 "explicitly override it.", flags=("--photo/--no-photo",), show="off")
+    photo: bool = _option(False, "Photorealistic preset: Luan et al.'s matting term, started from the "
+                                 "content, no TV (see README); options given explicitly override it.", flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -325,11 +327,12 @@ class RuntimeConfig:
     pooling: str = _option("max", "max or avg.")
     device: str = _option("auto", "auto, cpu or cuda.")
     backend: str = _option("auto", "torch, onnxruntime, tensorrt or auto (fastest measured by 'styleforge bench').")
-    precision: str = _option("auto", "fp32, tf32, bf16 or fp16 (features in half precision; Grams, losses, "
-                                     "optimiser fp32).",
+    precision: str = _option("auto", f"auto, {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (bf16, fp16: "
+                                     "features in half precision; Grams, losses, optimiser fp32).",
                              show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
-    cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per level "
-                                       "size).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
+    cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per input "
+                                       "shape: a tiled level has several; a level whose captures would not fit "
+                                       "the memory budget runs eagerly, as --dry-run says).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
     torch_compile: bool = _option(False, "torch backend: run the network's forward and image gradient through "
                                          "torch.compile (compiles once per size; see benchmarks/RESULTS.md for "
                                          "when it pays).", flags=("--compile/--no-compile",), show="off")
@@ -361,11 +364,33 @@ class MemoryConfig:
         return parse_bytes(self.max_memory) if self.max_memory is not None else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ColorManagementConfig:
+    """OpenColorIO names for EXR plates (the config: $OCIO, else OCIO's built-in ACES CG config).
+    Checked against the config when a plate is read or written (``_colorspace``), so a config
+    without the exr extra installed still builds."""
+
+    input_colorspace: str | None = _option(None, "Colour space of EXR inputs (an OCIO name, e.g. ACEScg).",
+                                           show="the OCIO config's scene_linear (ACEScg)")
+    output_colorspace: str | None = _option(None, "Colour space of EXR outputs.", show="the input's")
+    view: str | None = _option(None, "How the network sees an EXR plate: an OCIO view of the default display, or "
+                                     "DISPLAY/VIEW; the output comes back through its inverse.",
+                               show="the config's default (sRGB - Display, ACES 2.0 - SDR 100 nits)")
+
+    def __post_init__(self) -> None:
+        for name in ("input_colorspace", "output_colorspace", "view"):
+            value = getattr(self, name)
+            _check(value is None or (value.strip() != "" and "\0" not in value), name, f"must be a name, got {value!r}")
+
+
 _GROUPS: dict[str, type] = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
-                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig}
+                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig,
+                            "color_management": ColorManagementConfig}
 #: Flat option name -> (group name, dataclass field).
 _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
     f.name: (group, f) for group, cls in _GROUPS.items() for f in fields(cls)}
+#: Options added after batch and video outputs began to carry hashes of ``to_dict()`` (see ``hashed``).
+_LATER_OPTIONS = tuple(f.name for f in fields(ColorManagementConfig))
 #: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, 3 resolutions x
 #: 100 iterations, 384 px; weights re-tuned for the normalised losses. CNNMRF starts from the
 #: content; the palette start (the default init) gave its portrait the painting's ochre background
@@ -398,6 +423,7 @@ class RenderConfig:
     optimization: OptimizationConfig
     runtime: RuntimeConfig
     memory: MemoryConfig
+    color_management: ColorManagementConfig
 
     FIELDS: ClassVar[tuple[str, ...]] = tuple(_FIELDS)
 
@@ -489,6 +515,15 @@ class RenderConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready flat dict (tuples become lists): what outputs embed and from_options reads."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in self.to_flat().items()}
+
+    def hashed(self) -> dict[str, Any]:
+        """``to_dict()`` as output hashes read it: options added after outputs carried hashes are
+        left out while at their defaults, so those outputs keep their hashes (a rerun resumes)."""
+        values = self.to_dict()
+        for name in _LATER_OPTIONS:
+            if values[name] == _FIELDS[name][1].default:
+                del values[name]
+        return values
 
     @property
     def taps(self) -> tuple[str, ...]:

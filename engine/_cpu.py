@@ -6,9 +6,12 @@ convolutions pay, and glibc's handling of freed memory.
   chose: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, or ``torch.set_num_threads`` called.
 - bf16: only CPUs with native bf16 arithmetic (AVX-512 BF16, AMX) run it faster than fp32; on
   others oneDNN emulates it (measured 6x slower than fp32 for a 3x3 convolution on an AVX2 EPYC).
-  Even where it is native it must measure faster: a micro-measurement (a few convolutions
-  forward + backward in fp32 and under bf16 autocast) is taken once and kept in the cache, like
-  the backend choice ``styleforge bench`` records.
+  Even where it is native it must measure clearly faster: a micro-measurement (a few
+  convolutions forward + backward in fp32 and under bf16 autocast, in interleaved pairs so that
+  a change of the machine's load hits both alike) is taken once and kept in the cache with its
+  figures, its date and the rule (``BF16_RULE``); ``styleforge bench --cpu-precision`` takes it
+  again. A single timing each way swung from "bf16 2.6x slower" to "1.1x faster" on one loaded
+  2-core machine: hence pairs, medians and a margin.
 - Winograd F(2x2, 3x3) for the 3x3 convolutions with 256+ input channels (kernels._winograd):
   2.25x fewer products; used where a one-off measurement on such a layer found it faster than
   oneDNN's direct convolution (on an AVX2 EPYC it was ~1.7-2x faster there, and slower on
@@ -18,10 +21,14 @@ convolutions pay, and glibc's handling of freed memory.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import functools
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,9 +36,10 @@ import torch
 from styleforge.kernels import WinogradConv3x3
 
 from ._files import cache_dir, write_json_atomic
+from ._wait import waiting
 
-__all__ = ["NATIVE_BF16_FLAGS", "bf16_pays", "cpu_flags", "keep_freed_memory", "native_bf16", "physical_cores",
-           "use_physical_cores", "winograd_pays"]
+__all__ = ["BF16_RULE", "NATIVE_BF16_FLAGS", "Bf16Measurement", "bf16_decision", "bf16_pays", "cpu_flags",
+           "keep_freed_memory", "measure_bf16", "native_bf16", "physical_cores", "use_physical_cores", "winograd_pays"]
 
 #: /proc/cpuinfo flags of native bf16 arithmetic.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -133,10 +141,10 @@ def _time(step, repeats: int = 3) -> float:
     return sorted(times)[repeats // 2]
 
 
-def _time_convolutions(dtype: torch.dtype | None, *, winograd: bool = False, channels: int = 128,
-                       size: int = 64) -> float:
-    """Median seconds of a small 3x3 convolution stack's forward + input gradient, in fp32 or
-    under ``dtype`` autocast, directly or by Winograd."""
+def _convolution_step(dtype: torch.dtype | None, *, winograd: bool = False, channels: int = 128,
+                      size: int = 64) -> Callable[[], None]:
+    """One forward + input gradient of a small 3x3 convolution stack, in fp32 or under ``dtype``
+    autocast, directly or by Winograd."""
     generator = torch.Generator().manual_seed(0)
     convs = [torch.nn.Conv2d(channels, channels, 3, padding=1).requires_grad_(False) for _ in range(3)]
     layers = [WinogradConv3x3(conv) if winograd else conv for conv in convs]
@@ -150,26 +158,95 @@ def _time_convolutions(dtype: torch.dtype | None, *, winograd: bool = False, cha
         x.float().sum().backward()
         assert leaf.grad is not None
 
-    return _time(step)
+    return step
+
+
+def _time_convolutions(dtype: torch.dtype | None, *, winograd: bool = False, channels: int = 128,
+                       size: int = 64) -> float:
+    """Median seconds of ``_convolution_step``."""
+    return _time(_convolution_step(dtype, winograd=winograd, channels=channels, size=size))
+
+
+def _time_pairs(pairs: int) -> tuple[list[float], list[float]]:
+    """Seconds of the fp32 and the bf16 step, interleaved (fp32 bf16, bf16 fp32, ...: the order
+    alternates so that neither always runs second, on warmer caches), after one untimed run each."""
+    steps = {"fp32": _convolution_step(None), "bf16": _convolution_step(torch.bfloat16)}
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for pair in range(pairs):
+        for name in ("fp32", "bf16") if pair % 2 == 0 else ("bf16", "fp32"):
+            started = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - started)
+    return times["fp32"], times["bf16"]
+
+
+#: Interleaved pairs per measurement, the margin bf16's median must win by, and the share of
+#: pairs it must win: a loaded machine's swings (2x between identical runs) stay below both.
+BF16_PAIRS = 7
+BF16_MARGIN = 0.15
+BF16_MAJORITY = 2 / 3
+BF16_RULE = (f"bf16 when its median over {BF16_PAIRS} interleaved pairs is at least {BF16_MARGIN:.0%} below "
+             f"fp32's and it is faster in at least {BF16_MAJORITY:.0%} of the pairs")
+
+
+@dataclass(frozen=True)
+class Bf16Measurement:
+    """One bf16-against-fp32 measurement and its verdict (milliseconds per step)."""
+
+    bf16_preferred: bool
+    fp32_ms: list[float]
+    bf16_ms: list[float]
+    fp32_median_ms: float
+    bf16_median_ms: float
+    pairs_won: int
+    rule: str = BF16_RULE
+    measured_at: str = ""
+
+    def describe(self) -> str:
+        verdict = "bf16" if self.bf16_preferred else "fp32"
+        return (f"fp32 {self.fp32_median_ms:.1f} ms, bf16 {self.bf16_median_ms:.1f} ms (medians of "
+                f"{len(self.fp32_ms)} interleaved pairs), bf16 faster in {self.pairs_won} of them: "
+                f"--precision auto runs {verdict} here")
+
+
+def bf16_decision(fp32_seconds: Sequence[float], bf16_seconds: Sequence[float], *, margin: float = BF16_MARGIN,
+                  majority: float = BF16_MAJORITY) -> Bf16Measurement:
+    """The rule on paired timings (pair i: ``fp32_seconds[i]``, ``bf16_seconds[i]``): bf16 only
+    when its median is at least ``margin`` below fp32's and it won at least ``majority`` of the
+    pairs. Ties and noise keep fp32, the precision that needs no justification."""
+    if len(fp32_seconds) != len(bf16_seconds) or not fp32_seconds:
+        raise ValueError(f"needs paired timings, got {len(fp32_seconds)} fp32 and {len(bf16_seconds)} bf16")
+    fp32, bf16 = statistics.median(fp32_seconds), statistics.median(bf16_seconds)
+    won = sum(b < a for a, b in zip(fp32_seconds, bf16_seconds))
+    preferred = bf16 <= (1.0 - margin) * fp32 and won >= majority * len(fp32_seconds)
+    return Bf16Measurement(preferred, [round(t * 1e3, 3) for t in fp32_seconds],
+                           [round(t * 1e3, 3) for t in bf16_seconds], round(fp32 * 1e3, 3), round(bf16 * 1e3, 3),
+                           won, measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 #: (name, machine key) -> the answer, so a process reads the cache file once per question.
 _MEMO: dict[tuple[str, str], bool] = {}
 
 
-def _measured(name: str, measure) -> bool:
-    """A yes/no measured once per CPU model, torch version and thread count, kept in the cache:
-    ``measure()`` -> (faster, {figures})."""
-    key = _machine_key()
-    if (name, key) in _MEMO:
-        return _MEMO[name, key]
+def _read_record() -> dict:
     try:
         record = json.loads(_choice_file().read_text())
     except (OSError, ValueError):
         record = {}
-    record = record if isinstance(record, dict) else {}
+    return record if isinstance(record, dict) else {}
+
+
+def _measured(name: str, measure, *, retake: bool = False) -> bool:
+    """A yes/no measured once per CPU model, torch version and thread count, kept in the cache:
+    ``measure()`` -> (faster, {figures}). ``retake`` measures again and replaces the entry."""
+    key = _machine_key()
+    if (name, key) in _MEMO and not retake:
+        return _MEMO[name, key]
+    record = _read_record()
     entry = record.get(key) if isinstance(record.get(key), dict) else {}
-    if not isinstance(entry.get(name), bool):
+    if retake or not isinstance(entry.get(name), bool):
         faster, figures = measure()
         entry = {**entry, name: faster, **figures}
         record[key] = entry
@@ -182,16 +259,35 @@ def _measured(name: str, measure) -> bool:
     return entry[name]
 
 
+def _measure_bf16() -> tuple[bool, dict]:
+    with waiting("measuring bf16 against fp32 on this CPU (once; styleforge bench --cpu-precision retakes it)"):
+        measurement = bf16_decision(*_time_pairs(BF16_PAIRS))
+    return measurement.bf16_preferred, {"bf16_measurement": asdict(measurement)}
+
+
 def bf16_pays() -> bool:
-    """Whether bf16 measured faster than fp32 here: never without native bf16; else measured once."""
+    """Whether bf16 measured clearly faster than fp32 here (``BF16_RULE``): never without native
+    bf16; else measured once and cached."""
     if not native_bf16():
         return False
+    return _measured("bf16_preferred", _measure_bf16)
 
-    def measure():
-        fp32, bf16 = _time_convolutions(None), _time_convolutions(torch.bfloat16)
-        return bf16 < fp32, {"fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3}
 
-    return _measured("bf16_faster", measure)
+def measure_bf16() -> Bf16Measurement | None:
+    """Measure bf16 against fp32 again and replace the cached choice (None: no native bf16 here,
+    so auto is fp32 with nothing to measure). An unwritable cache keeps the answer for this
+    process only."""
+    if not native_bf16():
+        return None
+    taken: list[dict] = []
+
+    def measure() -> tuple[bool, dict]:
+        preferred, figures = _measure_bf16()
+        taken.append(figures["bf16_measurement"])
+        return preferred, figures
+
+    _measured("bf16_preferred", measure, retake=True)
+    return Bf16Measurement(**taken[0])
 
 
 def winograd_pays() -> bool:

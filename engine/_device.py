@@ -18,11 +18,10 @@ import torch
 
 from ._cpu import bf16_pays
 from ._errors import BackendUnavailableError, check_choice
+from ._runtime_names import DEVICES, PRECISIONS
 
 __all__ = ["DEVICES", "PRECISIONS", "Precision", "peak_memory", "resolve_device"]
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

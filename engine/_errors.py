@@ -88,6 +88,12 @@ class RenderInterrupted(StyleforgeError):
         self.iteration = iteration
 
 
+class StyleforgeWarning(UserWarning):
+    """Something the engine did for the user that they should know of (a map's colours snapped,
+    say). Issued with ``warnings.warn``: the engine never prints; the CLI shows each as one
+    ``warning:`` line, and the Python API's callers see them as any warning."""
+
+
 def check_choice(field: str, value: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise ConfigError (for ``field``) with
     the valid list and a "did you mean" hint."""

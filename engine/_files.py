@@ -9,19 +9,24 @@ and a crash leaves at most a hidden ``.NAME.PID.*.tmp`` that ``remove_stale_temp
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "probe_writable", "remove_stale_temporaries", "sha256_file",
-           "write_json_atomic"]
+from ._errors import InputError
+
+__all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "move_aside", "probe_writable",
+           "remove_stale_temporaries", "sha256_file", "write_json_atomic"]
 
 
 def cache_dir() -> Path:
@@ -29,9 +34,21 @@ def cache_dir() -> Path:
     ``$STYLEFORGE_CACHE``, or ``$XDG_CACHE_HOME/styleforge`` (``~/.cache/styleforge``)."""
     explicit = os.environ.get("STYLEFORGE_CACHE")
     if explicit:
-        return Path(explicit).expanduser()
+        return _a_folder(Path(explicit).expanduser(), "STYLEFORGE_CACHE")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "styleforge"
+    return _a_folder(Path(base).expanduser() / "styleforge", "XDG_CACHE_HOME")
+
+
+def _a_folder(path: Path, variable: str) -> Path:
+    """``path`` unless it, or the nearest existing folder above it, is a file: then InputError
+    naming the variable (bad input, exit 2), before a write deep inside fails with 'Not a directory'."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{variable}: {existing} is a file, not a folder; point {variable} at a folder for the "
+                         "cache, or unset it")
+    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -78,6 +95,18 @@ def atomic_write(target: str | os.PathLike, data: bytes | Callable[[Path], None]
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+def move_aside(path: str | os.PathLike) -> Path | None:
+    """Rename a cached file or folder that failed its check to NAME.corrupt-TIMESTAMP-PID (never
+    delete what a user or another process may want to look at); None if it was already gone."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
@@ -132,3 +161,47 @@ def probe_writable(target: str | os.PathLike) -> None:
     descriptor, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=folder)
     os.close(descriptor)
     os.unlink(name)
+
+
+class OutputLocked(OSError):
+    """Another process holds the lock of an output; ``holder`` is its process id (None: unknown)."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        super().__init__(errno.EBUSY, "locked by another process", str(path))
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``path`` (a lock file, made and removed here) for the duration of the block, or raise
+    OutputLocked at once when another process holds it. An advisory ``flock``: the kernel drops it
+    when its holder dies, so a killed writer never leaves a stale lock; the holder's process id is
+    written in the file for the message. The file is removed on release; a taker that locked a
+    file removed meanwhile sees its inode gone from the name and tries again."""
+    path = Path(path)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = int(os.read(descriptor, 32).decode().strip() or "x")
+            except ValueError:
+                holder = None
+            os.close(descriptor)
+            raise OutputLocked(path, holder) from None
+        try:
+            same = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)  # the previous holder removed the file we locked: take the new one
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(descriptor)

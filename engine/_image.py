@@ -1,6 +1,8 @@
 """Image I/O: every file the engine reads or writes goes through here.
 
 Images inside the engine are float32 tensors of shape (3, H, W), sRGB, values in [0, 1].
+OpenEXR files (the ``exr`` extra) are scene-referred: they come in through an OCIO view and go
+out through its inverse (``_plate``), so the same tensors serve them.
 
 Reading validates at the boundary (missing file, directory, empty or truncated data, unknown
 format, too many pixels), applies EXIF orientation, converts an embedded ICC profile to sRGB and
@@ -25,8 +27,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ._errors import ImageError, OutputError
+from ._errors import ImageError, InputError, OutputError
+from ._exr import read_exr_metadata
 from ._files import atomic_write, cache_dir, probe_writable
+from ._plate import Plate, encode_display_exr, read_plate
+from ._values import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -41,9 +46,6 @@ __all__ = [
     "save_image",
 ]
 
-#: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
-DEFAULT_MAX_PIXELS = 16384 * 16384
-
 #: Key of the PNG text chunk that holds the render parameters (JSON).
 METADATA_KEY = "styleforge"
 
@@ -54,20 +56,32 @@ OUTPUT_FORMATS = {
     ".jpeg": ("JPEG", (8,)),
     ".tif": ("TIFF", (8,)),
     ".tiff": ("TIFF", (8,)),
+    # 16: half, 32: float; 8 (every format's default) keeps an EXR plate's type, else half.
+    ".exr": ("EXR", (8, 16, 32)),
 }
 
 _TIFF_IMAGE_DESCRIPTION = 270
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, colorspace: str | None = None,
+               view: str | None = None, alpha: str = "white") -> torch.Tensor:
     """Read an image file as a float32 tensor (3, H, W) in sRGB, values in [0, 1].
 
     Accepts PNG, JPEG, TIFF, WebP and BMP (and the other formats Pillow decodes) in greyscale,
     palette, RGB(A), CMYK and 16-bit greyscale modes. 16-bit RGB files are decoded by Pillow at
-    8-bit precision. Raises ImageError naming the file and the reason for anything unusable.
+    8-bit precision. An alpha channel is flattened onto white (``alpha="white"``), or, for a
+    semantic map (``alpha="map"``), says only where something is painted: a pixel with any
+    opacity keeps its colour as painted, unblended, and a fully transparent one is white.
+    An OpenEXR file is read in ``colorspace`` (default: the OCIO config's scene_linear) and shown
+    through ``view`` (``read_plate``; its alpha is not applied). Raises ImageError naming the file
+    and the reason for anything unusable.
     """
+    if alpha not in ("white", "map"):
+        raise ValueError(f"alpha must be 'white' or 'map', got {alpha!r}")
     path = Path(path)
+    if path.suffix.lower() == ".exr":
+        return read_plate(path, colorspace=colorspace, view=view, max_pixels=max_pixels).display
     if not path.exists():
         raise ImageError(path, "no such file")
     if path.is_dir():
@@ -91,7 +105,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                     f"{max_pixels:,} (raise max_pixels if this file is trusted)",
                 )
             image.load()
-            array = _to_rgb_array(path, image)
+            array = _to_rgb_array(path, image, alpha)
     except UnidentifiedImageError:
         raise ImageError(path, "not an image, or a format that cannot be decoded") from None
     except ImageError:
@@ -103,7 +117,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
+def _to_rgb_array(path: Path, image: Image.Image, alpha_mode: str = "white") -> np.ndarray:
     """Decoded Pillow image -> float32 (H, W, 3) sRGB array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -124,9 +138,11 @@ def _to_rgb_array(path: Path, image: Image.Image) -> np.ndarray:
     image = image.convert("RGBA" if has_alpha else "RGB")
     array = np.asarray(image, dtype=np.float32) / 255.0
     if has_alpha:
-        # Flatten onto white: a painting's transparent margin reads as blank canvas, not black.
         rgb, alpha = array[:, :, :3], array[:, :, 3:]
-        array = rgb * alpha + (1.0 - alpha)
+        if alpha_mode == "map":  # a region's colour, however transparent its brush: never a blend with white
+            array = np.where(alpha > 0, rgb, 1.0)
+        else:  # flatten onto white: a painting's transparent margin reads as blank canvas, not black
+            array = rgb * alpha + (1.0 - alpha)
     return np.ascontiguousarray(array)
 
 
@@ -179,6 +195,11 @@ def check_output_path(path: str | os.PathLike, *, bit_depth: int = 8, overwrite:
         role = same_file_role(path, inputs or {})
         if role is not None:
             raise ImageError(path, f"is also an input ({role}); choose another output")
+        if path.is_symlink() and not path.exists() and not overwrite:
+            # The final write links its file into place and would meet the link only then, after
+            # the whole render: a link to nothing is refused here, before any work.
+            raise ImageError(path, f"is a link to nothing ({os.readlink(path)}); pass --overwrite to replace the "
+                                   "link, or remove it")
         if path.exists() and not overwrite:
             raise ImageError(path, "output exists; pass --overwrite to replace it")
         if not make_folders and not path.parent.is_dir():
@@ -222,8 +243,11 @@ def save_image(
     overwrite: bool = False,
     recover: bool = False,
     make_folders: bool = False,
+    plate: Plate | None = None,
+    colorspace: str | None = None,
+    view: str | None = None,
 ) -> Path:
-    """Write a (3, H, W) image in [0, 1] atomically as PNG (8/16-bit), JPEG or TIFF.
+    """Write a (3, H, W) image in [0, 1] atomically as PNG (8/16-bit), JPEG, TIFF or EXR.
 
     ``metadata`` is embedded as JSON: a PNG text chunk named "styleforge", the TIFF
     ImageDescription, or the JPEG comment. An existing file raises ImageError unless
@@ -231,6 +255,10 @@ def save_image(
     ``recover``: if the file cannot be written (a full disk, a folder gone or locked, a name
     taken meanwhile), the image is kept in ``<cache>/recovered/`` and OutputError says where.
     ``make_folders``: a missing output folder is made (only now, when there is an image to write).
+    EXR (half, or float with ``bit_depth`` 32) holds scene values: the render of ``plate`` goes
+    back into its colour space (or ``colorspace``) with its alpha, windows and compression
+    (``Plate.encode``); without a plate, the inverse of ``view`` into ``colorspace``. The
+    metadata is the header's string attribute "styleforge".
     """
     path = Path(path)
     fmt = _check_format(path, bit_depth)
@@ -240,8 +268,11 @@ def save_image(
         raise ImageError(path, "refusing to write an image containing NaN or Inf")
 
     text = json.dumps(dict(metadata), sort_keys=True, default=str) if metadata is not None else None
-    hwc = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
-    data = _encode(hwc, fmt, bit_depth, quality, text)
+    if fmt == "EXR":
+        data = _encode_exr(image, bit_depth, text, plate, colorspace, view)
+    else:
+        hwc = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+        data = _encode(hwc, fmt, bit_depth, quality, text)
 
     try:
         check_output_path(path, bit_depth=bit_depth, overwrite=overwrite, probe=False, make_folders=make_folders)
@@ -260,7 +291,10 @@ def save_image(
 def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
     """Write ``data`` to ``<cache>/recovered/NAME`` (or NAME-TIMESTAMP when taken); None if even
     that fails."""
-    folder = cache_dir() / "recovered"
+    try:
+        folder = cache_dir() / "recovered"
+    except InputError:  # a cache that is a file: the image cannot be kept there either
+        return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in (path.name, f"{path.stem}-{stamp}-{os.getpid()}{path.suffix}"):
         try:
@@ -271,6 +305,16 @@ def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
         except OSError:
             return None
     return None
+
+
+def _encode_exr(image: torch.Tensor, bit_depth: int, text: str | None, plate: Plate | None,
+                colorspace: str | None, view: str | None) -> bytes:
+    pixel_type = {16: "half", 32: "float"}.get(bit_depth)
+    attributes = {METADATA_KEY: text} if text is not None else None
+    if plate is not None:
+        return plate.encode(image, colorspace=colorspace, pixel_type=pixel_type, attributes=attributes)
+    return encode_display_exr(image, colorspace=colorspace, view=view, pixel_type=pixel_type or "half",
+                              attributes=attributes)
 
 
 def _encode(hwc: np.ndarray, fmt: str, bit_depth: int, quality: int, text: str | None) -> bytes:
@@ -316,6 +360,8 @@ def _encode_png16(hwc: np.ndarray, text: str | None) -> bytes:
 def read_metadata(path: str | os.PathLike) -> dict | None:
     """The render parameters embedded by save_image, or None when the file carries none."""
     path = Path(path)
+    if path.suffix.lower() == ".exr":
+        return read_exr_metadata(path, METADATA_KEY)
     try:
         with Image.open(path) as image:
             if image.format == "PNG":

@@ -3,6 +3,8 @@
 A style whose map is one flat colour is bound to that region of the output (the palette logic
 of objectives._semantic); writing the colour instead of painting a one-colour file is the
 convenience this module provides, for the command line, TOML files, manifests and the API alike.
+A map file's alpha says only where something is painted (``load_map``): a semi-transparent
+brush keeps its colour, it is not blended with white into one the user never painted.
 """
 
 from __future__ import annotations
@@ -15,22 +17,26 @@ import torch
 
 from ._errors import ConfigError
 from ._image import DEFAULT_MAX_PIXELS, load_image
+from ._values import is_color, parse_color  # without torch: the config reads colours too
 
-__all__ = ["flat_map", "is_color", "load_style_maps", "parse_color"]
-
-_HEX = re.compile(r"#[0-9a-fA-F]{6}")
-
-
-def is_color(spec: object) -> bool:
-    """Whether a map spec is a flat ``#rrggbb`` colour rather than a path."""
-    return isinstance(spec, str | os.PathLike) and _HEX.fullmatch(os.fspath(spec)) is not None
+__all__ = ["check_map_spec", "flat_map", "is_color", "load_map", "load_style_maps", "parse_color"]
 
 
-def parse_color(text: str, *, field: str) -> tuple[float, float, float]:
-    """``#rrggbb`` -> (r, g, b) in [0, 1]; anything else is a ConfigError naming ``field``."""
-    if not is_color(text):
-        raise ConfigError(f"must be a colour written #rrggbb, got {text!r}", field=field)
-    return tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[return-value]
+def check_map_spec(spec: str | os.PathLike, *, field: str = "style_map") -> None:
+    """A spec written as a colour (``#...``) that is not ``#rrggbb`` nor an existing file is a
+    ConfigError saying so, not "no such file": ``#f00`` is refused, with its ``#ff0000`` spelt out
+    (one way to write a colour keeps the parameters' hash one)."""
+    text = os.fspath(spec)
+    if text.startswith("#") and not is_color(text) and not os.path.exists(text):
+        short = re.fullmatch(r"#([0-9a-fA-F])([0-9a-fA-F])([0-9a-fA-F])", text)
+        hint = f" (write #{''.join(c * 2 for c in short.groups())})" if short is not None else ""
+        raise ConfigError(f"{text!r} is not a #rrggbb colour{hint}", field=field)
+
+
+def load_map(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """A semantic map file (3, H, W): its alpha says only where something is painted (see
+    ``load_image``'s ``alpha="map"``)."""
+    return load_image(path, max_pixels=max_pixels, alpha="map")
 
 
 def flat_map(color: str, like: torch.Tensor, *, field: str = "style_map") -> torch.Tensor:
@@ -44,5 +50,7 @@ def load_style_maps(specs: Sequence[str | os.PathLike], styles: Sequence[torch.T
     """One map per style image: each spec a file, or a flat colour sized like its style."""
     if len(specs) != len(styles):
         raise ConfigError(f"{len(specs)} maps for {len(styles)} style images", field="style_map")
-    return [flat_map(os.fspath(spec), style) if is_color(spec) else load_image(spec, max_pixels=max_pixels)
+    for spec in specs:
+        check_map_spec(spec)
+    return [flat_map(os.fspath(spec), style) if is_color(spec) else load_map(spec, max_pixels=max_pixels)
             for spec, style in zip(specs, styles)]

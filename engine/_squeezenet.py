@@ -1,5 +1,7 @@
 """SqueezeNet 1.1 (Iandola et al., 2016; torchvision's ``squeezenet1_1``) with named taps: the
-light backbone (CS231n's style transfer uses it), about 1/20 of VGG16's convolution work.
+light backbone (CS231n's style transfer uses it), about 1/85 of VGG16's convolution work
+(2.65 against 226 GFLOP per forward + image gradient at 512x384, benchmarks/RESULTS.md); an
+evaluation is only 13-20x faster, as the Grams, TV and L-BFGS do not shrink with the network.
 
 Taps: conv1, relu1, pool1, fire2 ... fire9 (each fire module's output: the ReLUs of its 1x1 and
 3x3 expand branches, concatenated), pool3, pool5; channels and strides in ``layer_infos``.

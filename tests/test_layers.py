@@ -1,6 +1,6 @@
 """The package's imports run one way, with no circles and no imports hidden inside functions.
 
-Read from the source (ast), not by importing: ``cli`` -> ``engine.batch`` -> ``engine.rendering``
+Read from the source (ast), not by importing: ``cli`` -> ``engine.preview`` -> ``engine.batch`` -> ``engine.rendering``
 -> ``engine.objectives`` / ``engine.backends`` -> the engine's core modules -> ``kernels``.
 """
 
@@ -18,6 +18,7 @@ PACKAGES = {"styleforge.engine": ROOT / "engine", "styleforge.kernels": ROOT / "
 LAYERS = {
     "styleforge.cli": 5,
     "styleforge.engine": 4,  # the package's __init__: the public API, above everything it re-exports
+    "styleforge.engine.preview": 3.5,  # above batch: it follows render, shot and batch callbacks
     "styleforge.engine.batch": 3,
     "styleforge.engine.video": 2.5,  # between batch (a shot is a job) and rendering (a frame is a render)
     "styleforge.engine.rendering": 2,
@@ -41,7 +42,7 @@ def _modules() -> dict[str, Path]:
 
 def _layer(module: str) -> tuple[str, int]:
     """The layer a module belongs to (the engine's own private modules are its core)."""
-    for prefix in ("styleforge.engine.batch", "styleforge.engine.video", "styleforge.engine.rendering", "styleforge.engine.objectives",
+    for prefix in ("styleforge.engine.preview", "styleforge.engine.batch", "styleforge.engine.video", "styleforge.engine.rendering", "styleforge.engine.objectives",
                    "styleforge.engine.backends"):
         if module == prefix or module.startswith(prefix + "."):
             return prefix, LAYERS[prefix]

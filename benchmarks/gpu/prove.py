@@ -1,19 +1,22 @@
-"""One command that proves every GPU path of styleforge on a bare H100/H200 machine.
+"""The GPU proof of styleforge, as two calls that each fit the lent machine (H100/H200).
 
-    python benchmarks/gpu/prove.py --out OUT --weights DIR --part 1   # environment, GPU tests, correctness
-    python benchmarks/gpu/prove.py --out OUT --weights DIR --part 2   # speed: per iteration, kernels, backends
-    python benchmarks/gpu/prove.py --out OUT --weights DIR --part 3   # full renders, MRF, doodle, batch
-    python benchmarks/gpu/prove.py --out OUT --dry                    # every step at toy sizes on the CPU (CI)
+    python benchmarks/gpu/prove.py --call A --out /tmp/proof --pack $OUT --weights benchmarks/gpu/weights
+    python benchmarks/gpu/prove.py --call B --out /tmp/proof --pack $OUT
+    python benchmarks/gpu/prove.py --call all --out OUT --dry     # every step at toy sizes on the CPU (CI)
 
-Each part is planned to finish within 9 minutes. Every step runs as its own process under a time
-limit (``--step-timeout`` caps it), so one hang or crash loses that step only; its log lands in
-OUT/logs, its figures in OUT/<step>.json, and OUT/summary.md gets a table of every step run so far
-with the figures against the project's targets (RESULTS.md takes them from there, with device,
-date and command). ``--weights DIR`` holds ``vgg16-hed.safetensors`` (the converted default
-weights, copied from a cache that has them); without it, steps that need real weights use random
-ones and say so. Part 1 starts by installing the project there
-(``pip install --no-deps --no-build-isolation -e .``: that machine has torch, CuPy, onnx,
-onnxruntime and the rest, and no network).
+Call A is the correctness story (environment and matrix rates, ``pytest -m gpu``, compute-sanitizer
+on the kernels, CUDA vs CPU render, tiled = untiled, precisions, graphs = eager, batch --devices
+0, planner vs measured peak); call B the speed figures, each beside its baseline. Each call stops
+starting steps when its ``--budget`` (seconds, default 330) runs out and caps every step at what
+is left, so it ends inside the device's limit. Every step runs as its own process: a hang or crash
+loses that step only. A step passes only when its process exits 0 *and* its OUT/STEP.json says
+every check met its threshold (benchmarks/gpu/checks.py: figures beside thresholds, kernel
+fallbacks, skipped GPU tests). OUT/summary.md lists every check's figure beside its threshold.
+``--pack DIR`` writes DIR/summary.md and DIR/proof-<call>.tar.gz (OUT's figures, logs and PNGs)
+after every step, so a call killed at its time limit still brings back what was done: two files.
+``--weights`` takes vgg16-hed weights as made by pack_weights.py (float16, the layers to relu5_1)
+or the float32 file; without it, steps that need real weights use random ones and say so.
+Call A installs the project first (``pip install --no-deps --no-build-isolation -e .``).
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pack_weights import unpack_weights
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BENCH = HERE.parent
 PY = sys.executable
+CALLS = ("A", "B")
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Step:
     """One step: ``command`` on the GPU, ``dry`` at toy sizes on the CPU (None: the same)."""
 
     name: str
-    part: int
+    call: str
     command: list[str]
     timeout: int
     dry: list[str] | None = None
@@ -52,61 +59,54 @@ def _check(name: str, *extra: str) -> list[str]:
 
 
 def steps(out: Path, model: str) -> list[Step]:
-    """Every step, in order. Budgets add up to under 9 minutes per part on an H100."""
+    """Every step, in order, with its time limit on an H100 (each call's limits add to <= 330 s)."""
     res = str(out)
+
+    def check(name: str, timeout: int, call: str, *, weights: bool = False) -> Step:
+        extra = ("--model", model) if weights else ()
+        return Step(name, call, _check(name, "--out", res, *extra), timeout, _check(name, "--out", res, "--dry"),
+                    needs=("weights",) if weights else ())
+
     return [
-        # --- part 1: what is there, and is it right ------------------------------------------------
-        Step("install", 1, [PY, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e",
-                            str(ROOT)], 180, [PY, "-c", "print('dry run: the project is installed already')"]),
-        Step("env", 1, _check("env", "--out", res), 120, _check("env", "--out", res, "--dry")),
-        Step("gpu-tests", 1, [PY, "-m", "pytest", "-q", "-m", "gpu", "-rs", "--junitxml", f"{res}/gpu-tests.xml",
-                              str(ROOT / "tests")], 240),
-        Step("render-parity", 1, _check("render-parity", "--out", res, "--model", model), 90,
-             _check("render-parity", "--out", res, "--dry"), needs=("weights",)),
-        Step("tiled-equals-untiled", 1, _check("tiled-equals-untiled", "--out", res), 60, _check("tiled-equals-untiled", "--out", res, "--dry")),
-        Step("precision", 1, _check("precision", "--out", res, "--model", model), 120,
-             _check("precision", "--out", res, "--dry"), needs=("weights",)),
-        Step("cuda-graphs", 1, _check("cuda-graphs", "--out", res), 60, _check("cuda-graphs", "--out", res, "--dry")),
-        Step("batch-devices", 1, _check("batch-devices", "--out", res), 90,
-             _check("batch-devices", "--out", res, "--dry")),
-        Step("planner-memory", 1, _check("planner-memory", "--out", res), 120,
-             _check("planner-memory", "--out", res, "--dry")),
-        # --- part 2: speed --------------------------------------------------------------------------
-        Step("per-iteration", 2, _check("per-iteration", "--out", res), 300,
-             _check("per-iteration", "--out", res, "--dry")),
-        Step("kernels", 2, [PY, str(BENCH / "bench_kernels.py"), "--output", f"{res}/kernels.json"], 120,
-             [PY, "-c", "print('bench_kernels needs a GPU with CuPy: nothing to do in a dry run')"]),
-        Step("backends", 2, [PY, str(BENCH / "bench_backends.py"), "--device", "cuda", "--sizes", "1024", "2048",
-                             "3840x2160", "--output", f"{res}/backends.json"], 150,
+        # --- call A: is it right ---------------------------------------------------------------------
+        Step("install", "A", [PY, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e",
+                              str(ROOT)], 40, [PY, "-c", "print('dry run: the project is installed already')"]),
+        check("env", 30, "A"),
+        check("gpu-tests", 75, "A"),
+        check("sanitize", 60, "A"),
+        check("render-parity", 25, "A", weights=True),
+        check("tiled-equals-untiled", 15, "A"),
+        check("precision", 30, "A", weights=True),
+        check("cuda-graphs", 15, "A"),
+        check("batch-devices", 15, "A"),
+        check("planner-memory", 25, "A"),
+        # --- call B: how fast ------------------------------------------------------------------------
+        check("per-iteration", 110, "B"),
+        check("gram-speed", 30, "B"),
+        check("renders", 130, "B", weights=True),
+        Step("backends", "B", [PY, str(BENCH / "bench_backends.py"), "--device", "cuda", "--sizes", "1024",
+                               "2048", "--output", f"{res}/backends.json"], 40,
              [PY, str(BENCH / "bench_backends.py"), "--device", "cpu", "--sizes", "64", "--iterations", "1",
               "--warmup", "0", "--output", f"{res}/backends.json"]),
-        # --- part 3: whole renders --------------------------------------------------------------------
-        *[Step(f"render-{label}", 3, [PY, str(BENCH / "bench_highres.py"), "--sizes", size, "--precision", precision,
-                                      "--model", model, *extra, "--out", f"{res}/render-{label}.json"], timeout,
-               [PY, str(BENCH / "bench_highres.py"), "--sizes", "64", "--iterations", "2", "--model", "vgg16-random",
-                "--device", "cpu", "--out", f"{res}/render-{label}.json"], needs=("weights",))
-          for label, size, precision, extra, timeout in (
-              ("512", "512", "bf16", [], 60),
-              ("512x500", "512", "bf16", ["--iterations", "500"], 60),
-              ("4k", "3840x2160", "bf16", [], 150),
-              ("8k", "7680x4320", "bf16", [], 240))],
-        Step("mrf-doodle", 3, _check("mrf-doodle", "--out", res, "--model", model), 120,
-             _check("mrf-doodle", "--out", res, "--dry"), needs=("weights",)),
-        Step("batch-rate", 3, _check("batch-rate", "--out", res, "--model", model), 120,
-             _check("batch-rate", "--out", res, "--dry")),
+        # Only when time is left over (the budget stops them otherwise).
+        check("mrf-doodle", 60, "B", weights=True),
+        check("batch-rate", 60, "B", weights=True),
     ]
 
 
 def _install_weights(weights: Path | None, cache: Path) -> bool:
-    """Put the converted default weights where the engine looks (a cache folder of our own)."""
+    """Put the default weights where the engine looks (a cache folder of our own), as float32:
+    pack_weights.py's float16 file is upcast (the figures then use float16-rounded weights)."""
     if weights is None:
         return False
-    source = weights / "vgg16-hed.safetensors" if weights.is_dir() else weights
-    if not source.is_file():
-        raise SystemExit(f"--weights: {source} does not exist")
+    candidates = [weights] if weights.is_file() else [weights / name for name in (
+        "vgg16-hed.safetensors", "vgg16-hed-fp16.safetensors")]
+    source = next((path for path in candidates if path.is_file()), None)
+    if source is None:
+        raise SystemExit(f"--weights: none of {', '.join(map(str, candidates))} exists")
     target = cache / "weights" / "vgg16-hed.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    unpack_weights(source, target)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()  # the sidecar the engine checks the file against
     target.with_name(target.name + ".sha256").write_text(digest + "\n")
     return True
@@ -114,6 +114,8 @@ def _install_weights(weights: Path | None, cache: Path) -> bool:
 
 def _run(step: Step, command: list[str], out: Path, timeout: int, env: dict) -> dict:
     log = out / "logs" / f"{step.name}.log"
+    for stale in (out / f"{step.name}.json", out / f"{step.name}.jsonl"):  # from an earlier run
+        stale.unlink(missing_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log, "w") as handle:
@@ -128,62 +130,103 @@ def _run(step: Step, command: list[str], out: Path, timeout: int, env: dict) -> 
     seconds = round(time.monotonic() - started, 1)
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     print(f"{step.name:22s} {status:28s} {seconds:7.1f} s", flush=True)
-    return {"step": step.name, "part": step.part, "status": status, "seconds": seconds, "log": str(log),
+    verdict = _verdict(out / f"{step.name}.json")
+    if verdict != "passed":  # the checks' own words, whatever the exit status said
+        status = verdict if status == "passed" else f"{status}: {verdict}"
+    return {"step": step.name, "call": step.call, "status": status, "seconds": seconds, "log": str(log),
             "tail": tail}
+
+
+def _verdict(figures: Path) -> str:
+    """'passed' unless the step's own JSON says a check failed (exit 0 is not enough)."""
+    if not figures.exists():
+        return "passed"
+    try:
+        data = json.loads(figures.read_text())
+    except ValueError:
+        return "failed (unreadable figures)"
+    if data.get("passed") is False:
+        failed = [check["check"] for check in data.get("checks", []) if not check.get("passed")]
+        return f"failed (checks: {'; '.join(failed)})"
+    return "passed"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for figures, logs and summary.md")
-    parser.add_argument("--weights", type=Path, default=None, help="folder (or file) with vgg16-hed.safetensors")
-    parser.add_argument("--part", default="all", choices=("1", "2", "3", "all"))
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="folder (or file) with vgg16-hed-fp16.safetensors (pack_weights.py) or vgg16-hed.safetensors")
+    parser.add_argument("--call", default="all", choices=(*CALLS, "all"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these steps")
     parser.add_argument("--dry", action="store_true", help="toy sizes on the CPU: what CI runs")
+    parser.add_argument("--budget", type=float, default=330, help="seconds for the whole call (GPU runs)")
     parser.add_argument("--step-timeout", type=int, default=None, help="cap on every step's time limit (s)")
+    parser.add_argument("--pack", type=Path, default=None, help="folder for summary.md + one tarball, after every step")
+    parser.add_argument("--plant", default=None, help="make this check's thresholds impossible (CI: a failure must fail)")
     args = parser.parse_args()
 
+    started = time.monotonic()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["STYLEFORGE_CACHE"] = str(out / "cache")
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env.get("PYTHONPATH", "")])
+    if args.plant:
+        env["STYLEFORGE_PROOF_PLANT"] = args.plant
     have_weights = not args.dry and _install_weights(args.weights, out / "cache")
     model = "vgg16-hed" if have_weights else "vgg16-random"
     record_path = out / "steps.json"
     records = json.loads(record_path.read_text()) if record_path.exists() else {}
     for step in steps(out, model):
-        if args.part != "all" and str(step.part) != args.part:
+        if args.call != "all" and step.call != args.call:
             continue
         if args.only is not None and step.name not in args.only:
             continue
         command = step.dry if args.dry and step.dry is not None else step.command
         timeout = min(step.timeout, args.step_timeout or step.timeout)
         if args.dry:
-            timeout = max(timeout, 600)  # two CPU cores run the toy sizes slower than a GPU the real ones
-            if args.step_timeout:
-                timeout = args.step_timeout
+            timeout = args.step_timeout or 600  # two CPU cores run the toy sizes slower than a GPU the real ones
+        else:
+            left = args.budget - (time.monotonic() - started)
+            if left < min(20, step.timeout):
+                records[step.name] = {"step": step.name, "call": step.call, "seconds": 0, "tail": [],
+                                      "status": f"not started: {left:.0f} s of the call's budget left"}
+                print(f"{step.name:22s} {records[step.name]['status']}", flush=True)
+                continue
+            timeout = int(min(timeout, left))
         record = _run(step, command, out, timeout, env)
         record["random_weights"] = "weights" in step.needs and not have_weights
         records[step.name] = record
         record_path.write_text(json.dumps(records, indent=2) + "\n")
-    summary = _summary(out, records, dry=args.dry)
-    (out / "summary.md").write_text(summary)
+        _publish(out, records, args)
+    summary = _publish(out, records, args)
     print(summary)
     failed = [name for name, record in records.items() if record["status"] != "passed"]
     raise SystemExit(1 if failed else 0)
 
 
-#: The issue's targets on an H100 (benchmarks, not tests).
-TARGETS = {
-    "render-512x500": ("512 px x 500 iterations", 1.5),
-    "render-4k": ("4K UHD, default schedule", 10.0),
-    "render-8k": ("8K UHD, default schedule", 45.0),
-}
+def _publish(out: Path, records: dict, args) -> str:
+    """summary.md in OUT, and with --pack the two files that come back: summary.md and a tarball
+    of OUT's figures, logs and pictures (not the cache, which holds the weights)."""
+    summary = _summary(out, records, dry=args.dry)
+    (out / "summary.md").write_text(summary)
+    if args.pack is not None:
+        args.pack.mkdir(parents=True, exist_ok=True)
+        (args.pack / "summary.md").write_text(summary)
+        partial = args.pack / f".proof-{args.call}.tar.gz.partial"
+        with tarfile.open(partial, "w:gz") as tar:
+            for path in sorted(out.rglob("*")):
+                relative = path.relative_to(out)
+                if path.is_file() and relative.parts[0] != "cache":
+                    tar.add(path, arcname=f"proof-{args.call}/{relative}")
+        partial.replace(args.pack / f"proof-{args.call}.tar.gz")
+    return summary
 
 
 def _summary(out: Path, records: dict, *, dry: bool) -> str:
     lines = [f"# GPU proof{' (dry run: toy sizes on the CPU, figures mean nothing)' if dry else ''}", "",
-             "| step | status | seconds | note |", "| --- | --- | --- | --- |"]
+             "| step | call | status | seconds | note |", "| --- | --- | --- | --- | --- |"]
+    checks = []
     for name, record in records.items():
         note = "random weights" if record.get("random_weights") else ""
         figures = out / f"{name}.json"
@@ -191,20 +234,14 @@ def _summary(out: Path, records: dict, *, dry: bool) -> str:
             try:
                 data = json.loads(figures.read_text())
                 note = "; ".join(filter(None, [note, str(data.get("summary", ""))]))
+                checks += [(name, check) for check in data.get("checks", [])]
             except ValueError:
                 note = "; ".join(filter(None, [note, "unreadable JSON"]))
-        lines.append(f"| {name} | {record['status']} | {record['seconds']} | {note} |")
-    rows = []
-    for name, (what, target) in ({} if dry else TARGETS).items():
-        figures = out / f"{name}.json"
-        if figures.exists():
-            try:
-                seconds = json.loads(figures.read_text())["results"][0]["total_seconds"]
-                rows.append(f"| {what} | {seconds} s | < {target} s | {'met' if seconds < target else 'missed'} |")
-            except (ValueError, KeyError, IndexError):
-                continue
-    if rows:
-        lines += ["", "| target | measured | goal | |", "| --- | --- | --- | --- |", *rows]
+        lines.append(f"| {name} | {record.get('call', '')} | {record['status']} | {record['seconds']} | {note} |")
+    if checks:
+        lines += ["", "| step | check | figure | threshold | verdict |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {check['check']} | {check['value']} | {check['op']} {check['threshold']} | "
+                  f"{'met' if check.get('passed') else '**FAILED**'} |" for name, check in checks]
     return "\n".join(lines) + "\n"
 
 

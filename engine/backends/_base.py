@@ -7,7 +7,7 @@ given the loss gradients at those features, the gradient with respect to the ima
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 
@@ -47,6 +47,11 @@ class Backend(abc.ABC):
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward(image)
+
+    def use_graphs(self, shapes: Collection[tuple[int, int]]) -> None:
+        """Replay CUDA graphs only for these (height, width) input shapes (the memory plan's
+        choice for a level; empty: none), freeing captures of any other shape. A no-op for
+        backends without CUDA graphs."""
 
     @property
     def strides(self) -> dict[str, int]:

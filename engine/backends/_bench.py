@@ -12,7 +12,13 @@ from .._backbone import VGGFeatures
 from .._device import peak_memory
 from ._base import Backend
 
-__all__ = ["BackendTiming", "conv_flops", "matrix_tflops", "time_backend"]
+__all__ = ["BackendTiming", "conv_flops", "machine_facts", "matrix_tflops", "time_backend"]
+
+
+def machine_facts(device: torch.device) -> dict[str, object]:
+    """What a timing depends on beyond the backend: torch's CPU threads and the GPU's name."""
+    return {"threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def conv_flops(backbone: VGGFeatures, height: int, width: int) -> int:

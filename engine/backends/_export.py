@@ -12,6 +12,7 @@ dynamo exporter only generalises to multiples of 16.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -20,12 +21,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .._backbone import ARCHITECTURES, VGGFeatures
 from .._errors import BackendUnavailableError
-from .._files import atomic_write, cache_dir, sha256_file
+from .._files import atomic_write, cache_dir, move_aside, sha256_file
+from .._wait import waiting
 from ._vjp import VGGBackward, VGGForwardWithMasks, saved_mask_layers, typed_copy
 
 __all__ = ["DEFAULT_OPSET", "ExportedGraphs", "export_onnx", "weights_digest"]
@@ -112,7 +115,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     if backbone.arch not in ARCHITECTURES:
         raise BackendUnavailableError(f"--model {model}: the exported forward + backward graphs are VGG's; "
                                       f"{backbone.arch} exports its forward alone (torch.onnx.export of the backbone)")
-    backbone = backbone.float().cpu().eval()
+    # A copy: .float(), .cpu() and .eval() change a module in place, and the caller's backbone
+    # (on the GPU, perhaps in another dtype, perhaps training) must stay as it was.
+    backbone = copy.deepcopy(backbone).float().cpu().eval()
     digest = weights_digest(backbone)
     if dtype != "fp32":
         backbone = typed_copy(backbone, EXPORT_DTYPES[dtype])
@@ -124,7 +129,9 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         folder = cache_dir() / "onnx" / _key(model, digest, backbone, opset, dtype)
     graphs = ExportedGraphs(folder=folder, **graphs_meta)
     if not force and _export_is_intact(graphs):
-        return graphs
+        if _export_loads(onnx, graphs):
+            return graphs
+        move_aside(folder)  # its checksums match files that do not load: rebuilt below, kept to look at
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -137,19 +144,20 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         count = len(backbone.taps)
         dynamic = {"image": {2: "height", 3: "width"}}
         dynamic.update({name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.forward_outputs})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(forward, (sample,), str(staged.forward_path), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=list(staged.forward_outputs),
-                              dynamic_axes=dynamic, do_constant_folding=True)
-            backward_args = tuple(outputs[count:]) + tuple(torch.randn_like(t) for t in outputs[:count])
-            dynamic_back = {name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.backward_inputs}
-            dynamic_back["image_grad"] = {2: "height", 3: "width"}
-            torch.onnx.export(VGGBackward(backbone), backward_args, str(staged.backward_path), dynamo=False,
-                              opset_version=opset, input_names=list(staged.backward_inputs),
-                              output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
-        for path in (staged.forward_path, staged.backward_path):
-            onnx.checker.check_model(str(path), full_check=True)
+        with waiting(f"exporting {model}'s forward and backward to ONNX (once)"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(forward, (sample,), str(staged.forward_path), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=list(staged.forward_outputs),
+                                  dynamic_axes=dynamic, do_constant_folding=True)
+                backward_args = tuple(outputs[count:]) + tuple(torch.randn_like(t) for t in outputs[:count])
+                dynamic_back = {name: {2: f"h_{name}", 3: f"w_{name}"} for name in staged.backward_inputs}
+                dynamic_back["image_grad"] = {2: "height", 3: "width"}
+                torch.onnx.export(VGGBackward(backbone), backward_args, str(staged.backward_path), dynamo=False,
+                                  opset_version=opset, input_names=list(staged.backward_inputs),
+                                  output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
+            for path in (staged.forward_path, staged.backward_path):
+                onnx.checker.check_model(str(path), full_check=True)
         meta = {"model": model, "opset": opset, "dtype": dtype, "taps": list(backbone.taps), "pooling": backbone.pooling,
                 "sha256": {name: sha256_file(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
         atomic_write(scratch / "meta.json", json.dumps(meta, indent=2).encode())
@@ -182,6 +190,20 @@ def _move_into_place(scratch: Path, folder: Path, graphs: ExportedGraphs) -> Non
     except OSError:  # another process replaced it meanwhile: theirs is as good as ours
         shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(stale, ignore_errors=True)
+
+
+def _export_loads(onnx: Any, graphs: ExportedGraphs) -> bool:
+    """True when both graphs parse and name the outputs this export needs. The checksums in
+    meta.json only say the files are those it recorded: a file cut short with a meta.json to
+    match (a copy or a sync that stopped) passes them and then fails inside onnxruntime."""
+    try:
+        for path, outputs in ((graphs.forward_path, graphs.forward_outputs), (graphs.backward_path, ("image_grad",))):
+            model = onnx.load(str(path))
+            if tuple(output.name for output in model.graph.output) != tuple(outputs):
+                return False
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError and onnx's own: anything that fails to load)
+        return False
+    return True
 
 
 def _export_is_intact(graphs: ExportedGraphs) -> bool:

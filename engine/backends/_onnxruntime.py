@@ -18,7 +18,7 @@ from .._errors import BackendUnavailableError
 from ._base import Backend
 from ._export import ExportedGraphs, export_onnx
 
-__all__ = ["OnnxRuntimeBackend", "onnxruntime_providers"]
+__all__ = ["OnnxRuntimeBackend", "cuda_provider_options", "onnxruntime_providers"]
 
 
 def _ort():
@@ -82,7 +82,7 @@ class OnnxRuntimeBackend(Backend):
             )
         # The CUDA provider runs convolutions in TF32 unless told not to: fp32 must be fp32.
         self._device_id = _cuda_index(device)
-        cuda_options = {"device_id": self._device_id, "use_tf32": int(precision.name == "tf32")}
+        cuda_options = cuda_provider_options(self._device_id, precision)
         provider_list = [(p, cuda_options) if p == "CUDAExecutionProvider" else p for p in providers]
         self._sessions = {}
         for which, path in (("forward", self.graphs.forward_path), ("backward", self.graphs.backward_path)):
@@ -142,6 +142,19 @@ class OnnxRuntimeBackend(Backend):
 
 def _numpy_dtype(dtype: torch.dtype):
     return {torch.float32: np.float32, torch.float16: np.float16, torch.bool: np.bool_}[dtype]
+
+
+def cuda_provider_options(device_id: int, precision: Precision) -> dict[str, object]:
+    """The CUDA execution provider's options.
+
+    TF32 convolutions only for tf32 (the provider's default is on: fp32 must be fp32). cuDNN's
+    algorithm by heuristic, not the default exhaustive search, which benchmarks every algorithm
+    for every new input shape (each pyramid level and tile size) and can take more workspace than
+    the planner counted. The arena grows by what is asked, not by doubling, whose last step can
+    reserve nearly twice the peak.
+    """
+    return {"device_id": device_id, "use_tf32": int(precision.name == "tf32"),
+            "cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
 
 
 def onnxruntime_providers() -> list[str]:

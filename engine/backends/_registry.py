@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .._backbone import ARCHITECTURES, VGGFeatures
-from .._config import RenderConfig
+from .._config import RenderConfig, RuntimeConfig
 from .._cpu import keep_freed_memory, use_physical_cores, winograd_pays
 from .._device import Precision
 from .._errors import BackendUnavailableError
@@ -29,7 +29,8 @@ from ._onnxruntime import OnnxRuntimeBackend, onnxruntime_providers
 from ._tensorrt import TensorRTBackend, tensorrt_available
 from ._torch import TorchBackend
 
-__all__ = ["BACKEND_TYPES", "available_backends", "backend_for", "backend_key", "record_fastest_backend"]
+__all__ = ["BACKEND_TYPES", "available_backends", "backend_for", "backend_key", "record_fastest_backend",
+           "resolve_precision"]
 
 #: Backend name -> class. Tests swap entries to see what a render or a batch job asked for.
 BACKEND_TYPES: dict[str, type[Backend]] = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend,
@@ -94,20 +95,9 @@ def backend_key(config: RenderConfig, device: torch.device) -> tuple:
     return (dataclasses.astuple(config.runtime), config.taps, str(device), random_seed)
 
 
-def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tuple[int, int]] = ((512, 512),), *,
-                backbone: VGGFeatures | None = None) -> Backend:
-    """The backend ``config.runtime`` asks for on ``device`` (on a CPU, torch's threads are set
-    to the physical cores first, unless the user chose a count, and freed memory is kept for
-    reuse: see _cpu.keep_freed_memory).
-
-    ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them;
-    a size outside it later widens the profile). ``backbone`` overrides the model's weights
-    (tests pass random-weight networks).
-    """
-    runtime = config.runtime
-    if device.type == "cpu":
-        use_physical_cores()
-        keep_freed_memory()
+def _choose(runtime: RuntimeConfig, device: torch.device) -> tuple[str, Precision]:
+    """The backend and the concrete precision ``runtime`` asks for on ``device`` (BackendUnavailableError
+    where they cannot run here)."""
     precision = Precision.resolve(runtime.precision, device)
     exported = MODELS[runtime.model].arch in ARCHITECTURES  # the exported graphs are VGG's
     if runtime.backend != "auto":
@@ -126,6 +116,36 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
     reason = kind.unsupported(precision, device)
     if reason is not None:
         raise BackendUnavailableError(reason)
+    return name, precision
+
+
+def resolve_precision(config: RenderConfig, device: torch.device) -> RenderConfig:
+    """``config`` with ``--precision auto`` replaced by the precision it runs in on ``device``
+    (fp32, tf32 or bf16: what backend_for would build), so that what an output records, and what
+    a batch or video hash covers, is what ran. A concrete precision is returned unchanged."""
+    if config.runtime.precision != "auto":
+        return config
+    if device.type == "cpu":
+        use_physical_cores()  # the bf16 measurement is keyed by the thread count a render runs with
+    return config.replace({"precision": _choose(config.runtime, device)[1].name})
+
+
+def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tuple[int, int]] = ((512, 512),), *,
+                backbone: VGGFeatures | None = None) -> Backend:
+    """The backend ``config.runtime`` asks for on ``device`` (on a CPU, torch's threads are set
+    to the physical cores first, unless the user chose a count, and freed memory is kept for
+    reuse: see _cpu.keep_freed_memory).
+
+    ``sizes``: the (height, width) sizes the render will run at (TensorRT's profile spans them;
+    a size outside it later widens the profile). ``backbone`` overrides the model's weights
+    (tests pass random-weight networks).
+    """
+    runtime = config.runtime
+    if device.type == "cpu":
+        use_physical_cores()
+        keep_freed_memory()
+    name, precision = _choose(runtime, device)
+    kind = BACKEND_TYPES[name]
     if backbone is None:
         backbone = load_backbone(runtime.model, config.taps, pooling=runtime.pooling, weights_path=runtime.weights,
                                  seed=config.optimization.seed)

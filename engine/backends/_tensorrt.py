@@ -22,6 +22,7 @@ from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import atomic_write, cache_dir, sha256_file
+from .._wait import waiting
 from ._base import Backend
 from ._export import ExportedGraphs, export_onnx
 
@@ -65,7 +66,9 @@ class _Engine:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
-    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: Mapping[str, torch.Tensor], device: torch.device, stream: int) -> dict[str, torch.Tensor]:
+        """Run on ``stream`` (a cudaStream_t as an int), outputs allocated on ``device``: the
+        backend's own, not whichever GPU and stream happen to be current."""
         # TensorRT reads raw pointers: converted inputs stay referenced until the enqueue below
         # (after it, torch's stream-ordered allocator makes releasing them safe).
         keep = []
@@ -80,10 +83,9 @@ class _Engine:
         outputs = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
-            out = torch.empty(shape, dtype=_TORCH_DTYPES[self.engine.get_tensor_dtype(name)], device="cuda")
+            out = torch.empty(shape, dtype=_TORCH_DTYPES[self.engine.get_tensor_dtype(name)], device=device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out
-        stream = torch.cuda.current_stream().cuda_stream
         if not self.context.execute_async_v3(stream):
             raise RuntimeError("TensorRT execution failed")
         return outputs
@@ -202,7 +204,9 @@ class TensorRTBackend(Backend):
             shape = self.graphs.shape_of
             optimisation.set_shape(name, shape(name, *low), shape(name, *opt), shape(name, *high))
         config.add_optimization_profile(optimisation)
-        serialized = builder.build_serialized_network(network, config)
+        with waiting(f"building a TensorRT engine ({self.precision.name}, up to {high[1]}x{high[0]}; cached for "
+                     f"later renders)"):
+            serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise BackendUnavailableError(f"TensorRT failed to build an engine from {onnx_path}")
         return bytes(serialized)
@@ -223,7 +227,7 @@ class TensorRTBackend(Backend):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         self._ensure(*image.shape[-2:])
-        outputs = self._engines["forward"]({"image": image.float()})
+        outputs = self._engines["forward"]({"image": image.float()}, self.device, self._stream())
         self._masks = {f"mask_{name}": outputs[f"mask_{name}"] for name in self.graphs.masks}
         return {name: outputs[name].float() for name in self.taps}
 
@@ -233,4 +237,8 @@ class TensorRTBackend(Backend):
         inputs = dict(self._masks)
         inputs.update({f"grad_{name}": tap_grads[name] for name in self.taps})
         self._masks = None
-        return self._engines["backward"](inputs)["image_grad"].float()
+        return self._engines["backward"](inputs, self.device, self._stream())["image_grad"].float()
+
+    def _stream(self) -> int:
+        """torch's current stream on this backend's GPU (what the loss and optimiser run on)."""
+        return torch.cuda.current_stream(self.device).cuda_stream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from .._backbone import VGGFeatures
 from .._device import Precision
 from .._errors import BackendUnavailableError
 from .._files import cache_dir
+from .._wait import waiting
 from ._base import Backend
 
 __all__ = ["TorchBackend"]
@@ -22,8 +23,42 @@ __all__ = ["TorchBackend"]
 #: Winograd pays where the products dominate its additions: layers with this many input channels
 #: (measured on an AVX2 EPYC, one core: see benchmarks/RESULTS.md).
 WINOGRAD_MIN_CHANNELS = 256
-#: Input shapes captured as CUDA graphs per backend (a pyramid's levels; tiles beyond run eagerly).
+#: Input shapes captured as CUDA graphs per backend when no plan says which (use_graphs); beyond
+#: them, shapes run eagerly.
 _MAX_GRAPHS = 16
+
+
+def release_graphed(module: torch.nn.Module) -> None:
+    """Free what make_graphed_callables captured for ``module`` now, without waiting for gc.
+
+    torch replaces ``module.forward`` with a closure that refers back to the module (a reference
+    cycle), and keeps the CUDA graphs and their static tensors in the closures of a class it
+    defines per capture (classes are always in cycles). So ``del`` frees nothing until a
+    ``gc.collect()``: here the forward is removed, every CUDAGraph reachable through those local
+    closures is reset and every closure cell emptied, which drops the pools' tensors at once.
+    """
+    forward = module.__dict__.pop("forward", None)
+    stack, seen = [forward], set()
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, type):
+            stack += [getattr(value, "__func__", value) for value in vars(item).values()]
+            continue
+        if "<locals>" not in getattr(item, "__qualname__", ""):
+            continue  # only the capture's own closures, never a module-level function
+        for cell in getattr(item, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(value, torch.cuda.CUDAGraph):
+                value.reset()
+            elif callable(value):
+                stack.append(value)
+            cell.cell_contents = None
 
 
 class _TapTuple(torch.nn.Module):
@@ -86,13 +121,26 @@ class TorchBackend(Backend):
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
             self._network = torch.compile(self._network, dynamic=False)
         self._graphs: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._compiled_shapes: set[tuple[int, ...]] = set()
+        self._graph_shapes: frozenset[tuple[int, int]] | None = None  # None: no plan said
         self._saved: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
+    def use_graphs(self, shapes: Collection[tuple[int, int]]) -> None:
+        """Capture only these (height, width) shapes from now on; free the captures of others."""
+        self._graph_shapes = frozenset(tuple(shape) for shape in shapes)
+        stale = [key for key in self._graphs if tuple(key[-2:]) not in self._graph_shapes]
+        for key in stale:
+            release_graphed(self._graphs.pop(key))
+        if stale and self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the freed pools go back to the device, for the next level
+
     def _graphed(self, image: torch.Tensor):
-        """The forward + backward for this input shape captured as CUDA graphs (one per shape,
-        the few a pyramid needs; other shapes, such as edge tiles, run eagerly)."""
+        """The forward + backward for this input shape captured as CUDA graphs: the shapes the
+        memory plan allows (use_graphs), or without a plan the first _MAX_GRAPHS shapes."""
         key = tuple(image.shape)
         if key not in self._graphs:
+            if self._graph_shapes is not None and tuple(key[-2:]) not in self._graph_shapes:
+                return None
             if len(self._graphs) >= _MAX_GRAPHS:
                 return None
             sample = torch.rand(key, device=self.device).contiguous(memory_format=torch.channels_last)
@@ -116,6 +164,11 @@ class TorchBackend(Backend):
             # The graph's outputs are static buffers: the next replay overwrites them, which is
             # fine here, since a loss reads its features before the next forward.
             features = dict(zip(self.taps, graphed(image)))
+        elif self.compiled and tuple(image.shape) not in self._compiled_shapes:
+            self._compiled_shapes.add(tuple(image.shape))
+            height, width = image.shape[-2:]
+            with waiting(f"compiling the network for {width}x{height} (torch.compile, once per size)"), self._context():
+                features = self._network(image)
         else:
             with self._context():
                 features = self._network(image)

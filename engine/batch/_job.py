@@ -19,9 +19,10 @@ import torch
 from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
-from .._image import load_image, read_metadata, save_image
-from .._maps import is_color, load_style_maps
-from ..backends import Backend, backend_for, backend_key
+from .._image import DEFAULT_MAX_PIXELS, load_image, read_metadata, save_image
+from .._plate import Plate, read_plate
+from .._maps import is_color, load_map, load_style_maps
+from ..backends import Backend, backend_for, backend_key, resolve_precision
 from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
 from ._manifest import BatchJob
@@ -33,9 +34,11 @@ _HASH_KEY = "job_hash"
 
 
 def job_hash(job: BatchJob) -> str:
-    """sha256 of everything that decides the job's pixels: options and input file bytes."""
+    """sha256 of everything that decides the job's pixels: options (``--precision auto`` as the
+    precision it runs in here, so a machine that resolves it otherwise does not take another's
+    output for its own) and input file bytes."""
     spec = {
-        "config": job.config.to_dict(),
+        "config": resolve_precision(job.config, resolve_device(job.config.runtime.device)).hashed(),
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
         "styles": [sha256_file(path) for path in job.styles],
@@ -100,6 +103,7 @@ class PreparedJob:
     styles: list[torch.Tensor]
     content_map: torch.Tensor | None
     style_maps: list[torch.Tensor] | None
+    plate: Plate | None = None  # an EXR content: rendered display-referred, written back to its scene values
 
 
 @dataclass
@@ -109,6 +113,7 @@ class RenderedJob:
     image: torch.Tensor
     metadata: dict[str, Any]
     seconds: float
+    plate: Plate | None = None
 
 
 def run_job(job: BatchJob, *, overwrite: bool = False, cache: TargetCache | None = None,
@@ -166,18 +171,25 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
                               "output exists with other parameters; pass --overwrite to replace it")
     # Before the work: a folder that cannot be made or written fails this job, not its render.
     probe_writable(job.output)
-    styles = [load_image(path) for path in job.styles]
-    return PreparedJob(digest, load_image(job.content) if job.content else None, styles,
-                       load_image(job.content_map) if job.content_map else None,
-                       load_style_maps(job.style_maps, styles) if job.style_maps else None)
+    colors = job.config.color_management
+
+    def load(path: Path) -> torch.Tensor:
+        return load_image(path, colorspace=colors.input_colorspace, view=colors.view)
+
+    plate = read_plate(job.content, colorspace=colors.input_colorspace, view=colors.view,
+                       max_pixels=DEFAULT_MAX_PIXELS) if job.content and job.content.suffix.lower() == ".exr" else None
+    styles = [load(path) for path in job.styles]
+    content = plate.display if plate is not None else load(job.content) if job.content else None
+    return PreparedJob(digest, content, styles, load_map(job.content_map) if job.content_map else None,
+                       load_style_maps(job.style_maps, styles) if job.style_maps else None, plate)
 
 
 def render_job(job: BatchJob, prepared: PreparedJob, *, cache: TargetCache | None = None,
                backends: BackendPool | None = None, device: str | None = None,
                callback: Callable | None = None) -> RenderedJob:
-    """A still job's render from its read inputs."""
-    config = job.config
-    target = resolve_device(device or config.runtime.device)
+    """A still job's render from its read inputs; its metadata records the precision that ran."""
+    target = resolve_device(device or job.config.runtime.device)
+    config = resolve_precision(job.config, target)
     backend = None
     if backends is not None:
         reference = prepared.content if prepared.content is not None else prepared.content_map
@@ -186,7 +198,9 @@ def render_job(job: BatchJob, prepared: PreparedJob, *, cache: TargetCache | Non
                     content_map=prepared.content_map, style_maps=prepared.style_maps, target_cache=cache)
     metadata = {"content": str(job.content) if job.content else None, "styles": [str(s) for s in job.styles],
                 "config": config.to_dict(), _HASH_KEY: prepared.digest, "iterations_done": result.iterations}
-    return RenderedJob(result.image.cpu(), metadata, result.elapsed)
+    if prepared.plate is not None:
+        metadata["color"] = prepared.plate.pipeline.describe()
+    return RenderedJob(result.image.cpu(), metadata, result.elapsed, prepared.plate)
 
 
 def write_job(job: BatchJob, rendered: RenderedJob) -> JobOutcome:
@@ -197,7 +211,10 @@ def write_job(job: BatchJob, rendered: RenderedJob) -> JobOutcome:
             job.output.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass  # save_image fails on it and keeps the image in the cache, saying where
-        save_image(rendered.image, job.output, metadata=rendered.metadata, overwrite=True, recover=True)
+        colors = job.config.color_management
+        save_image(rendered.image, job.output, metadata=rendered.metadata, overwrite=True, recover=True,
+                   plate=rendered.plate, colorspace=colors.output_colorspace or colors.input_colorspace,
+                   view=colors.view)
         return JobOutcome(job.line, str(job.output), "done", seconds=round(rendered.seconds, 3))
 
     return guarded(job, write)
@@ -208,7 +225,8 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
     """A video job: render_shot resumes by its frames' own hashes ("skipped": every frame and the
     video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
     config = job.config
-    source = open_frames(job.content)
+    store = frame_store(job.output)
+    source = open_frames(job.content, exclude=store.owns)  # the shot's own frames are not its input
     styles = [load_image(path) for path in job.styles]
     backend = None
     if backends is not None:
@@ -216,7 +234,7 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
         reference = crop_to_frame(torch.empty((3, source.height, source.width)), config)
         backend = backends.get(config, target, plan_for(config, reference, target).shapes)
     metadata = {"input": str(job.content), "styles": [str(s) for s in job.styles]}
-    result = render_shot(config, source, styles, frame_store(job.output), video=job.video, overwrite=overwrite,
+    result = render_shot(config, source, styles, store, video=job.video, overwrite=overwrite,
                          metadata=metadata, backend=backend, target_cache=cache,
                          callback=(lambda event: callback(event.step) if event.step is not None else None)
                          if callback is not None else None)

@@ -38,9 +38,9 @@ from typing import Any
 from .._config import INITS, RenderConfig
 from .._errors import ConfigError, ImageError, InputError, StyleforgeError, check_choice
 from .._image import check_output_path
-from .._maps import is_color
+from .._maps import check_map_spec, is_color
 from .._values import coerce_path, coerce_paths
-from ..video import VideoConfig, frame_store
+from ..video import VideoConfig, find_sequence, frame_path, frame_store, is_sequence
 
 __all__ = ["BatchJob", "ManifestError", "glob_jobs", "load_manifest", "parse_option_value"]
 
@@ -51,7 +51,7 @@ KINDS = ("image", "video")
 #: The options a video job takes beside the render options.
 _VIDEO_FIELDS = tuple(VideoConfig.__dataclass_fields__)
 #: What --glob's output template may name.
-_TEMPLATE_FIELDS = ("stem", "name", "index")
+_TEMPLATE_FIELDS = ("stem", "name", "index", "frame")
 
 
 class ManifestError(InputError):
@@ -111,6 +111,10 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         if key is None:
             return ()
         given = coerce_paths(key, merged[key], separator=";")
+        if key.startswith("style_map"):
+            for spec in given:  # "#f00" is a colour written wrong, not a missing file
+                if not _resolve(spec, base).exists():
+                    check_map_spec(spec)
         return tuple(Path(p) if is_color(p) else _resolve(p, base) for p in given)  # a colour is no path
 
     styles = paths("styles", "style")
@@ -224,10 +228,12 @@ def _parse_toml(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
 
 
 def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-                  output_root: str | os.PathLike | None = None, allow_outside: bool = False) -> list[BatchJob]:
+                  output_root: str | os.PathLike | None = None, allow_outside: bool = False,
+                  base: dict[str, Any] | None = None) -> list[BatchJob]:
     """Parse and validate a whole manifest; relative paths are relative to the manifest's folder.
 
-    ``overrides`` (options from the command line) apply to every job. Outputs are relative to
+    ``overrides`` (options from the command line) apply to every job; ``base`` (a config file's
+    options) lies under the manifest's defaults, which replace it. Outputs are relative to
     ``output_root`` when given, and must lie inside it (default: the manifest's folder), through
     symlinks, unless ``allow_outside``. Raises ManifestError with every bad line before any work.
     """
@@ -254,14 +260,14 @@ def load_manifest(path: str | os.PathLike, *, overrides: dict[str, Any] | None =
     except ConfigError as error:
         raise ConfigError(error.problem, field=error.field, source=source) from None
     root = Path(output_root) if output_root is not None else path.parent
-    return _validate(source, entries, {**defaults, **(overrides or {})}, path.parent, root,
+    return _validate(source, entries, {**(base or {}), **defaults, **(overrides or {})}, path.parent, root,
                      confine=not allow_outside)
 
 
 def _check_template(template: str) -> None:
     """Refuse an output template that names anything but {stem}, {name} and {index}."""
     try:
-        template.format(stem="x", name="x.png", index=1)
+        template.format(stem="x", name="x.png", index=1, frame=1)
     except KeyError as error:
         raise ConfigError(f"unknown field {{{error.args[0]}}} in {template!r}; use "
                           f"{', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}", field="output") from None
@@ -272,22 +278,39 @@ def _check_template(template: str) -> None:
 
 def glob_jobs(pattern: str, *, styles: Sequence[str], output: str, options: dict[str, Any] | None = None,
               style_maps: Sequence[str] | None = None, output_root: str | os.PathLike | None = None,
-              allow_outside: bool = False) -> list[BatchJob]:
-    """Jobs for every file matching ``pattern``; ``output`` may use {stem}, {name} and {index}.
-    Relative outputs are relative to ``output_root`` when given (and must stay inside it unless
-    ``allow_outside``), else to the working folder."""
+              allow_outside: bool = False, frames: tuple[int, int] | None = None) -> list[BatchJob]:
+    """Jobs for every file matching ``pattern``, or every frame of a numbered sequence
+    (``plate.####.exr``, ``plate.%04d.exr``; only ``frames`` (first, last) of it if given; a
+    missing frame is an error naming it); ``output`` may use {stem}, {name}, {index} and {frame}
+    (the sequence's frame number, else the index), or be a sequence pattern itself
+    (``out/styled.####.exr``: the input's frame numbers). Relative outputs are relative to
+    ``output_root`` when given (and must stay inside it unless ``allow_outside``), else to the
+    working folder."""
     _check_template(output)
-    try:
-        matches = sorted(globbing.glob(os.path.expanduser(pattern)))
-    except (ValueError, OSError) as error:
-        raise ConfigError(f"{pattern!r} cannot be searched ({error})", field="glob") from None
-    matches = [match for match in matches if not os.path.isdir(match)]
+    pattern = os.path.expanduser(pattern)
+    if is_sequence(pattern):
+        try:
+            sequence = find_sequence(pattern, frames)
+        except ImageError as error:
+            raise ConfigError(error.reason, field="glob", source=pattern) from None
+        matches, numbers = [str(path) for path in sequence.files], list(sequence.numbers)
+    elif frames is not None:
+        raise ConfigError(f"{pattern}: a range of frames needs a numbered sequence (plate.####.exr)", field="frames")
+    else:
+        try:
+            matches = sorted(globbing.glob(pattern))
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{pattern!r} cannot be searched ({error})", field="glob") from None
+        matches = [match for match in matches if not os.path.isdir(match)]
+        numbers = list(range(1, len(matches) + 1))
     if not matches:
         raise ConfigError(f"no file matches {pattern!r}", field="glob")
     entries = []
-    for index, match in enumerate(matches, start=1):
+    for index, (match, number) in enumerate(zip(matches, numbers, strict=True), start=1):
         source = Path(match)
-        target = output.format(stem=source.stem, name=source.name, index=index)
+        target = output.format(stem=source.stem, name=source.name, index=index, frame=number)
+        if is_sequence(target):
+            target = str(frame_path(target, number))
         entries.append((index, {"content": str(source), "style": list(styles), "output": target,
                                 **({"style_map": list(style_maps)} if style_maps else {})}))
     root = Path(output_root) if output_root is not None else Path.cwd()

@@ -53,6 +53,7 @@ from styleforge.kernels import mrf_nearest, normalize_patches
 from .._backbone import FeatureInfo
 from .._config import RenderConfig
 from ._base import Window, Statistic, Term
+from .._style_losses import NNST_LAYERS  # the layers are data the config reads without torch
 from ._registry import StyleLoss, StyleTargets, register_style_loss
 
 __all__ = ["BANK_ROWS", "HYPERCOLUMN_STRIDE", "NNST_LAYERS", "NNSTTarget", "NNSTTerm", "SEARCH_CURRENT_SHARE",
@@ -65,12 +66,6 @@ BANK_ROWS = 1 << 16
 #: The share of the level's start in the search image after the first level (the authors'
 #: 1 - alpha, alpha = 0.75).
 SEARCH_CURRENT_SHARE = 0.25
-_VGG = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu4_1", "relu4_2", "relu4_3")
-#: The hypercolumn layers per architecture: the paper's VGG16 conv layers r11 ... r43 (the same
-#: names on VGG19, whose relu3_4 and relu4_4 are left out as VGG16 has no such layers); SqueezeNet:
-#: every ReLU/fire output up to fire5 (stride 8), the same depth.
-NNST_LAYERS: dict[str, tuple[str, ...]] = {"vgg16": _VGG, "vgg19": _VGG,
-                                           "squeezenet1_1": ("relu1", "fire2", "fire3", "fire4", "fire5")}
 
 
 def hypercolumns(features: Mapping[str, torch.Tensor], layers: Sequence[str], strides: Mapping[str, int],

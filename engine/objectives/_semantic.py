@@ -12,20 +12,57 @@ import torch.nn.functional as F
 
 from .._errors import ConfigError
 
-__all__ = ["REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette"]
+__all__ = ["REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette", "snapping"]
 
 #: A colour counts as a region when it covers this share of a map (edges are antialiased blends).
 REGION_SHARE = 0.005
+#: Colours closer than this (per channel, in [0, 1]) name the same region (JPEG-saved maps drift).
+_TOLERANCE = 12 / 255
 
 
 def semantic_palette(semantic_map: torch.Tensor, *, what: str) -> torch.Tensor:
-    """The region colours of a (3, H, W) map in [0, 1]: (K, 3), colours covering >= 0.5%."""
+    """The region colours of a (3, H, W) map in [0, 1]: (K, 3), colours covering >= 0.5% that
+    are neither a drift of a larger region's colour (within the tolerance: JPEG) nor a blend of
+    two larger regions' colours (within the tolerance of the line between them: an antialiased
+    or JPEG border, which in a small map covers 0.5% too). A region painted in the exact mix of
+    two others is read as their border: give it a colour of its own."""
     pixels = (semantic_map.reshape(3, -1).T * 255).round().to(torch.int64)
     colours, counts = torch.unique(pixels, dim=0, return_counts=True)
-    regions = colours[counts >= REGION_SHARE * pixels.shape[0]]
-    if regions.shape[0] == 0:
+    keep = counts >= REGION_SHARE * pixels.shape[0]
+    candidates = colours[keep].double() / 255
+    order = torch.argsort(counts[keep], descending=True, stable=True)
+    regions: list[torch.Tensor] = []
+    for colour in candidates[order]:
+        if not regions or not (_near_any(colour, regions) or _on_a_blend(colour, regions)):
+            regions.append(colour)
+    if not regions:
         raise ConfigError("no flat colour regions found", field=what)
-    return regions.float() / 255
+    return (torch.stack(regions) * 255).round().float() / 255
+
+
+def _near_any(colour: torch.Tensor, regions: list[torch.Tensor]) -> bool:
+    return bool((torch.stack(regions) - colour).abs().max(dim=1).values.min() <= _TOLERANCE)
+
+
+def _on_a_blend(colour: torch.Tensor, regions: list[torch.Tensor]) -> bool:
+    """Whether ``colour`` lies between two of ``regions`` (a mix of them, within the tolerance)."""
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            direction = b - a
+            t = float((colour - a) @ direction / (direction @ direction))
+            if 0.0 < t < 1.0 and float((colour - (a + t * direction)).abs().max()) <= _TOLERANCE:
+                return True
+    return False
+
+
+def snapping(semantic_map: torch.Tensor, palette: torch.Tensor) -> tuple[int, int, float]:
+    """How a map's pixels were read against ``palette`` (K, 3): (pixels more than 2/255 from
+    every palette colour — a map and the palette drawn from the other map may differ by a
+    rounding —, those further than the tolerance from every one — border blends —, the largest
+    per-channel distance). Every pixel takes its nearest colour's region (semantic_labels)."""
+    distance = (semantic_map.reshape(3, -1).T[:, None, :] - palette[None].to(semantic_map)).abs().amax(dim=2)
+    nearest = distance.min(dim=1).values
+    return int((nearest > 2.5 / 255).sum()), int((nearest > _TOLERANCE).sum()), float(nearest.max())
 
 
 def semantic_labels(semantic_map: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
@@ -34,10 +71,6 @@ def semantic_labels(semantic_map: torch.Tensor, palette: torch.Tensor) -> torch.
     nearest = distance.argmin(dim=1)
     one_hot = F.one_hot(nearest, palette.shape[0]).T.float()
     return one_hot.reshape(1, palette.shape[0], *semantic_map.shape[-2:])
-
-
-#: Colours closer than this (per channel, in [0, 1]) name the same region (JPEG-saved maps drift).
-_TOLERANCE = 12 / 255
 
 
 def shared_palette(content_map: torch.Tensor, style_map: torch.Tensor,

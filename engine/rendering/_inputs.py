@@ -4,6 +4,7 @@ the image the first level starts from."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,10 +12,10 @@ import torch
 
 from .._backbone import VGGFeatures
 from .._config import INITS, RenderConfig
-from .._errors import ConfigError
+from .._errors import ConfigError, StyleforgeWarning
 from .._image import load_image, resize_long_side, resize_to
 from .._maps import flat_map, is_color, parse_color
-from ..objectives import semantic_labels, shared_palette, style_loss_for
+from ..objectives import semantic_labels, shared_palette, snapping, style_loss_for
 from ._color import palette_content, transfer_style_colors
 
 __all__ = ["LevelInputs", "RenderInputs", "crop_to_frame", "initial_image", "level_inputs", "prepare_inputs"]
@@ -107,6 +108,8 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
         inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2),
                                         exempt)
         inputs.unstyled = None if unstyled is None else inputs.palette.shape[0] - 1
+        _report_snapping([("content map", content_map)] + [(f"style map {i}", m) for i, m in
+                                                           enumerate(style_maps, start=1)], inputs.palette)
         inputs.content_map = crop_to_frame(content_map, config)
         inputs.style_maps = list(style_maps)
     init = config.optimization.init
@@ -115,6 +118,24 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
     if init_image is not None:
         inputs.init_image = crop_to_frame(init_image, config)
     return inputs
+
+
+def _report_snapping(maps: Sequence[tuple[str, torch.Tensor]], palette: torch.Tensor) -> None:
+    """A StyleforgeWarning per map whose pixels are not all a region colour (within 2/255): each
+    was snapped to the nearest one (antialiased edges, JPEG drift and borders); the user is told."""
+    for what, semantic_map in maps:
+        snapped, far, largest = snapping(semantic_map, palette)
+        if snapped:
+            total = semantic_map.shape[-2] * semantic_map.shape[-1]
+            borders = f", {far} of them blends between regions (borders)" if far else ""
+            warnings.warn(StyleforgeWarning(
+                f"{what}: {snapped} of {total} pixels ({snapped / total:.1%}) are not one of the regions' "
+                f"colours {_hexes(palette)} and were read as the nearest (at most {round(largest * 255)}/255 away"
+                f"{borders})"), stacklevel=2)
+
+
+def _hexes(colours: torch.Tensor) -> str:
+    return ", ".join("#" + "".join(f"{round(c * 255):02x}" for c in colour.tolist()) for colour in colours)
 
 
 def _check_maps(config, content, styles, content_map, style_maps) -> None:

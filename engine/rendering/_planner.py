@@ -16,13 +16,19 @@ those of one crop (tile plus halo on each side); the targets of a tiled level ar
 by tile too. When the L-BFGS history does not fit beside 512-px tiles it is shortened before
 tiles get smaller. The budget is ``max_memory`` or most of what is free (GPU memory, or the
 system's available RAM on CPU).
+
+With ``--cuda-graphs`` every input shape of a level (the whole image, or each distinct tile crop:
+edge tiles differ from interior ones) is captured once, and each capture keeps a private memory
+pool about the size of that shape's activations, all alive together. A level replays graphs only
+when its state plus every capture's pool fits the budget; otherwise it runs eagerly, and the plan
+says so. Captures are freed when the level ends.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,7 +38,8 @@ from .._errors import ConfigError
 from .._weights import MODELS
 from ..objectives import Window, matting_bytes, style_loss_for
 
-__all__ = ["LevelPlan", "RenderPlan", "default_budget", "plan_render", "plan_tiles", "receptive_radius", "tile_halo"]
+__all__ = ["LevelPlan", "RenderPlan", "default_budget", "plan_graphs", "plan_render", "plan_tiles", "receptive_radius",
+           "tile_halo"]
 
 _ALIGN = 16
 
@@ -121,10 +128,23 @@ class LevelPlan:
     activation_bytes: int
     state_bytes: int
     lbfgs_history: int  # corrections kept at this level (--lbfgs-history, or fewer to fit)
+    #: With --cuda-graphs: the (height, width) input shapes captured at this level (empty: eager)
+    #: and what their pools need together; graphs_asked says whether --cuda-graphs was given.
+    graph_shapes: tuple[tuple[int, int], ...] = ()
+    graph_bytes: int = 0
+    graphs_asked: bool = False
 
     @property
     def total_bytes(self) -> int:
+        """The estimated peak: with graphs, every capture's pool instead of one eager pass."""
+        if self.graph_shapes:
+            return self.graph_bytes + self.state_bytes
         return self.activation_bytes + self.state_bytes
+
+    @property
+    def crop_shapes(self) -> tuple[tuple[int, int], ...]:
+        """The distinct input shapes the backbone sees at this level (one per capture)."""
+        return tuple(sorted({(r.cy1 - r.cy0, r.cx1 - r.cx0) for r in self.regions}))
 
     @property
     def tiles(self) -> int:
@@ -147,9 +167,14 @@ class RenderPlan:
         for plan in self.levels:
             how = "untiled" if plan.tile_size == 0 else f"{plan.tiles} tiles of {plan.tile_size} px"
             history = f", L-BFGS history {plan.lbfgs_history}" if self.optimizer == "lbfgs" else ""
+            activations = (f"{_size(plan.graph_bytes)} in {len(plan.graph_shapes)} CUDA graph pools"
+                           if plan.graph_shapes else f"{_size(plan.activation_bytes)} activations")
             lines.append(f"  level {plan.level + 1}: {plan.width}x{plan.height}, {how}{history}, about "
-                         f"{_size(plan.total_bytes)} ({_size(plan.activation_bytes)} activations + "
+                         f"{_size(plan.total_bytes)} ({activations} + "
                          f"{_size(plan.state_bytes)} image, optimiser and targets)")
+            if plan.graphs_asked and not plan.graph_shapes:
+                lines.append(f"    eager, not CUDA graphs: {len(plan.crop_shapes)} captures would need about "
+                             f"{_size(plan.graph_bytes + plan.state_bytes)} with their pools, over the budget")
         return "\n".join(lines)
 
 
@@ -183,7 +208,19 @@ def plan_render(config: RenderConfig, shapes: list[tuple[int, int]], device: tor
     halo = tile_halo(layers, objective_extent(config))
     plans = [_plan_level(config, level, height, width, layers, by_name, halo, budget)
              for level, (height, width) in enumerate(shapes)]
+    if config.runtime.cuda_graphs:
+        plans = [plan_graphs(plan, layers, budget) for plan in plans]
     return RenderPlan(str(device), budget, tuple(plans), config.optimization.optimizer)
+
+
+def plan_graphs(plan: LevelPlan, layers: Sequence[FeatureInfo], budget: int) -> LevelPlan:
+    """``plan`` with CUDA graphs for each of its input shapes when the state and every capture's
+    pool (about that shape's activations, as ``activation_bytes`` counts them) fit the budget
+    together, else eager (graph_shapes empty) with graph_bytes saying what graphs would need."""
+    shapes = plan.crop_shapes
+    pools = sum(activation_bytes(layers, height, width) for height, width in shapes)
+    fits = pools + plan.state_bytes <= budget
+    return replace(plan, graph_shapes=shapes if fits else (), graph_bytes=pools, graphs_asked=True)
 
 
 def _plan_level(config: RenderConfig, level: int, height: int, width: int, layers: list[FeatureInfo],
@@ -198,11 +235,17 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
         histories += [h for h in _SHORTER_HISTORIES if h < optimization.lbfgs_history]
     padded_halo = _up(halo)
 
-    def tiled(history: int, state: int, tile: int) -> LevelPlan:
+    def tile_bytes(tile: int) -> int:
+        """One crop's activations: what a tile size costs, known without cutting a tile."""
         tile = max(_ALIGN, _up(tile))
-        crop_h, crop_w = min(height, tile + 2 * padded_halo), min(width, tile + 2 * padded_halo)
+        return activation_bytes(layers, min(height, tile + 2 * padded_halo), min(width, tile + 2 * padded_halo))
+
+    def tiled(history: int, state: int, tile: int) -> LevelPlan:
+        # The tiles are cut only for the plan chosen: a level that cannot fit is refused from
+        # the figures alone (at 200000 px, 64-px tiles are millions of regions per candidate).
+        tile = max(_ALIGN, _up(tile))
         return LevelPlan(level, height, width, tile, tuple(plan_tiles(height, width, tile, halo)),
-                         activation_bytes(layers, crop_h, crop_w), state, history)
+                         tile_bytes(tile), state, history)
 
     for round_ in ("large tiles", "any tiles"):
         for history in histories:
@@ -213,11 +256,10 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
                 return LevelPlan(level, height, width, 0, (Window.whole(height, width),), untiled, state, history)
             sizes = [t for t in _TILE_SIZES if t >= 512] if round_ == "large tiles" else list(_TILE_SIZES)
             for tile in sizes:
-                plan = tiled(history, state, tile)
-                if plan.total_bytes <= budget:
-                    return plan
+                if tile_bytes(tile) + state <= budget:
+                    return tiled(history, state, tile)
     state = _state_bytes(config, by_name, height, width, histories[-1])
-    smallest = tiled(histories[-1], state, _TILE_SIZES[-1]).total_bytes
+    smallest = tile_bytes(_TILE_SIZES[-1]) + state
     raise ConfigError(
         f"level {level + 1} ({width}x{height}) needs about {_size(smallest)} even in {_TILE_SIZES[-1]}-px tiles "
         f"(the optimiser state alone is {_size(state)}), more than the {_size(budget)} "

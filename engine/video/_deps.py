@@ -4,10 +4,9 @@ naming the extra to install."""
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from .._errors import InputError
+from .._extras import MissingExtraError, require_extra
 
 __all__ = ["MissingExtraError", "require"]
 
@@ -15,14 +14,6 @@ __all__ = ["MissingExtraError", "require"]
 _PACKAGES = {"av": "av (PyAV)", "cv2": "opencv-python-headless"}
 
 
-class MissingExtraError(InputError):
-    """A module of the ``video`` extra is not installed; the message says what to install."""
-
-
 def require(module: str) -> ModuleType:
     """``module`` imported, or MissingExtraError naming ``pip install 'styleforge[video]'``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingExtraError(f"video needs {_PACKAGES.get(module, module)}, which is not installed ({error}); "
-                                "pip install 'styleforge[video]'") from None
+    return require_extra(module, extra="video", package=_PACKAGES.get(module, module), purpose="video")

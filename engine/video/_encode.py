@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,11 @@ from PIL import Image
 
 from .._errors import ConfigError
 from .._files import atomic_write
+from .._video_config import CODECS, CRF_RANGES, check_fps, frame_rate
 from ._deps import require
 
-__all__ = ["CODECS", "CONTAINERS", "check_codec", "encode_video", "video_digest"]
+__all__ = ["CODECS", "CONTAINERS", "CRF_RANGES", "check_codec", "check_encoding", "check_fps", "encode_video", "encoding_mark",
+           "frame_rate", "video_digest"]
 
 #: The container comment that marks a video as a shot's, with its last frame's hash.
 _MARK = "styleforge frame_hash "
@@ -22,9 +23,6 @@ _MARK = "styleforge frame_hash "
 #: Output suffix -> (FFmpeg container, default codec).
 CONTAINERS = {".mp4": ("mp4", "libx264"), ".mov": ("mov", "libx264"), ".mkv": ("matroska", "libx264"),
               ".webm": ("webm", "libvpx-vp9")}
-#: Codecs --codec accepts, and the containers each fits.
-CODECS = {"libx264": (".mp4", ".mov", ".mkv"), "libx265": (".mp4", ".mov", ".mkv"),
-          "libvpx-vp9": (".webm", ".mkv", ".mp4"), "ffv1": (".mkv",), "prores_ks": (".mov", ".mkv")}
 _PIXEL_FORMATS = {"ffv1": "rgb24", "prores_ks": "yuv422p10le"}
 
 
@@ -40,6 +38,25 @@ def check_codec(output: Path, codec: str | None) -> str:
     if suffix not in CODECS[codec]:
         raise ConfigError(f"{codec} does not go in a {suffix} file; use {', '.join(CODECS[codec])}", field="codec")
     return codec
+
+
+def check_encoding(output: Path, codec: str | None, crf: int, fps: float | None) -> str:
+    """Before any work: the codec for ``output`` (see check_codec), a ``crf`` on that codec's
+    scale, and an ``fps`` the container can store (``check_fps``). Returns the codec."""
+    codec = check_codec(output, codec)
+    low, high = CRF_RANGES.get(codec, (None, None))
+    if low is not None and not low <= crf <= high:
+        raise ConfigError(f"{codec}'s scale is {low} to {high}, got {crf}", field="crf")
+    if fps is not None:
+        check_fps(fps)
+    return codec
+
+
+def encoding_mark(frames_digest: str, *, codec: str, crf: int, fps: float) -> str:
+    """What a finished video is marked with: its last frame's hash and how it was encoded, so a
+    rerun with another --fps, --codec or --crf encodes it again (from the same frames)."""
+    used_crf = crf if codec in CRF_RANGES else None
+    return f"{frames_digest} codec={codec} crf={used_crf} fps={frame_rate(fps)}"
 
 
 def _even(array: np.ndarray, pixel_format: str) -> np.ndarray:
@@ -59,9 +76,9 @@ def encode_video(frames: Sequence[Path], output: Path, *, fps: float, codec: str
     container's metadata (``video_digest`` reads it back). Written through a temporary file and a
     rename: a reader never sees half a video, and an existing file is kept unless ``overwrite``."""
     av = require("av")
-    codec = check_codec(output, codec)
+    codec = check_encoding(output, codec, crf, fps)
     container_format = CONTAINERS[output.suffix.lower()][0]
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = frame_rate(fps)
 
     def write(temporary: Path) -> None:
         with av.open(str(temporary), "w", format=container_format) as out:
@@ -101,7 +118,8 @@ def encode_video(frames: Sequence[Path], output: Path, *, fps: float, codec: str
 
 
 def video_digest(path: Path) -> str | None:
-    """The hash ``encode_video`` marked ``path`` with (None: no file, or not one of ours)."""
+    """The mark ``encode_video`` gave ``path`` (``encoding_mark``'s; None: no file, or not one of
+    ours); its first word is the last frame's hash."""
     if not path.is_file():
         return None
     av = require("av")

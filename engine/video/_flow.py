@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import check_choice
+from .._video_config import FLOW_PRESETS
 from ._deps import require
 
 __all__ = ["FLOW_PRESETS", "consistency_mask", "motion_boundaries", "occlusions", "optical_flow", "warp"]
-
-#: DIS presets, fastest first. The default is chosen in benchmarks/bench_video.py (see RESULTS.md).
-FLOW_PRESETS = ("ultrafast", "fast", "medium")
 
 
 def _grey(image: torch.Tensor) -> np.ndarray:

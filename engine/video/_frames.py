@@ -10,22 +10,24 @@ from __future__ import annotations
 import glob as globbing
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .._errors import ImageError
+from .._errors import ConfigError, ImageError
 from .._image import DEFAULT_MAX_PIXELS, load_image
 from ._deps import require
+from ._sequence import find_sequence, is_sequence
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "FrameSource", "open_frames"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
 #: What a folder of frames may hold (other files in it are ignored).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class FrameSource:
     digests: tuple[str, ...]
     fps: float | None = None
     has_audio: bool = False
+    announced: int | None = None  # frames a video's header announces (None: it does not say, or files)
+    numbers: tuple[int, ...] | None = None  # a numbered sequence's frame numbers (None: counted from 1)
 
     @property
     def count(self) -> int:
@@ -73,31 +77,53 @@ def _natural(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _frame_files(source: Path) -> list[Path] | None:
-    """The frame files of a folder or a glob, in order; None if ``source`` is neither."""
+def _frame_files(source: Path, exclude: Callable[[Path], bool] | None = None) -> list[Path] | None:
+    """The frame files of a folder or a glob, in order (without those ``exclude`` names); None
+    if ``source`` is neither."""
     text = str(source)
     if source.is_dir():
-        return sorted((p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural)
-    if globbing.has_magic(text):
-        return sorted((Path(p) for p in globbing.glob(text) if Path(p).is_file()), key=_natural)
-    return None
+        found = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    elif globbing.has_magic(text):
+        found = [Path(p) for p in globbing.glob(text) if Path(p).is_file()]
+    else:
+        return None
+    return sorted((p for p in found if exclude is None or not exclude(p)), key=_natural)
 
 
-def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameSource:
-    """Check a shot's input (a video file, a folder of frames, or a glob) and describe it.
+def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                frames: tuple[int, int] | None = None, exclude: Callable[[Path], bool] | None = None,
+                allow_short: bool = False) -> FrameSource:
+    """Check a shot's input (a video file, a folder of frames, a glob, or a numbered sequence
+    such as ``plate.####.exr``: only ``frames`` (first, last) of it if given) and describe it.
 
-    Raises ImageError naming the file and the problem: not found, not a video, no frames, a
-    frame that does not decode, frames of different sizes, frames with too many pixels."""
+    ``exclude``: frame files that are not input (a shot's own output frames, ``FrameStore.owns``,
+    when its output pattern lies in the input folder). A video that decodes to fewer frames than
+    its header announces (cut short, damaged) is refused unless ``allow_short``.
+
+    Raises ImageError naming the file and the problem: not found, not a video, no frames,
+    missing frames of a sequence (by number), a frame that does not decode, fewer frames than
+    announced, frames of different sizes, frames with too many pixels."""
     source = Path(source)
-    files = _frame_files(source)
+    if is_sequence(source):
+        sequence = find_sequence(source, frames)
+        return _check_files(source, list(sequence.files), max_pixels, sequence.numbers)
+    if frames is not None:
+        raise ConfigError(f"{source}: a range of frames needs a numbered sequence (plate.####.exr or "
+                          "plate.%04d.exr)", field="frames")
+    files = _frame_files(source, exclude)
     if files is None:
         if not source.exists():
             raise ImageError(source, "no such file or folder")
-        return _open_video(source, max_pixels)
+        return _open_video(source, max_pixels, allow_short)
     if not files:
         what = "matches no files" if globbing.has_magic(str(source)) else \
             f"holds no frames ({', '.join(IMAGE_SUFFIXES)} files)"
         raise ImageError(source, what)
+    return _check_files(source, files, max_pixels)
+
+
+def _check_files(source: Path, files: list[Path], max_pixels: int,
+                 numbers: tuple[int, ...] | None = None) -> FrameSource:
     digests, size = [], None
     for path in files:
         frame = load_image(path, max_pixels=max_pixels)  # ImageError names the frame's file
@@ -109,7 +135,7 @@ def open_frames(source: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
                                    "every frame must be the same size")
         digests.append(_digest(frame))
     assert size is not None
-    return FrameSource(source, tuple(files), size[0], size[1], tuple(digests))
+    return FrameSource(source, tuple(files), size[0], size[1], tuple(digests), numbers=numbers)
 
 
 def _decode(path: Path) -> Iterator[tuple[int, np.ndarray]]:
@@ -131,7 +157,20 @@ def _decode(path: Path) -> Iterator[tuple[int, np.ndarray]]:
             raise ImageError(path, f"frame {index + 1} cannot be decoded ({error})") from None
 
 
-def _open_video(path: Path, max_pixels: int) -> FrameSource:
+def _announced_frames(container: Any) -> tuple[int | None, int]:
+    """(frames the header announces, how many fewer decoded frames still count as all): the
+    stream's frame count where the container keeps one (mp4, mov), else its duration times its
+    rate (Matroska, WebM), which may round one frame either way."""
+    stream = container.streams.video[0]
+    if stream.frames:
+        return int(stream.frames), 0
+    rate = stream.average_rate or stream.guessed_rate
+    if container.duration and rate:
+        return round(container.duration / 1_000_000 * float(rate)), 1
+    return None, 0
+
+
+def _open_video(path: Path, max_pixels: int, allow_short: bool = False) -> FrameSource:
     av = require("av")
     digests, size = [], None
     for index, array in _decode(path):
@@ -151,4 +190,8 @@ def _open_video(path: Path, max_pixels: int) -> FrameSource:
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         has_audio = bool(container.streams.audio)
-    return FrameSource(path, None, size[0], size[1], tuple(digests), fps=fps, has_audio=has_audio)
+        announced, slack = _announced_frames(container)
+    if announced is not None and len(digests) < announced - slack and not allow_short:
+        raise ImageError(path, f"decoded {len(digests)} of the {announced} frames its header announces (cut short or "
+                               f"damaged); pass --allow-short-input to render the {len(digests)} decoded")
+    return FrameSource(path, None, size[0], size[1], tuple(digests), fps=fps, has_audio=has_audio, announced=announced)

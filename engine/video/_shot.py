@@ -27,11 +27,11 @@ from .._device import resolve_device
 from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import remove_stale_temporaries
 from .._image import check_output_path, load_image, resize_to
-from ..backends import Backend, backend_for
+from .._video_config import VideoConfig
+from ..backends import Backend, backend_for, resolve_precision
 from ..objectives import TemporalTerm
 from ..rendering import RenderEvent, TargetCache, crop_to_frame, plan_for, render
-from ._config import VideoConfig
-from ._encode import check_codec, encode_video, video_digest
+from ._encode import check_encoding, encode_video, encoding_mark, video_digest
 from ._flow import consistency_mask, optical_flow, warp
 from ._frames import FrameSource
 from ._store import FrameStore, chain_digests
@@ -89,21 +89,24 @@ def _tensor_digest(image: torch.Tensor) -> str:
 def shot_digests(config: RenderConfig, video: VideoConfig, source: FrameSource,
                  styles: Sequence[torch.Tensor]) -> list[str]:
     """Each frame's hash: the options, the styles' pixels, its input and the frames before it."""
-    spec = {"config": config.to_dict(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
+    spec = {"config": config.hashed(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
     return chain_digests(spec, source.digests)
 
 
 def check_shot(source: FrameSource, store: FrameStore, digests: Sequence[str], *, overwrite: bool = False,
-               inputs: Mapping[str, str | Path] | None = None) -> int:
-    """Before any work: refuse a frame file or video that is not this shot's (unless
-    ``overwrite``) or that is an input, and return the first unfinished frame (``count`` when
-    every frame is finished)."""
+               inputs: Mapping[str, str | Path] | None = None, video: VideoConfig | None = None) -> int:
+    """Before any work: refuse an encoding the output cannot take (codec, container, crf, fps of
+    ``video``), a frame file or video that is not this shot's (unless ``overwrite``) or that is
+    an input, and return the first unfinished frame (``count`` when every frame is finished)."""
+    video = video or VideoConfig()
     roles = {"input": source.path, **(inputs or {})}
     if source.files is not None:
         roles |= {f"input frame {i}": path for i, path in enumerate(source.files, start=1)}
     if store.video is not None:
-        check_codec(store.video, None)
-        ours = video_digest(store.video) == digests[-1]  # a rerun of a finished shot: nothing to do
+        check_encoding(store.video, video.codec, video.crf, video.fps)
+        held = video_digest(store.video)
+        # A rerun of this shot: its video may be replaced (encoded again when an encoding option changed).
+        ours = held is not None and held.split()[0] == digests[-1]
         check_output_path(store.video, image=False, overwrite=overwrite or ours, inputs=roles, make_folders=True)
     first = None
     for index, digest in enumerate(digests):
@@ -125,12 +128,31 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     """Render every frame of ``source`` in the style of ``styles`` into ``store`` (resuming at the
     first unfinished frame), then encode ``store.video`` if it has one.
 
-    Raises ImageError / ConfigError before any work for outputs it may not write (see
-    ``check_shot``), RenderError when a frame's render fails, ShotInterrupted on Ctrl-C."""
+    The output is locked for the whole shot: a second writer to it is refused before any work
+    (ImageError), as its frames would mix with this one's. Raises ImageError / ConfigError before
+    any work for outputs it may not write (see ``check_shot``), RenderError when a frame's render
+    fails, ShotInterrupted on Ctrl-C."""
     video = video or VideoConfig()
+    store = store.numbered(source.numbers)  # plate.1001.exr renders to out.1001.exr
     started = time.perf_counter()
+    # The frames' hashes and metadata name the precision that runs (never auto): a machine that
+    # resolves auto otherwise does not take this one's frames for its own.
+    config = resolve_precision(config, resolve_device(config.runtime.device))
     digests = shot_digests(config, video, source, styles)
-    first = check_shot(source, store, digests, overwrite=overwrite, inputs=inputs)
+    check_shot(source, store, digests, overwrite=overwrite, inputs=inputs, video=video)  # refused: nothing written
+    with store.lock():
+        # Again under the lock: a writer that held it a moment ago may have finished frames.
+        first = check_shot(source, store, digests, overwrite=overwrite, inputs=inputs, video=video)
+        return _render_frames(config, source, styles, store, video, digests, first, started, overwrite=overwrite,
+                              metadata=metadata, callback=callback, backbone=backbone, backend=backend,
+                              target_cache=target_cache)
+
+
+def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[torch.Tensor], store: FrameStore,
+                   video: VideoConfig, digests: Sequence[str], first: int, started: float, *, overwrite: bool,
+                   metadata: Mapping[str, Any] | None, callback: Callable[[VideoEvent], None] | None, backbone,
+                   backend: Backend | None, target_cache: TargetCache | None) -> ShotResult:
+    """render_shot's work, under its lock: the frames from ``first`` on, then the video."""
     device = resolve_device(config.runtime.device)
     reference = torch.empty((3, source.height, source.width))
     plan = plan_for(config, crop_to_frame(reference, config), device)
@@ -177,23 +199,26 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
                                 target_cache=cache, extra_terms=_temporal_terms(warped, mask, video.temporal_weight))
         except (KeyboardInterrupt, RenderInterrupted):
             raise ShotInterrupted(index, source.count) from None
-        store.write(index, result.image, digests[index], info)
+        written = store.write(index, result.image, digests[index], info)
         seconds = time.perf_counter() - clock
         (times if index > 0 else first_time).append(seconds)
-        previous_input, previous_output = current, result.image
+        # The next frame starts from this one as written (8 bits, or a JPEG's pixels), never as
+        # held: a resumed shot reads it back from the file, and must render the same frames.
+        previous_input, previous_output = current, resize_to(load_image(written), *shape)
         emit("done", index, index + 1, seconds)
 
     rendered = max(0, source.count - first)
     if store.video is not None:
         fps = video.fps or source.fps or DEFAULT_FPS
+        codec = check_encoding(store.video, video.codec, video.crf, fps)
+        mark = encoding_mark(digests[-1], codec=codec, crf=video.crf, fps=fps)
         audio = source.path if source.is_video and source.has_audio else None
         held = video_digest(store.video)
-        if held != digests[-1]:
+        if held != mark:
             emit("encoding", source.count - 1, source.count)
-            # check_shot let an existing video through only with overwrite, or when it was ours.
-            encode_video([store.path(i) for i in range(source.count)], store.video, fps=fps, codec=video.codec,
-                         crf=video.crf, audio_from=audio, overwrite=overwrite or held is not None,
-                         comment=digests[-1])
+            # check_shot let an existing video through only with overwrite, or when it was this shot's.
+            encode_video([store.path(i) for i in range(source.count)], store.video, fps=fps, codec=codec,
+                         crf=video.crf, audio_from=audio, overwrite=overwrite or held is not None, comment=mark)
     return ShotResult(source.count, rendered, source.count - rendered, time.perf_counter() - started,
                       sum(times) / len(times) if times else None,
                       store.video if store.video is not None else store.path(0), str(device))

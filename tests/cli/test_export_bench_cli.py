@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from styleforge.cli import app
-from styleforge.engine import _device, load_image
+from styleforge.engine import _cpu, _device, load_image
 
 runner = CliRunner()
 
@@ -79,3 +79,39 @@ def test_render_on_onnxruntime(tmp_path, test_images):
         "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert load_image(output).shape == (3, 30, 40)
+
+
+def test_bench_cpu_precision_retakes_the_measurement_and_prints_it(monkeypatch):
+    monkeypatch.setattr(_cpu, "native_bf16", lambda: True)
+    monkeypatch.setattr(_cpu, "_time_pairs", lambda pairs: ([0.010] * pairs, [0.005] * pairs))
+    result = runner.invoke(app, ["bench", "--cpu-precision"])
+    assert result.exit_code == 0, result.output
+    assert "fp32 10.0 ms, bf16 5.0 ms" in result.output and "runs bf16 here" in result.output
+    monkeypatch.setattr(_cpu, "_time_pairs", lambda pairs: ([0.010] * pairs, [0.0095] * pairs))
+    result = runner.invoke(app, ["bench", "--cpu-precision"])
+    assert "runs fp32 here" in result.output and _cpu.bf16_pays() is False  # the cached choice replaced
+
+
+def test_bench_report_folder_and_compare(tmp_path):
+    """--report writes the JSON, the charts and the summary; --compare lays two folders side by side."""
+    folder = tmp_path / "report"
+    result = runner.invoke(app, ["bench", "--size", "32x32", "--size", "48x32", "--backend", "torch", "--precision",
+                                 "fp32", "-n", "1", "--warmup", "0", "--device", "cpu", "--model", "vgg16-random",
+                                 "--report", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert f"report: {folder / 'README.md'}" in result.output
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        ["bench.json", "README.md", "seconds_per_iteration.png", "share_of_matrix_rate.png", "peak_memory.png"])
+    report = json.loads((folder / "bench.json").read_text())
+    assert [(row["width"], row["height"]) for row in report["results"]] == [(32, 32), (48, 32)]
+    assert report["machine"]["physical_cores"] >= 1 and report["matmul_tflops"]["fp32"] > 0
+    compared = runner.invoke(app, ["bench", "--compare", str(folder), str(folder / "bench.json")])
+    assert compared.exit_code == 0, compared.output
+    assert "1.00x" in compared.output and report["machine"]["cpu"][:10] in compared.output
+
+
+def test_bench_report_refuses_a_folder_of_other_files_before_measuring(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    result = runner.invoke(app, ["bench", "--size", "32x32", "--device", "cpu", "--report", str(tmp_path)])
+    assert result.exit_code == 2 and "mine.txt" in result.output
+    assert "ms/iter" not in result.output  # nothing was measured

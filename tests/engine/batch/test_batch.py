@@ -18,6 +18,7 @@ from styleforge.engine import (
     read_metadata,
     run_batch,
 )
+from styleforge.engine import _device
 from styleforge.engine.batch import run_on_ray
 
 FAST = {"model": "vgg19-random", "device": "cpu", "size": 32, "iterations": 3,
@@ -201,3 +202,19 @@ def test_ray_retries_a_task_whose_worker_died(tmp_path, images, local_ray):
     assert [o.status for o in outcomes] == ["done"]
     assert (tmp_path / "crashed.2").exists()  # the first attempt did die
     assert load_image(tmp_path / "out" / "a.png").shape == (3, 24, 32)
+
+
+def test_auto_precision_is_hashed_and_recorded_as_what_runs(tmp_path, images, monkeypatch):
+    """A job with --precision auto hashes and records the precision it resolved to: a machine that
+    resolves it otherwise renders the job again (refused without overwrite), never takes another
+    machine's output as its own."""
+    monkeypatch.setattr(_device, "bf16_pays", lambda: False)
+    path = _jsonl(tmp_path, [{"defaults": {**FAST, "precision": "auto", "device": "cpu"}},
+                             {"content": "a.png", "style": "s1.png", "output": "out/a.png"}])
+    assert [o.status for o in run_batch(load_manifest(path))] == ["done"]
+    assert read_metadata(tmp_path / "out" / "a.png")["config"]["precision"] == "fp32"
+    assert [o.status for o in run_batch(load_manifest(path))] == ["skipped"]
+    monkeypatch.setattr(_device, "bf16_pays", lambda: True)  # another machine, or a retaken measurement
+    assert [o.status for o in run_batch(load_manifest(path))] == ["failed"]
+    assert [o.status for o in run_batch(load_manifest(path), overwrite=True)] == ["done"]
+    assert read_metadata(tmp_path / "out" / "a.png")["config"]["precision"] == "bf16"

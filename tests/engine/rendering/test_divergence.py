@@ -61,3 +61,18 @@ def test_a_sane_adam_render_is_not_divergence(random_vgg19):
 def test_values_that_can_only_diverge_are_refused_up_front(field, value):
     with pytest.raises(ConfigError, match=field):
         RenderConfig(**{field: value})
+
+
+@pytest.mark.parametrize("iterations", [2, 3])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_one_colour_image_at_its_floor_is_not_divergence(precision, iterations):
+    """Issue 25, item 12: a 1x1 one-colour content in a style of its colour starts at the loss's
+    floor (3e-9 in fp32, exactly 0 in bf16). L-BFGS's first step, scaled by the inverse of that
+    near-zero gradient, took fp32's loss to 1e-3: 370000 times the start, over the old fixed
+    floor of 1e-3, so "diverged"; bf16's gradient rounds to 0 and no step is taken."""
+    one = torch.tensor([120 / 255, 140 / 255, 90 / 255]).view(3, 1, 1)
+    config = RenderConfig(size=48, iterations=iterations, levels=1, model="vgg16-random", device="cpu",
+                          precision=precision)
+    result = render(config, one, [one.expand(3, 40, 40).clone()])
+    assert (result.image - one).abs().max() < 0.05
+

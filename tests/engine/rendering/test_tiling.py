@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleforge.engine import RenderConfig, VGGFeatures, load_backbone, plan_for, render
+from styleforge.engine import ConfigError, RenderConfig, VGGFeatures, load_backbone, plan_for, render
 from styleforge.engine.backends import OnnxRuntimeBackend, TorchBackend
 from styleforge.engine.objectives import (
     Window,
@@ -18,6 +18,7 @@ from styleforge.engine.objectives import (
     semantic_labels,
     shared_palette,
 )
+from styleforge.engine.rendering import _planner
 from styleforge.engine.rendering import (
     evaluate,
     features_over_windows,
@@ -209,6 +210,19 @@ def test_planner_keeps_small_renders_untiled_and_tiles_large_ones():
     assert mrf.levels[0].tile_size > 0 and mrf.levels[0].total_bytes <= 20 * 2**30
     with pytest.raises(Exception, match=r"7680x4320\) needs about .* even in 64-px tiles"):
         plan_render(config, [(4320, 7680)], cpu, budget=2 * 2**30)
+
+
+def test_a_size_that_cannot_fit_is_refused_before_any_tile_is_cut(monkeypatch):
+    """Issue 25, item 6 (a regression of the engine's restructure): ``--size 200000 --levels 1``
+    took 284 s and 6.2 GB cutting millions of 64-px tiles per candidate before refusing."""
+
+    def cut(*args):
+        raise AssertionError("a tile was cut for a plan that was not chosen")
+
+    monkeypatch.setattr(_planner, "plan_tiles", cut)
+    config = RenderConfig(size=200000, levels=1, model="vgg16-random")
+    with pytest.raises(ConfigError, match=r"200000x150000\) needs about .* even in 64-px tiles"):
+        plan_for(config, torch.empty(3, 48, 64), torch.device("cpu"))
 
 
 def test_planner_shortens_the_lbfgs_history_before_using_small_tiles():

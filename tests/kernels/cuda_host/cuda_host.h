@@ -1,10 +1,11 @@
-// Host emulation of the CUDA that kernels/cuda/gram.cu uses, so its kernels run (slowly) on a CPU:
+// Host emulation of the CUDA that kernels/cuda/gram.cu and patch_match.cu use, so its kernels run (slowly) on a CPU:
 // one std::thread per CUDA thread, std::barrier for __syncthreads, static locals for __shared__,
 // and WMMA fragments that hold their whole 16 x 16 tile in every lane. It checks index math,
 // bounds, padding and synchronisation placement, not speed nor the GPU's rounding.
 #pragma once
 #include <barrier>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -23,12 +24,33 @@ inline std::barrier<>* block_barrier = nullptr;
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+inline float __int_as_float(int bits) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+// CUDA's launch limits (every GPU since compute capability 3.0): a launch beyond them fails on
+// the device with "invalid configuration argument", so the emulation refuses it too.
+inline void check_launch_limits(dim3 grid, dim3 block) {
+    const unsigned long long threads = 1ull * block.x * block.y * block.z;
+    const bool ok = grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
+                    grid.z <= 65535 && block.x >= 1 && block.y >= 1 && block.z >= 1 && block.x <= 1024 &&
+                    block.y <= 1024 && block.z <= 64 && threads <= 1024;
+    if (!ok) {
+        std::fprintf(stderr, "launch limits exceeded: grid (%u, %u, %u), block (%u, %u, %u)\n", grid.x, grid.y,
+                     grid.z, block.x, block.y, block.z);
+        std::exit(3);
+    }
+}
 
 // Runs the grid one block at a time, each block's threads concurrently.
 template <typename Kernel, typename... Args>
-void launch(dim3 grid, unsigned threads, Kernel kernel, Args... args) {
+void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
+    check_launch_limits(grid, block);
     gridDim = grid;
-    blockDim = dim3{threads, 1, 1};
+    blockDim = block;
+    const unsigned threads = block.x * block.y * block.z;
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
@@ -37,9 +59,17 @@ void launch(dim3 grid, unsigned threads, Kernel kernel, Args... args) {
                 block_barrier = &barrier;
                 std::vector<std::thread> pool;
                 for (unsigned t = 0; t < threads; ++t)
-                    pool.emplace_back([=] { threadIdx = dim3{t, 0, 0}; kernel(args...); });
+                    pool.emplace_back([=] {
+                        threadIdx = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+                        kernel(args...);
+                    });
                 for (auto& thread : pool) thread.join();
             }
+}
+
+template <typename Kernel, typename... Args>
+void launch(dim3 grid, unsigned threads, Kernel kernel, Args... args) {
+    launch(grid, dim3{threads, 1, 1}, kernel, args...);
 }
 
 struct __half { _Float16 value; };
