@@ -324,6 +324,8 @@ def per_iteration(args) -> None:
             for graphs in graph_modes:
                 backend = TorchBackend(reference.backbone, device, Precision(name), cuda_graphs=graphs)
                 times = []
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
                 repeats = 2 if args.dry else (3 if height * width > 4e6 else 8)
                 for attempt in range(2 + repeats):  # two warm-ups: cuDNN's choice, the capture
                     _sync(device)
@@ -337,13 +339,24 @@ def per_iteration(args) -> None:
                 row = {"size": f"{width}x{height}", "precision": name, "cuda_graphs": graphs, "tiles": plan.tiles,
                        "s_per_iteration": round(seconds, 5), "conv_tflops": round(flops / seconds / 1e12, 2),
                        "matrix_tflops": round(rates[name], 1),
-                       "share_of_matrix_rate": round(flops / seconds / 1e12 / rates[name], 3)}
+                       "share_of_matrix_rate": round(flops / seconds / 1e12 / rates[name], 3),
+                       "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0}
                 rows.append(row)
                 _append(args.out, "per-iteration", row)
                 backend.use_graphs(())  # frees the captures now (no gc needed)
                 del backend
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+    # The same report as `styleforge bench --report` (charts, summary, the machine), so a GPU's
+    # proof lays beside any machine's bench report (`styleforge bench --compare`).
+    report_rows = [{"backend": "torch graphs" if r["cuda_graphs"] else "torch", "precision": r["precision"],
+                    "width": int(r["size"].split("x")[0]), "height": int(r["size"].split("x")[1]),
+                    "ms_per_iteration": r["s_per_iteration"] * 1e3, "images_per_second": 1 / r["s_per_iteration"],
+                    "tflops": r["conv_tflops"],
+                    "share_of_matrix_rate": r["share_of_matrix_rate"], "peak_memory_bytes": r["peak_memory_bytes"]}
+                   for r in rows]
+    engine.write_bench_report(report_rows, engine.describe_machine(device), args.out / "bench-report",
+                              model="vgg16-random", matmul_tflops=rates, source="benchmarks/gpu/checks.py per-iteration")
     smallest = rows[0]["size"]
     best = min((r for r in rows if r["size"] == smallest), key=lambda r: r["s_per_iteration"])
     _write(args, "per-iteration", f"{smallest} best {best['s_per_iteration']} s/iteration ({best['precision']}, "

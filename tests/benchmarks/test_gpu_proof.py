@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from styleforge.engine import load_backbone
+from styleforge.engine import load_backbone, read_bench_report
 
 GPU = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
 SCRIPT = GPU / "prove.py"
@@ -42,6 +42,10 @@ def test_every_step_of_the_gpu_proof_runs_dry(tmp_path):
         assert json.loads((tmp_path / "out" / f"{step}.json").read_text())["summary"], step
     rows = (tmp_path / "out" / "per-iteration.jsonl").read_text().splitlines()
     assert rows and all(json.loads(row)["s_per_iteration"] > 0 for row in rows)  # written row by row
+    # ... and as a bench report, the format `styleforge bench --report` writes and --compare reads
+    report = read_bench_report(tmp_path / "out" / "bench-report")
+    assert len(report["results"]) == len(rows) and report["machine"]["physical_cores"] >= 1
+    assert (tmp_path / "out" / "bench-report" / "seconds_per_iteration.png").stat().st_size > 0
 
 
 def test_a_check_that_misses_its_threshold_fails_the_step_and_the_proof(tmp_path):
