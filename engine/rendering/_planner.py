@@ -144,7 +144,7 @@ class LevelPlan:
     @property
     def crop_shapes(self) -> tuple[tuple[int, int], ...]:
         """The distinct input shapes the backbone sees at this level (one per capture)."""
-        return tuple(sorted({(r.cy1 - r.cy0, r.cx1 - r.cx0) for r in self.regions}))
+        return tuple(sorted({(r.cy1 - r.cy0, r.cx1 - r.cx0) for r in self.windows}))
 
     @property
     def tiles(self) -> int:
@@ -242,7 +242,7 @@ def _plan_level(config: RenderConfig, level: int, height: int, width: int, layer
 
     def tiled(history: int, state: int, tile: int) -> LevelPlan:
         # The tiles are cut only for the plan chosen: a level that cannot fit is refused from
-        # the figures alone (at 200000 px, 64-px tiles are millions of regions per candidate).
+        # the figures alone (at 200000 px, 64-px tiles are millions of windows per candidate).
         tile = max(_ALIGN, _up(tile))
         return LevelPlan(level, height, width, tile, tuple(plan_tiles(height, width, tile, halo)),
                          tile_bytes(tile), state, history)

@@ -24,7 +24,7 @@ def test_the_first_estimate_shown_is_within_2x_of_the_time_left(setup_seconds):
     a second, and evaluations that cost their pixels (with +-20% noise)."""
     iterations, pixels = [100, 100, 100], [256 * 192, 362 * 272, 512 * 384]
     clock = FakeClock()
-    timer = _loop._Clock(iterations, pixels, torch.device("cpu"), now=clock)
+    timer = _loop.RenderClock(iterations, pixels, torch.device("cpu"), now=clock)
     noise = torch.Generator().manual_seed(0)
     shown: list[tuple[float, float | None]] = []
     for level, (count, size) in enumerate(zip(iterations, pixels)):
