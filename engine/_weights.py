@@ -128,12 +128,17 @@ _POLL_SECONDS, _PIP_TIMEOUT_SECONDS = 0.25, 900.0
 
 
 def _bytes_under(folder: Path) -> int:
+    """The bytes of the files under ``folder`` as pip leaves them at this moment. pip creates and
+    removes its unpack folders while we walk them, so a folder that vanishes mid-walk (which
+    os.walk skips, where Path.rglob raised FileNotFoundError) or a file gone before its stat is
+    simply not counted: a progress figure must never fail the download it reports on."""
     total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:
-            pass  # pip moved it meanwhile
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass  # pip moved it meanwhile
     return total
 
 

