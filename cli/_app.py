@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,6 +24,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C while the command line and the engine load (torch takes a second or more): nothing
+    has started and nothing is open, so exit as an interrupt does (130), without the import's
+    traceback. At once (os._exit), not by raising: an exception raised inside a C extension's
+    import (numpy's) can be caught on the way and the import retried, which fails differently
+    and carries on."""
+    os.write(2, b"interrupted before any work\n")
+    os._exit(130)
+
+
+#: Set before anything heavy is imported, and kept until a command's work starts (run_guarded):
+#: the engine loads torch on first use, so that is where the slow imports happen now.
+_MAIN_THREAD = threading.current_thread() is threading.main_thread()  # only it may set handlers
+_PREVIOUS_SIGINT = signal.signal(signal.SIGINT, _interrupted_while_starting) if _MAIN_THREAD else None
 
 from styleforge import engine
 from styleforge.engine import (
@@ -186,10 +205,21 @@ def _message(error: StyleforgeError) -> str:
     return str(error)
 
 
+def _start_work() -> None:
+    if not _MAIN_THREAD or signal.getsignal(signal.SIGINT) is not _interrupted_while_starting:
+        return
+    engine.rendering, engine.batch  # noqa: B018  (loads torch and the layers every command runs on)
+    signal.signal(signal.SIGINT, _PREVIOUS_SIGINT if _PREVIOUS_SIGINT is not None else signal.default_int_handler)
+
+
 def run_guarded(debug: bool, body: Callable[[], Any]) -> Any:
     """Map errors to one line on stderr and an exit code (traceback with --debug): bad input 2,
     a failed render or write 1; anything unexpected 1 too, saying it is a bug. The engine's
-    warnings (StyleforgeWarning: a map's colours snapped, say) are one ``warning:`` line each."""
+    warnings (StyleforgeWarning: a map's colours snapped, say) are one ``warning:`` line each.
+
+    The engine's torch-backed layers load first, still under the start-up Ctrl-C handler; from
+    then on Ctrl-C is KeyboardInterrupt again (a render writes its image and exits 130)."""
+    _start_work()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", StyleforgeWarning)

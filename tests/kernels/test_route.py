@@ -19,11 +19,16 @@ def _cuda_tensor(dtype, dim=4):
 
 @pytest.fixture(autouse=True)
 def clean(monkeypatch):
+    # allow_tf32 is a property of torch's cuBLAS module, not an attribute in its __dict__: newer
+    # pytest's monkeypatch restores such a name with delattr, which that module refuses. So it is
+    # set and restored by assignment here, and the tests assign it too.
     monkeypatch.delenv("STYLEFORGE_DISABLE_CUDA_KERNELS", raising=False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
     reset_kernel_fallbacks()
     yield
     reset_kernel_fallbacks()
+    torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_float64_on_cuda_takes_the_reference_instead_of_raising():
@@ -42,7 +47,7 @@ def test_16_bit_features_take_cublas_until_the_kernel_is_measured_faster(dtype, 
 
 def test_tf32_takes_cublas_and_strict_float32_the_kernel(monkeypatch):
     assert gram_route(_cuda_tensor(torch.float32), None) == "kernel"
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    torch.backends.cuda.matmul.allow_tf32 = True  # the fixture restores it
     assert gram_route(_cuda_tensor(torch.float32), None) == "cublas"
 
 
