@@ -23,11 +23,15 @@ _DEFAULTS = RenderConfig()
 @app.command(cls=HelpCommand)
 def models() -> None:
     """List the models, whether their weights are present, and where."""
-    table = Table("model", "weights", "location", "description")
-    table.columns[2].overflow = "fold"
-    for row in engine.model_status():
-        table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
-    Console().print(table)
+
+    def body() -> None:
+        table = Table("model", "weights", "location", "description")
+        table.columns[2].overflow = "fold"
+        for row in engine.model_status():
+            table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
+        Console().print(table)
+
+    run_guarded(False, body)  # as every command: errors as one line, Ctrl-C as an interrupt once work starts
 
 
 def _frame(text: str) -> tuple[int, int]:

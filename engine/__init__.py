@@ -28,7 +28,6 @@ from ._errors import (
     WeightsError,
     check_choice,
 )
-from ._colorspace import color_pipeline
 from ._files import write_json_atomic
 from ._layers import layer_infos
 from ._models import MODELS
@@ -39,6 +38,7 @@ from ._wait import WaitEvent, report_waits
 if TYPE_CHECKING:
     from . import backends, batch, preview, rendering, video
     from ._backbone import VGGFeatures
+    from ._colorspace import color_pipeline
     from ._cpu import cpu_flags, measure_bf16, native_bf16, physical_cores, use_physical_cores
     from ._device import Precision, resolve_device
     from ._machine import describe_machine
@@ -103,6 +103,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("backends", "batch", "preview", "rendering", "video"), ""),
     "VGGFeatures": "._backbone",
+    "color_pipeline": "._colorspace",  # numpy and, on use, OpenColorIO: not for --help
     **dict.fromkeys(("cpu_flags", "measure_bf16", "native_bf16", "physical_cores", "use_physical_cores"), "._cpu"),
     **dict.fromkeys(("Precision", "resolve_device"), "._device"),
     "describe_machine": "._machine",

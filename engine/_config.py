@@ -100,10 +100,10 @@ class ObjectiveConfig:
                                       "Style Transfer: each position's hypercolumn replaced by its nearest style "
                                       "one). MRF ignores it.", show="gram")
     content_weight: float = _option(1.0, "Weight of the content term.")
-    style_weight: float = _option(1e3, "Weight of the style term (gram, w2 or sliced).")
+    style_weight: float = _option(1e3, "Weight of the style term (gram, w2, sliced or nnst).")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
     content_layers: tuple[str, ...] = _option(("relu4_2",), "Content layers (comma-separated).")
-    style_layers: tuple[str, ...] = _option(DEFAULT_STYLE_LAYERS, "Style layers of gram, w2 and sliced "
+    style_layers: tuple[str, ...] = _option(DEFAULT_STYLE_LAYERS, "Style layers of gram, w2, sliced and nnst "
                                                                   "(comma-separated); Gatys et al. add relu5_1.")
     style_layer_weights: tuple[float, ...] | None = _option(None, "One weight per style layer.", show="equal")
     style_blend: tuple[float, ...] | None = _option(None, "Blend weights of the style images, e.g. 0.7,0.3.",

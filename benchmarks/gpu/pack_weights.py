@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 HERE = Path(__file__).resolve().parent

@@ -202,7 +202,9 @@ class PreviewFeed:
         if self._latest is not None and (not self._curve or self._curve[-1][0] != self._latest[0]):
             figures["curve"].append(self._latest)
         if event is not None:
-            eta = event.elapsed / event.progress * (1 - event.progress) if event.progress > 0 else None
+            # The render's own estimate (RenderEvent.remaining: None until a level is timed, weighted
+            # by the pixels left), the one the terminal shows: elapsed / progress was 13x off.
+            eta = getattr(event, "remaining", None)
             figures.update(level=event.level + 1, levels=event.levels, iteration=event.iteration,
                            iterations=event.iterations, loss=self._latest[1] if self._latest is not None else None,
                            elapsed=event.elapsed, eta=eta, peak_memory=event.peak_memory,

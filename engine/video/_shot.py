@@ -24,7 +24,7 @@ import torch
 
 from .._config import RenderConfig
 from .._device import resolve_device
-from .._errors import ImageError, RenderInterrupted, StyleforgeError
+from .._errors import ConfigError, ImageError, RenderInterrupted, StyleforgeError
 from .._files import remove_stale_temporaries
 from .._image import check_output_path, load_image, resize_to
 from .._video_config import VideoConfig
@@ -133,6 +133,12 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     any work for outputs it may not write (see ``check_shot``), RenderError when a frame's render
     fails, ShotInterrupted on Ctrl-C."""
     video = video or VideoConfig()
+    colors = config.color_management
+    given = [name for name in ("input_colorspace", "output_colorspace", "view") if getattr(colors, name) is not None]
+    if given:  # refused, not ignored: a shot's EXR frames are read and written in the defaults (README)
+        raise ConfigError("a shot does not take the colour options yet: its EXR frames are read in the OCIO "
+                          "config's scene_linear through its default view, and written back the same way",
+                          field=given[0])
     store = store.numbered(source.numbers)  # plate.1001.exr renders to out.1001.exr
     started = time.perf_counter()
     # The frames' hashes and metadata name the precision that runs (never auto): a machine that

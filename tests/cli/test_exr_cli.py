@@ -94,6 +94,17 @@ def test_video_renders_a_range_of_a_numbered_exr_shot_keeping_its_numbers(tmp_pa
     assert not (tmp_path / "again").exists()
 
 
+def test_video_refuses_the_colour_options_it_cannot_honour_yet(tmp_path, plate):
+    # Accepted and ignored before: a shot's EXR frames are read and written in the defaults.
+    pytest.importorskip("cv2", reason="video needs OpenCV (the video extra)")
+    _, style = plate
+    shot = _exr_shot(tmp_path / "shot", range(1001, 1003))
+    result = runner.invoke(app, ["video", str(shot / "plate.####.exr"), "-s", str(style), "-o",
+                                 str(tmp_path / "out" / "styled.####.exr"), "--input-colorspace", "ACEScg", *TINY])
+    assert result.exit_code == 2 and "--input-colorspace" in result.output and "colour options" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_batch_glob_renders_a_numbered_shot_frame_by_frame(tmp_path, plate, monkeypatch):
     _, style = plate
     _exr_shot(tmp_path / "shot", range(1001, 1003))

@@ -5,7 +5,6 @@ here is made by the test in the wheel's format (tensors named block{b}_conv{i}_W
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import zipfile
 

