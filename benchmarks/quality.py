@@ -11,7 +11,10 @@ neural-doodle's Coastline map x Monet. Each sheet (benchmarks/results/quality/PA
 content, style, the reference where there is one, ours with the default and with each variant,
 labelled; QUALITY.json beside them holds each render's time, iterations and final loss terms.
 A variant is NAME:option=value,option=value (render options as the CLI and TOML spell them;
-``iterations=50,200`` is one option).
+``iterations=50,200`` is one option). ``neural_style=1`` renders a Gram pair at neural-style's own
+settings, its weights mapped onto ours for that pair (benchmarks/_neural_style.py):
+
+    python benchmarks/quality.py --variant-methods gram --variant ns:model=vgg19-oxford-8bit,neural_style=1
 Reads ../shared/images beside the checkout.
 """
 
@@ -31,6 +34,9 @@ from styleforge.engine import RenderConfig, load_image, read_metadata, render, r
 from styleforge.engine.batch import parse_option_value
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from _neural_style import mapped_weights  # noqa: E402
 SHARED = ROOT.parent.parent / "shared" / "images"
 OUT = ROOT / "results" / "quality"
 
@@ -71,10 +77,22 @@ def _config(method: str, size: int | None, options: dict) -> RenderConfig:
     return base.replace(options)
 
 
+def _with_neural_style(options: dict, content: torch.Tensor | None, style: torch.Tensor | None,
+                       size: int | None) -> dict:
+    """``neural_style=1``: neural-style's settings for this pair (one level of 1000 iterations from
+    its gray start, its layers, its weights mapped onto ours: benchmarks/_neural_style.py); the
+    variant's other options override them (``neural_style=1,iterations=300`` while exploring)."""
+    rest = {key: value for key, value in options.items() if key != "neural_style"}
+    if not options.get("neural_style") or content is None:
+        return rest
+    model = rest.get("model", RenderConfig().runtime.model)
+    return {**mapped_weights(model, content, style, size or RenderConfig().pyramid.size), **rest}
+
+
 def _render_pair(name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict]:
     content_path, style_path, _, method, maps = PAIRS[name]
-    config = _config(method, size, options)
     content = load_image(SHARED / content_path) if content_path else None
+    config = _config(method, size, _with_neural_style(options, content, load_image(SHARED / style_path), size))
     extra = {}
     if maps is not None:
         extra = {"content_map": load_image(SHARED / maps[0]), "style_maps": [load_image(SHARED / maps[1])]}
@@ -94,7 +112,7 @@ def _kept_render(path: Path, name: str, label: str, options: dict, size: int | N
     """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
     row = read_metadata(path) if path.is_file() else None
     method = PAIRS[name][3]
-    if not row or row.get("options") != options or row.get("size") != _config(method, size, options).pyramid.size:
+    if not row or row.get("options") != options or row.get("size") != _config(method, size, _with_neural_style(options, None, None, size)).pyramid.size:
         return None
     print(f"{name:24s} {label:10s} reused {path}", flush=True)
     return load_image(path), row
@@ -154,7 +172,8 @@ def main() -> None:
         method = PAIRS[name][3]
         for label, options in variants:
             if label != "default" and (method not in args.variant_methods
-                                       or _config(method, args.size, options) == _config(method, args.size, {})):
+                                       or (not options.get("neural_style")
+                                           and _config(method, args.size, options) == _config(method, args.size, {}))):
                 print(f"{name:24s} {label:10s} not a variant of this pair's method: skipped", flush=True)
                 continue
             kept = args.out / f"{name}_{label}.png"

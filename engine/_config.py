@@ -43,7 +43,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 #: Where the first level starts: the content photo, the content in the styles' palette (the
 #: painting's luminance and colours at each luminance: rendering/_color.py), noise, the (first)
 #: style; or an image path.
-INITS = ("content", "palette", "noise", "style")
+INITS = ("content", "palette", "noise", "gray", "style")
 LEVEL_STARTS = ("upsample", "detail")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -284,8 +284,9 @@ class OptimizationConfig:
     # skies and walls take the painting's colours at their luminance, as neural-style's references
     # have them. Chosen by looking at every pair of the quality benchmark (benchmarks/RESULTS.md).
     init: str = _option("palette", "content, palette (the content in the styles' colours; with --color-transfer "
-                                   "luminance or histogram, the content), noise, style or an image path.")
-    seed: int = _option(0, "Seed of the noise init (and of random test weights).")
+                                   "luminance or histogram, the content), noise (uniform), gray (ImageNet's mean "
+                                   "colour: neural-style's near-flat random start), style or an image path.")
+    seed: int = _option(0, "Seed of the noise and gray inits (and of random test weights).")
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -195,9 +195,15 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
     return level
 
 
+#: ImageNet's mean colour (sRGB, [0, 1]): the pixel every VGG release subtracts (the Caffe and
+#: torchvision means agree to 0.003), so the gray start is the network's zero input.
+IMAGENET_MEAN = (0.485, 0.458, 0.408)
+
+
 def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs) -> torch.Tensor:
     """The first level's start (1, 3, h, w): an --init image, the content (in the styles'
-    palette with ``palette``), the style, or noise (also for content and palette without a content)."""
+    palette with ``palette``), the style, noise or the flat mean colour ``gray`` (noise also for content
+    and palette without a content)."""
     height, width = level.shape
     init = config.optimization.init
     if inputs.init_image is not None:  # a copy: the optimiser updates its start in place
@@ -207,4 +213,7 @@ def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs
     if init == "style":
         return resize_to(level.styles[0], height, width)
     generator = torch.Generator().manual_seed(config.optimization.seed)
+    if init == "gray":  # neural-style's -init random: the network's mean pixel plus noise of 0.001 of a level
+        noise = torch.randn((1, 3, height, width), generator=generator) * (0.001 / 255)
+        return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) + noise
     return torch.rand((1, 3, height, width), generator=generator)

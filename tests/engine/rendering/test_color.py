@@ -318,5 +318,5 @@ def test_the_default_start_is_the_palette_and_the_photo_preset_starts_from_the_p
     assert RenderConfig().optimization.init == "palette"
     assert RenderConfig.mrf_defaults().optimization.init == "palette"
     assert RenderConfig(photo=True).optimization.init == "content"
-    for init in ("content", "palette", "noise", "style"):
+    for init in ("content", "palette", "noise", "gray", "style"):
         assert RenderConfig(init=init).optimization.init_image is None

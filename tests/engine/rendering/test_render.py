@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from styleforge.engine import (
 )
 from styleforge.engine.objectives import Objective, Statistic, blend_statistics
 from styleforge.engine.rendering import match_luminance_colors
+from styleforge.engine.rendering._inputs import IMAGENET_MEAN, initial_image
 from styleforge.engine.rendering import rgb_to_yiq as _rgb_to_yiq
 from styleforge.kernels import gram
 
@@ -78,6 +81,20 @@ def test_same_seed_same_image_on_cpu(random_vgg19, rng):
                    backbone=random_vgg19).image
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
+
+
+def test_the_gray_start_is_neural_styles_flat_mean_pixel():
+    """neural-style's -init random: the network's mean pixel (its zero input) plus noise of 1/1000
+    of a level, not uniform noise; seeded like noise."""
+    config = RenderConfig(**FAST, init="gray", seed=3)
+    level = SimpleNamespace(shape=(20, 30))
+    start = initial_image(config, SimpleNamespace(init_image=None), level)
+    assert start.shape == (1, 3, 20, 30)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    assert (start - mean).abs().max() < 1e-4 and 1e-7 < (start - mean).std() < 1e-5
+    assert torch.equal(start, initial_image(config, SimpleNamespace(init_image=None), level))
+    assert not torch.equal(start, initial_image(RenderConfig(**FAST, init="gray", seed=4),
+                                                SimpleNamespace(init_image=None), level))
 
 
 def test_style_blend_weights_the_target_grams(random_vgg19, rng):
