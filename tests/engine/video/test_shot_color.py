@@ -1,16 +1,20 @@
 """A numbered EXR shot through the colour options, as ``render`` takes them for one plate: each
 frame read in the input colour space through the view, written back into the output colour space
-with its own residual and alpha; the options in the frames' hashes and metadata. Real EXR files
-(OpenEXR), the conversions checked against OCIO called directly."""
+with its own residual and alpha; the options in the frames' hashes and metadata; a manifest's
+``frames`` key. Real EXR files (OpenEXR), the conversions checked against OCIO called directly."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from styleforge.engine import ConfigError, ImageError, RenderConfig, read_metadata
+from styleforge.engine import ConfigError, ImageError, ManifestError, RenderConfig, load_manifest, read_metadata, \
+    run_batch
 from styleforge.engine.video import FrameStore, VideoConfig, frame_store, open_frames, render_shot, shot_digests
 
 pytest.importorskip("cv2", reason="optical flow needs OpenCV (the video extra)")
@@ -222,3 +226,57 @@ def test_png_frames_written_as_exr_take_the_options_as_render_does(tmp_path, sty
     expected = _apply(inverse, renders[0].clamp(0, 1).permute(1, 2, 0).numpy())
     np.testing.assert_allclose(out.rgb, expected.astype(np.float16).astype(np.float32), rtol=2e-3, atol=1e-4)
     assert "color" not in read_metadata(tmp_path / "out" / "01.exr")  # no plate: as render records it
+
+
+def _manifest(folder, *jobs):
+    path = folder / "jobs.jsonl"
+    path.write_text("\n".join(json.dumps(job) for job in [{"defaults": FAST}, *jobs]) + "\n")
+    generator = torch.Generator().manual_seed(0)
+    Image.fromarray((torch.rand(32, 32, 3, generator=generator) * 255).byte().numpy()).save(folder / "s.png")
+    return path
+
+
+def test_a_manifest_renders_a_range_of_a_numbered_shot_in_its_colour_spaces(tmp_path, shot):
+    path = _manifest(tmp_path, {"kind": "video", "content": "shot/plate.####.exr", "style": "s.png",
+                                "output": "out/styled.####.exr", "frames": "1002-1003", "frame_iterations": 1,
+                                "input_colorspace": IN, "output_colorspace": OUT})
+    jobs = load_manifest(path)
+    assert jobs[0].frames == (1002, 1003)
+    assert [outcome.status for outcome in run_batch(jobs)] == ["done"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["styled.1002.exr", "styled.1003.exr"]
+    out = read_exr(tmp_path / "out" / "styled.1003.exr", max_pixels=10**6)
+    source = read_exr(shot.parent / "plate.1003.exr", max_pixels=10**6)
+    np.testing.assert_array_equal(out.alpha, source.alpha)
+    assert out.rgb[HIGHLIGHT].min() > 300.0
+    metadata = read_metadata(tmp_path / "out" / "styled.1003.exr")
+    assert metadata["config"]["output_colorspace"] == OUT and metadata["color"]["colorspace"] == IN
+    assert [outcome.status for outcome in run_batch(load_manifest(path))] == ["skipped"]
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    ({"frames": "1003-1002"}, r"frames: '1003-1002' ends before it starts"),
+    ({"frames": "first"}, r"frames: 'first' is not a frame range"),
+    ({"frames": [1001, 1002]}, r"frames: \[1001, 1002\] is not a frame range"),
+    ({"frames": True}, r"frames: True is not a frame range"),
+    ({"frames": "1001-1005"}, r"missing frames 1004-1005 \(of 1001-1005; 3 found\)"),
+    ({"frames": "1001", "content": "shot"}, r"frames: .*shot: a range of frames needs a numbered sequence"),
+    ({"frames": "1001", "kind": "image", "content": "shot/plate.1001.exr", "output": "o.exr"},
+     r'frames: a range of frames is for a video job \(kind = "video"\)'),
+])
+def test_bad_frames_in_a_manifest_name_the_file_the_job_and_the_key(tmp_path, shot, job, message):
+    path = _manifest(tmp_path, {"content": "shot/plate.1001.exr", "style": "s.png", "output": "still.exr"},
+                     {"kind": "video", "content": "shot/plate.####.exr", "style": "s.png",
+                      "output": "out/styled.####.exr", **job})
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: 1 bad job(s): line 3: "), text
+    assert re.search(message, text), text
+
+
+def test_a_toml_manifest_takes_one_frame_as_a_number(tmp_path, shot):
+    Image.new("RGB", (32, 32)).save(tmp_path / "s.png")
+    path = tmp_path / "jobs.toml"
+    path.write_text('[[job]]\nkind = "video"\ncontent = "shot/plate.####.exr"\nstyle = "s.png"\n'
+                    'output = "out/styled.####.exr"\nframes = 1002\n')
+    assert load_manifest(path)[0].frames == (1002, 1002)
