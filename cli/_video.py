@@ -80,7 +80,9 @@ def _video(source: str, styles: list[Path] | None, output: str | None, options: 
                               allow_short=allow_short)
     if allow_short and shot.announced is not None and shot.count < shot.announced:
         say(f"warning: {source}: decoded {shot.count} of the {shot.announced} frames its header announces")
-    style_images = [engine.load_image(path, max_pixels=limit) for path in styles]
+    colors = config.color_management  # an EXR style is read as render reads it
+    style_images = [engine.load_image(path, max_pixels=limit, colorspace=colors.input_colorspace, view=colors.view)
+                    for path in styles]
     inputs = {f"style {i}": str(path) for i, path in enumerate(styles, start=1)}
     if config_path is not None:
         inputs["config"] = str(config_path)

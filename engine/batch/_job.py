@@ -226,8 +226,10 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
     video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
     config = job.config
     store = frame_store(job.output)
-    source = open_frames(job.content, exclude=store.owns)  # the shot's own frames are not its input
-    styles = [load_image(path) for path in job.styles]
+    # The shot's own frames are not its input; a manifest's frames key picks a range of a sequence.
+    source = open_frames(job.content, exclude=store.owns, frames=job.frames)
+    colors = config.color_management  # an EXR style is read as a still job reads it
+    styles = [load_image(path, colorspace=colors.input_colorspace, view=colors.view) for path in job.styles]
     backend = None
     if backends is not None:
         target = resolve_device(device or config.runtime.device)

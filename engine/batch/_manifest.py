@@ -11,7 +11,9 @@ defaults for the whole manifest come first:
 
 A job with ``kind = "video"`` is a shot: its content is a video, a folder or a glob of frames,
 its output a video or a frame pattern, and it takes the video options (``temporal_weight``,
-``frame_iterations``, ``flow_preset``, ``fps``, ``codec``, ``crf``) beside the render options.
+``frame_iterations``, ``flow_preset``, ``fps``, ``codec``, ``crf``) beside the render options, and
+``frames`` (``"1001-1050"``, or one frame, as ``--frames`` takes them) for a range of a numbered
+sequence (``plate.####.exr``).
 
 Every job is checked (files present, options valid, outputs distinct, no output that is any
 job's input, outputs inside the manifest's folder or the output root, folders writable) before
@@ -40,12 +42,12 @@ from .._errors import ConfigError, ImageError, InputError, StyleforgeError, chec
 from .._image import check_output_path
 from .._maps import check_map_spec, is_color
 from .._values import coerce_path, coerce_paths
-from ..video import VideoConfig, find_sequence, frame_path, frame_store, is_sequence
+from ..video import VideoConfig, find_sequence, frame_path, frame_store, is_sequence, parse_frame_range
 
 __all__ = ["BatchJob", "ManifestError", "glob_jobs", "load_manifest", "parse_option_value"]
 
 #: Job keys that are not render options.
-_JOB_FIELDS = {"content", "content_map", "style", "styles", "style_map", "style_maps", "output", "kind"}
+_JOB_FIELDS = {"content", "content_map", "style", "styles", "style_map", "style_maps", "output", "kind", "frames"}
 #: What a job's ``kind`` may be: one image, or a shot (engine.video).
 KINDS = ("image", "video")
 #: The options a video job takes beside the render options.
@@ -77,6 +79,7 @@ class BatchJob:
     style_maps: tuple[Path, ...] | None = None  # a flat "#rrggbb" colour stays as it is written
     kind: str = "image"  # one of KINDS
     video: VideoConfig | None = None  # a video job's options
+    frames: tuple[int, int] | None = None  # a video job's range of a numbered sequence (first, last)
 
     def input_roles(self) -> list[tuple[str, Path]]:
         """(role, path) of every file the job reads: content, maps, styles and an init image."""
@@ -130,10 +133,13 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         raise ConfigError("no content image (or content_map)")
     kind = check_choice("kind", str(merged.get("kind", "image")), KINDS)
     video = None
+    frames = _frame_range(merged["frames"], kind, content) if "frames" in merged else None
     if kind == "video":
         video = VideoConfig(**{key: options.pop(key) for key in _VIDEO_FIELDS if key in options})
         frame_store(output)  # a video or a frame pattern
-        if content is None or not (content.exists() or globbing.has_magic(str(content))):
+        if content is not None and is_sequence(content):
+            find_sequence(content, frames)  # missing frames named by number, before any work
+        elif content is None or not (content.exists() or globbing.has_magic(str(content))):
             raise ImageError(content, "no such video, folder or frames")
     init = options.get("init")
     if isinstance(init, str) and init not in INITS and "\0" not in init:
@@ -143,7 +149,24 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
         if path is not None and not is_color(path) and not path.is_file():
             raise ImageError(path, "no such file")
     return BatchJob(line=line, output=output, styles=styles, config=config, content=content,
-                    content_map=content_map, style_maps=style_maps, kind=kind, video=video)
+                    content_map=content_map, style_maps=style_maps, kind=kind, video=video, frames=frames)
+
+
+def _frame_range(value: Any, kind: str, content: Path | None) -> tuple[int, int]:
+    """A video job's ``frames``: FIRST-LAST or one frame, as --frames takes them (a TOML or CSV
+    number is one frame), of a numbered sequence."""
+    if kind != "video":
+        raise ConfigError('a range of frames is for a video job (kind = "video") of a numbered sequence',
+                          field="frames")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{value!r} is not a frame range; give FIRST-LAST as a string (\"1001-1050\") or one "
+                          "frame", field="frames")
+    frames = parse_frame_range(str(value))
+    assert frames is not None
+    if content is None or not is_sequence(content):
+        raise ConfigError(f"{content}: a range of frames needs a numbered sequence (plate.####.exr or "
+                          "plate.%04d.exr)", field="frames")
+    return frames
 
 
 def _parse_jsonl(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:

@@ -3,6 +3,8 @@ checked once before any work: every frame decodes, there is at least one, all sh
 
 Checking decodes every frame (cheap beside rendering one) and keeps only each frame's digest, so
 a long shot is never held in memory; ``FrameSource.frames()`` decodes them again as they render.
+An EXR frame is a plate (``_plate``): ``FrameSource.plates()`` reads it in the shot's colour space
+through its view, and keeps what its output keeps (residual, alpha, windows, pixel type).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 
 from .._errors import ConfigError, ImageError
+from .._exr import read_exr
 from .._image import DEFAULT_MAX_PIXELS, load_image
+from .._plate import Plate, read_plate
 from ._deps import require
 from ._sequence import find_sequence, is_sequence
 
@@ -34,7 +38,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".e
 class FrameSource:
     """The frames of a shot, checked: ``files`` in order (None for a video ``path``), their
     ``width`` x ``height``, the video's ``fps`` (None for files), whether it has audio, and the
-    sha256 of each frame's decoded pixels (what decides its render)."""
+    sha256 of each frame's decoded pixels (what decides its render): for an EXR, of the file
+    itself, since its scene values, alpha, windows and header all reach the output frame."""
 
     path: Path
     files: tuple[Path, ...] | None
@@ -54,14 +59,35 @@ class FrameSource:
     def is_video(self) -> bool:
         return self.files is None
 
-    def frames(self) -> Iterator[torch.Tensor]:
-        """Each frame (3, H, W) float32 in [0, 1], in order."""
+    @property
+    def has_plates(self) -> bool:
+        """Whether any frame is an EXR (scene-referred: read and written through OCIO)."""
+        return self.files is not None and any(_is_exr(path) for path in self.files)
+
+    def frames(self, *, colorspace: str | None = None, view: str | None = None) -> Iterator[torch.Tensor]:
+        """Each frame (3, H, W) float32 in [0, 1], in order (an EXR's as ``plates`` shows it)."""
+        for image, _ in self.plates(colorspace=colorspace, view=view):
+            yield image
+
+    def plates(self, *, colorspace: str | None = None,
+               view: str | None = None) -> Iterator[tuple[torch.Tensor, Plate | None]]:
+        """Each frame (3, H, W) float32 in [0, 1], in order, with its Plate where it is an EXR
+        (read in ``colorspace`` through ``view``, as ``read_plate``: the frame is its display
+        values) and None for any other frame."""
         if self.files is not None:
             for path in self.files:
-                yield load_image(path, max_pixels=self.width * self.height)
+                if _is_exr(path):
+                    plate = read_plate(path, colorspace=colorspace, view=view, max_pixels=self.width * self.height)
+                    yield plate.display, plate
+                else:
+                    yield load_image(path, max_pixels=self.width * self.height), None
             return
         for _, array in _decode(self.path):
-            yield _to_tensor(array)
+            yield _to_tensor(array), None
+
+
+def _is_exr(path: Path) -> bool:
+    return path.suffix.lower() == ".exr"
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -126,14 +152,18 @@ def _check_files(source: Path, files: list[Path], max_pixels: int,
                  numbers: tuple[int, ...] | None = None) -> FrameSource:
     digests, size = [], None
     for path in files:
-        frame = load_image(path, max_pixels=max_pixels)  # ImageError names the frame's file
-        shape = (frame.shape[-1], frame.shape[-2])
+        if _is_exr(path):  # no colour conversion yet: the shot's colour options are render_shot's
+            exr = read_exr(path, max_pixels=max_pixels)  # ImageError names the frame's file
+            shape, digest = (exr.width, exr.height), hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            frame = load_image(path, max_pixels=max_pixels)  # ImageError names the frame's file
+            shape, digest = (frame.shape[-1], frame.shape[-2]), _digest(frame)
         if size is None:
             size = shape
         elif shape != size:
             raise ImageError(path, f"is {shape[0]}x{shape[1]}, the first frame ({files[0].name}) {size[0]}x{size[1]}: "
                                    "every frame must be the same size")
-        digests.append(_digest(frame))
+        digests.append(digest)
     assert size is not None
     return FrameSource(source, tuple(files), size[0], size[1], tuple(digests), numbers=numbers)
 

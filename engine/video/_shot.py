@@ -6,6 +6,10 @@ at the output size with ``frame_iterations``, and adds the temporal term: the sq
 to that warped output where the forward-backward check trusts it. The backend and the style
 targets are built once per shot; only the content targets are per frame.
 
+An EXR frame is a plate, as ``render``'s content is: read in the input colour space and shown
+to the network through the view (the flow and the temporal term see those display values too),
+and written back into the output colour space with its own residual and alpha (``_plate``).
+
 Departures from the paper: one pass (no multi-pass), the short-term term only (the objective's
 TemporalTerm takes several references, for the long-term one); later frames run fewer
 iterations, since they start close to their optimum (see benchmarks/bench_video.py).
@@ -22,11 +26,12 @@ from typing import Any
 
 import torch
 
+from .._colorspace import color_pipeline
 from .._config import RenderConfig
 from .._device import resolve_device
-from .._errors import ConfigError, ImageError, RenderInterrupted, StyleforgeError
+from .._errors import ImageError, RenderInterrupted, StyleforgeError
 from .._files import remove_stale_temporaries
-from .._image import check_output_path, load_image, resize_to
+from .._image import check_output_path, resize_to
 from .._video_config import VideoConfig
 from ..backends import Backend, backend_for, resolve_precision
 from ..objectives import TemporalTerm
@@ -88,7 +93,8 @@ def _tensor_digest(image: torch.Tensor) -> str:
 
 def shot_digests(config: RenderConfig, video: VideoConfig, source: FrameSource,
                  styles: Sequence[torch.Tensor]) -> list[str]:
-    """Each frame's hash: the options, the styles' pixels, its input and the frames before it."""
+    """Each frame's hash: the options (the colour options among them, when given), the styles'
+    pixels, its input and the frames before it."""
     spec = {"config": config.hashed(), "video": video.pixel_options(), "styles": [_tensor_digest(s) for s in styles]}
     return chain_digests(spec, source.digests)
 
@@ -131,15 +137,18 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
     The output is locked for the whole shot: a second writer to it is refused before any work
     (ImageError), as its frames would mix with this one's. Raises ImageError / ConfigError before
     any work for outputs it may not write (see ``check_shot``), RenderError when a frame's render
-    fails, ShotInterrupted on Ctrl-C."""
+    fails, ShotInterrupted on Ctrl-C.
+
+    The colour options (``config.color_management``) work as for ``render``: EXR frames are read
+    in ``input_colorspace`` through ``view`` and written into ``output_colorspace`` (default: the
+    input's) with each frame's residual and alpha; other frames written as EXR are the inverse
+    view of the render; the names are checked (ConfigError) before any work where a frame or the
+    output is an EXR."""
     video = video or VideoConfig()
-    colors = config.color_management
-    given = [name for name in ("input_colorspace", "output_colorspace", "view") if getattr(colors, name) is not None]
-    if given:  # refused, not ignored: a shot's EXR frames are read and written in the defaults (README)
-        raise ConfigError("a shot does not take the colour options yet: its EXR frames are read in the OCIO "
-                          "config's scene_linear through its default view, and written back the same way",
-                          field=given[0])
     store = store.numbered(source.numbers)  # plate.1001.exr renders to out.1001.exr
+    colors = config.color_management
+    if source.has_plates or Path(store.pattern).suffix.lower() == ".exr":
+        color_pipeline(colors.input_colorspace, colors.view, output=colors.output_colorspace)  # names checked
     started = time.perf_counter()
     # The frames' hashes and metadata name the precision that runs (never auto): a machine that
     # resolves auto otherwise does not take this one's frames for its own.
@@ -168,6 +177,9 @@ def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[t
     cache = target_cache if target_cache is not None else TargetCache()
     later = config.replace({"levels": 1, "iterations": video.frame_iterations or config.pyramid.level_iterations()[-1]})
     info = {**(metadata or {}), "config": config.to_dict(), "video": video.pixel_options()}
+    colors = config.color_management
+    # What a frame is written in, and read back in for the next frame: render's choice for its output.
+    written_as = {"colorspace": colors.output_colorspace or colors.input_colorspace, "view": colors.view}
 
     times: list[float] = []  # frames after the first (one level each)
     first_time: list[float] = []  # the first frame (the whole pyramid)
@@ -181,11 +193,11 @@ def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[t
         eta = per_frame * (source.count - done) if per_frame is not None else None
         callback(VideoEvent(status, index, source.count, done, seconds, per_frame, eta, step))
 
-    for index, frame in enumerate(source.frames()):
+    for index, (frame, plate) in enumerate(source.plates(colorspace=colors.input_colorspace, view=colors.view)):
         current = resize_to(crop_to_frame(frame, config), *shape)
         if index < first:
             if index == first - 1:
-                previous_output = resize_to(load_image(store.path(index)), *shape)
+                previous_output = resize_to(store.read(index, **written_as), *shape)
             previous_input = current
             emit("resumed", index, index + 1)
             continue
@@ -205,12 +217,14 @@ def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[t
                                 target_cache=cache, extra_terms=_temporal_terms(warped, mask, video.temporal_weight))
         except (KeyboardInterrupt, RenderInterrupted):
             raise ShotInterrupted(index, source.count) from None
-        written = store.write(index, result.image, digests[index], info)
+        described = {"color": plate.pipeline.describe()} if plate is not None else {}  # as render records it
+        store.write(index, result.image, digests[index], {**info, **described}, plate=plate, **written_as)
         seconds = time.perf_counter() - clock
         (times if index > 0 else first_time).append(seconds)
-        # The next frame starts from this one as written (8 bits, or a JPEG's pixels), never as
-        # held: a resumed shot reads it back from the file, and must render the same frames.
-        previous_input, previous_output = current, resize_to(load_image(written), *shape)
+        # The next frame starts from this one as written (8 bits, a JPEG's pixels, an EXR's half
+        # floats and residual), never as held: a resumed shot reads it back from the file, and
+        # must render the same frames.
+        previous_input, previous_output = current, resize_to(store.read(index, **written_as), *shape)
         emit("done", index, index + 1, seconds)
 
     rendered = max(0, source.count - first)

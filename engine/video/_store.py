@@ -23,7 +23,8 @@ import torch
 
 from .._errors import ConfigError, ImageError
 from .._files import OutputLocked, exclusive_lock
-from .._image import check_output_path, read_metadata, save_image
+from .._image import check_output_path, load_image, read_metadata, save_image
+from .._plate import Plate
 from ._encode import CONTAINERS
 from ._sequence import printf_pattern
 
@@ -94,11 +95,20 @@ class FrameStore:
             raise ImageError(output, f"is being written by another styleforge{holder}; wait for it to finish, "
                                      "or stop it") from None
 
-    def write(self, index: int, image: torch.Tensor, digest: str, metadata: dict[str, Any]) -> Path:
+    def write(self, index: int, image: torch.Tensor, digest: str, metadata: dict[str, Any], *,
+              plate: Plate | None = None, colorspace: str | None = None, view: str | None = None) -> Path:
+        """Frame ``index``'s file, atomically, holding ``digest``. An EXR frame goes back as
+        ``save_image`` writes a render: into ``plate``'s colour space (or ``colorspace``) with
+        its residual, alpha and windows, or without a plate the inverse of ``view``."""
         path = self.path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_image(image, path, metadata={**metadata, _HASH_KEY: digest, "frame": self.number(index)},
-                          overwrite=True, recover=True)
+                          overwrite=True, recover=True, plate=plate, colorspace=colorspace, view=view)
+
+    def read(self, index: int, *, colorspace: str | None = None, view: str | None = None) -> torch.Tensor:
+        """Frame ``index`` as written, (3, H, W) in [0, 1]: an EXR seen through ``view`` from
+        ``colorspace`` (the colour space it was written in), as the shot's frames are."""
+        return load_image(self.path(index), colorspace=colorspace, view=view)
 
 
 def _held_hash(path: Path) -> str | None:

@@ -94,15 +94,28 @@ def test_video_renders_a_range_of_a_numbered_exr_shot_keeping_its_numbers(tmp_pa
     assert not (tmp_path / "again").exists()
 
 
-def test_video_refuses_the_colour_options_it_cannot_honour_yet(tmp_path, plate):
-    # Accepted and ignored before: a shot's EXR frames are read and written in the defaults.
+def test_video_takes_the_colour_options_from_its_flags_and_config_file(tmp_path, plate):
+    # Refused before (issue 26): a shot's EXR frames are now read and written as render's plate.
     pytest.importorskip("cv2", reason="video needs OpenCV (the video extra)")
     _, style = plate
     shot = _exr_shot(tmp_path / "shot", range(1001, 1003))
+    options = tmp_path / "shot.toml"
+    options.write_text('output-colorspace = "Linear Rec.709 (sRGB)"\n')
     result = runner.invoke(app, ["video", str(shot / "plate.####.exr"), "-s", str(style), "-o",
-                                 str(tmp_path / "out" / "styled.####.exr"), "--input-colorspace", "ACEScg", *TINY])
-    assert result.exit_code == 2 and "--input-colorspace" in result.output and "colour options" in result.output
-    assert not (tmp_path / "out").exists()
+                                 str(tmp_path / "out" / "styled.####.exr"), "--input-colorspace", "ACES2065-1",
+                                 "--view", "Un-tone-mapped", "--config", str(options), "--frame-iterations", "1",
+                                 *TINY])
+    assert result.exit_code == 0, result.output
+    for number in (1001, 1002):
+        metadata = read_metadata(tmp_path / "out" / f"styled.{number}.exr")
+        assert metadata["frame"] == number
+        assert (metadata["config"]["input_colorspace"], metadata["config"]["output_colorspace"],
+                metadata["config"]["view"]) == ("ACES2065-1", "Linear Rec.709 (sRGB)", "Un-tone-mapped")
+        assert (metadata["color"]["colorspace"], metadata["color"]["view"]) == ("ACES2065-1", "Un-tone-mapped")
+    result = runner.invoke(app, ["video", str(shot / "plate.####.exr"), "-s", str(style), "-o",
+                                 str(tmp_path / "again" / "styled.####.exr"), "--view", "No such view", *TINY])
+    assert result.exit_code == 2 and "--view" in result.output and "unknown value 'No such view'" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "again").exists()
 
 
 def test_batch_glob_renders_a_numbered_shot_frame_by_frame(tmp_path, plate, monkeypatch):
