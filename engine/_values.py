@@ -12,7 +12,7 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "coerce", "coerce_path", "coerce_paths", "frame_shape", "is_color", "parse_bytes",
+__all__ = ["DEFAULT_MAX_PIXELS", "coerce", "coerce_path", "coerce_paths", "frame_crop", "frame_shape", "is_color", "parse_bytes",
            "parse_color", "parse_iterations", "parse_size"]
 
 #: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
@@ -43,6 +43,23 @@ def frame_shape(size: int | tuple[int, int], aspect: tuple[int, int] = (4, 3)) -
     if isinstance(size, tuple):
         return size[1], size[0]
     return max(1, round(size * aspect[1] / aspect[0])), size
+
+
+def frame_crop(height: int, width: int, size: int | tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of a ``height`` x ``width`` image that a size keeps: for a frame
+    (w, h), the centre with its aspect (the frame is covered, never stretched); for a long side,
+    all of it. The one place this cut is worked out: the render's inputs and an EXR plate's
+    alpha and residual take the same pixels."""
+    if not isinstance(size, tuple):
+        return slice(0, height), slice(0, width)
+    frame_w, frame_h = size
+    if width * frame_h > height * frame_w:  # wider than the frame: crop the sides
+        keep = max(1, round(height * frame_w / frame_h))
+        left = (width - keep) // 2
+        return slice(0, height), slice(left, left + keep)
+    keep = max(1, round(width * frame_h / frame_w))
+    top = (height - keep) // 2
+    return slice(top, top + keep), slice(0, width)
 
 
 def parse_iterations(value: Any) -> int | tuple[int, ...]:

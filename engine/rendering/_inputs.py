@@ -15,6 +15,7 @@ from .._config import INITS, RenderConfig
 from .._errors import ConfigError, StyleforgeWarning
 from .._image import load_image, resize_long_side, resize_to
 from .._maps import flat_map, is_color, parse_color
+from .._values import frame_crop
 from ..objectives import semantic_labels, shared_palette, snapping, style_loss_for
 from ._color import palette_content, transfer_style_colors
 
@@ -27,15 +28,8 @@ def crop_to_frame(image: torch.Tensor, config: RenderConfig) -> torch.Tensor:
     size = config.pyramid.size
     if not isinstance(size, tuple):
         return image
-    frame_w, frame_h = size
-    height, width = image.shape[-2:]
-    if width * frame_h > height * frame_w:  # wider than the frame: crop the sides
-        keep = max(1, round(height * frame_w / frame_h))
-        left = (width - keep) // 2
-        return image[..., :, left:left + keep]
-    keep = max(1, round(width * frame_h / frame_w))
-    top = (height - keep) // 2
-    return image[..., top:top + keep, :]
+    rows, columns = frame_crop(*image.shape[-2:], size)
+    return image[..., rows, columns]
 
 
 @dataclass
