@@ -141,10 +141,11 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
     colors = config.color_management
     if any(Path(str(path)).suffix.lower() == ".exr" for path in [*targets, *inputs.values()]):
         engine.color_pipeline(colors.input_colorspace, colors.view, output=colors.output_colorspace)  # names checked
-    # An EXR plate renders display-referred and goes back to its scene values (engine.read_plate).
+    # An EXR plate renders display-referred and goes back to its scene values (engine.read_plate),
+    # its alpha and residual cut to the part of it the --size frame covers.
     plate = engine.read_plate(content_path, colorspace=colors.input_colorspace, view=colors.view,
-                              max_pixels=max_pixels) if content_path and Path(content_path).suffix.lower() == ".exr" \
-        else None
+                              max_pixels=max_pixels, size=config.pyramid.size) \
+        if content_path and Path(content_path).suffix.lower() == ".exr" else None
 
     def load(path: Any) -> Any:
         return engine.load_image(path, max_pixels=max_pixels, colorspace=colors.input_colorspace, view=colors.view)

@@ -176,8 +176,8 @@ def read_job(job: BatchJob, *, overwrite: bool = False) -> PreparedJob | JobOutc
     def load(path: Path) -> torch.Tensor:
         return load_image(path, colorspace=colors.input_colorspace, view=colors.view)
 
-    plate = read_plate(job.content, colorspace=colors.input_colorspace, view=colors.view,
-                       max_pixels=DEFAULT_MAX_PIXELS) if job.content and job.content.suffix.lower() == ".exr" else None
+    plate = read_plate(job.content, colorspace=colors.input_colorspace, view=colors.view, max_pixels=DEFAULT_MAX_PIXELS,
+                       size=job.config.pyramid.size) if job.content and job.content.suffix.lower() == ".exr" else None
     styles = [load(path) for path in job.styles]
     content = plate.display if plate is not None else load(job.content) if job.content else None
     return PreparedJob(digest, content, styles, load_map(job.content_map) if job.content_map else None,

@@ -69,15 +69,16 @@ class FrameSource:
         for image, _ in self.plates(colorspace=colorspace, view=view):
             yield image
 
-    def plates(self, *, colorspace: str | None = None,
-               view: str | None = None) -> Iterator[tuple[torch.Tensor, Plate | None]]:
+    def plates(self, *, colorspace: str | None = None, view: str | None = None,
+               size: int | tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, Plate | None]]:
         """Each frame (3, H, W) float32 in [0, 1], in order, with its Plate where it is an EXR
-        (read in ``colorspace`` through ``view``, as ``read_plate``: the frame is its display
-        values) and None for any other frame."""
+        (read in ``colorspace`` through ``view`` for a render at ``size``, as ``read_plate``: the
+        frame is its display values) and None for any other frame."""
         if self.files is not None:
             for path in self.files:
                 if _is_exr(path):
-                    plate = read_plate(path, colorspace=colorspace, view=view, max_pixels=self.width * self.height)
+                    plate = read_plate(path, colorspace=colorspace, view=view, max_pixels=self.width * self.height,
+                                       size=size)
                     yield plate.display, plate
                 else:
                     yield load_image(path, max_pixels=self.width * self.height), None

@@ -193,7 +193,8 @@ def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[t
         eta = per_frame * (source.count - done) if per_frame is not None else None
         callback(VideoEvent(status, index, source.count, done, seconds, per_frame, eta, step))
 
-    for index, (frame, plate) in enumerate(source.plates(colorspace=colors.input_colorspace, view=colors.view)):
+    plates = source.plates(colorspace=colors.input_colorspace, view=colors.view, size=config.pyramid.size)
+    for index, (frame, plate) in enumerate(plates):
         current = resize_to(crop_to_frame(frame, config), *shape)
         if index < first:
             if index == first - 1:

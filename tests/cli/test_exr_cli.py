@@ -127,3 +127,50 @@ def test_batch_glob_renders_a_numbered_shot_frame_by_frame(tmp_path, plate, monk
     assert result.exit_code == 0, result.output
     # Only frame 1002 rendered, under its own number; the glob's report lies beside the outputs.
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["batch-report.json", "styled.1002.exr"]
+
+
+def _wide_plate(path):
+    """A 40x20 plate with an alpha ramp across and down, a light at the top-left corner of its
+    centre 20x20 (what a square frame keeps) and another at its bottom-right corner (cut away)."""
+    rows, columns = np.mgrid[0:20, 0:40].astype(np.float32)
+    alpha = (columns / 39.0 * 0.8 + rows / 19.0 * 0.2).astype(np.float32)
+    rgb = np.full((20, 40, 3), 0.18, np.float32)
+    rgb[0, 10] = rgb[19, 39] = 5000.0
+    path.write_bytes(encode_exr(rgb, alpha, pixel_type="float"))
+    return alpha
+
+
+@pytest.mark.parametrize("command", ["render", "video", "batch"])
+def test_a_frame_of_another_aspect_crops_the_plates_alpha_and_residual_as_the_picture(tmp_path, plate, command,
+                                                                                         monkeypatch):
+    """--size 16x16 on a 40x20 plate renders its centre 20x20 (a cover crop, never a stretch):
+    alpha and the residual (a light above what the display holds) are cut the same way, so the
+    light at the kept part's corner is at the output's corner, and the output is a 16x16 frame."""
+    import torch
+
+    if command == "video":
+        pytest.importorskip("cv2", reason="video needs OpenCV (the video extra)")
+    _, style = plate
+    (tmp_path / "shot").mkdir()
+    alpha = _wide_plate(tmp_path / "shot" / "plate.1001.exr")
+    monkeypatch.chdir(tmp_path)
+    square = ["--size", "16x16", *TINY[2:]]
+    if command == "render":
+        arguments = ["render", "shot/plate.1001.exr", "-s", str(style), "-o", "out/styled.1001.exr", *square]
+    elif command == "video":
+        arguments = ["video", "shot/plate.####.exr", "-s", str(style), "-o", "out/styled.####.exr", *square]
+    else:
+        arguments = ["batch", "--glob", "shot/plate.####.exr", "-s", str(style), "-o", "out/styled.####.exr",
+                     *square[:-1]]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    out = read_exr(tmp_path / "out" / "styled.1001.exr", max_pixels=10**6)
+    assert out.rgb.shape == (16, 16, 3)
+    assert (out.data_window, out.display_window) == (((0, 0), (15, 15)), ((0, 0), (15, 15)))
+    kept = torch.from_numpy(np.ascontiguousarray(alpha[:, 10:30]))[None, None]
+    expected = torch.nn.functional.interpolate(kept, size=(16, 16), mode="bicubic", align_corners=False,
+                                               antialias=True)[0, 0].numpy()
+    np.testing.assert_allclose(out.alpha, expected, atol=1e-5)
+    brightest = np.unravel_index(np.argmax(out.rgb.max(axis=-1)), (16, 16))
+    assert brightest == (0, 0) and out.rgb[0, 0].min() > 1000.0  # the kept light, at the kept part's corner
+    assert out.rgb[8:, 8:].max() < 1000.0  # the light that was cut away is not painted back

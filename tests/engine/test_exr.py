@@ -116,6 +116,52 @@ def test_the_output_colour_space_and_another_size(tmp_path):
     np.testing.assert_allclose(out.rgb[0, 0], expected[0], rtol=1e-3)
 
 
+@pytest.mark.parametrize(("size", "rows", "columns"), [((20, 20), slice(0, 20), slice(10, 30)),
+                                                     ((40, 10), slice(5, 15), slice(0, 40))])
+def test_a_frame_of_another_aspect_gives_back_the_part_of_the_plate_it_covers_exactly(tmp_path, size, rows, columns):
+    """A plate read for a --size frame: its untouched centre, rendered at its own pixels, comes
+    back exactly as that part of the plate (values, alpha), in a frame of that size."""
+    from styleforge.engine.rendering import crop_to_frame
+
+    rgb = _plate_pixels(height=20, width=40)
+    alpha = np.linspace(0, 1, 800, dtype=np.float32).reshape(20, 40)
+    source = _write(tmp_path / "plate.exr", rgb, alpha, pixel_type="float")
+    plate = read_plate(source, max_pixels=10**6, size=size)
+    picture = crop_to_frame(plate.display, RenderConfig(size=size))
+    assert picture.shape[-2:] == (rows.stop - rows.start, columns.stop - columns.start)
+    out = read_exr(save_image(picture, tmp_path / "out.exr", plate=plate), max_pixels=10**6)
+    np.testing.assert_array_equal(out.rgb, rgb[rows, columns])
+    np.testing.assert_array_equal(out.alpha, alpha[rows, columns])
+    window = ((0, 0), (columns.stop - columns.start - 1, rows.stop - rows.start - 1))
+    assert (out.data_window, out.display_window) == (window, window)
+
+
+def test_a_frame_of_another_aspect_cuts_the_windows_by_the_same_lines_and_keeps_the_frames_corner(tmp_path):
+    """A 40x20 data window inside a 200x100 display window, at --size 16x16: the centre 20
+    columns are kept and scaled by 0.8. The display window is cut by the same vertical lines (20
+    wide, all 100 high), moved so its corner stays at (0, 0), and both scale; the alpha and the
+    residual are the kept columns, resized."""
+    rgb = np.full((20, 40, 3), 0.18, np.float32)
+    rgb[0, 10] = 5000.0  # a light at the kept part's corner
+    alpha = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))
+    source = _write(tmp_path / "plate.exr", rgb, alpha, pixel_type="float", data_window=((100, 40), (139, 59)),
+                    display_window=((0, 0), (199, 99)))
+    plate = read_plate(source, max_pixels=10**6, size=(16, 16))
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def resized(array):
+        planar = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).reshape(20, 20, -1).permute(2, 0, 1)
+        return torch.nn.functional.interpolate(planar[None], size=(16, 16), mode="bicubic", align_corners=False,
+                                               antialias=True)[0].permute(1, 2, 0).numpy().squeeze()
+
+    expected = plate.pipeline.from_display(image.permute(1, 2, 0).numpy()) + resized(plate.residual[:, 10:30])
+    np.testing.assert_allclose(plate.restore(image), expected, rtol=1e-6)
+    out = read_exr(save_image(image, tmp_path / "out.exr", plate=plate, bit_depth=32), max_pixels=10**6)
+    assert (out.data_window, out.display_window) == (((0, 32), (15, 47)), ((0, 0), (15, 79)))
+    np.testing.assert_allclose(out.alpha, resized(alpha[:, 10:30]), atol=1e-6)
+    assert np.unravel_index(np.argmax(out.rgb.max(axis=-1)), (16, 16)) == (0, 0)
+
+
 def test_a_display_image_written_as_exr_reads_back_as_itself(tmp_path):
     image = torch.rand(3, 5, 7)
     path = save_image(image, tmp_path / "render.exr", bit_depth=32, metadata={"a": 1})
