@@ -43,8 +43,11 @@ def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return resized[0].permute(1, 2, 0).numpy().reshape(height, width, *array.shape[2:])
 
 
-def _axis(data: tuple[int, int], shown: tuple[int, int], kept: slice, size: int) -> tuple[tuple[int, int],
-                                                                                     tuple[int, int]]:
+#: One axis of a window: (low, high), inclusive.
+Span = tuple[int, int]
+
+
+def _axis(data: Span, shown: Span, kept: slice, size: int) -> tuple[Span, Span]:
     """One axis of the (data, display) windows, (low, high) inclusive, after the render kept
     ``kept`` of the data window's pixels and resized them to ``size``.
 
