@@ -6,6 +6,8 @@ present and compiles them, and are tested against the references; kernels/_nvrtc
 them as CuPy does (NVRTC), with no GPU, so a CPU test catches a source the runtime would reject.
 """
 
+from __future__ import annotations
+
 import os
 
 import torch
@@ -25,7 +27,7 @@ from ._route import (
 from ._winograd import WinogradConv3x3, winograd_conv3x3, winograd_kernels
 
 
-def gram(features):
+def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix as gram_reference: (B, C, H, W) -> (B, C, C) float32 (float64 for float64).
 
     On CUDA, cuBLAS where it has tensor cores (TF32, 16-bit features), the CuPy kernel for strict
@@ -45,7 +47,8 @@ def gram(features):
     return gram_reference(features)
 
 
-def mrf_nearest(patches, style_patches, *, chunk: int = 4096, normalized: bool = False):
+def mrf_nearest(patches: torch.Tensor, style_patches: torch.Tensor, *, chunk: int = 4096,
+                normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest style patch by NCC (see mrf_nearest_reference); the fused CUDA kernel on CUDA
     tensors when it can run, the chunked torch reference otherwise (recorded as a fallback
     unless STYLEFORGE_DISABLE_CUDA_KERNELS asked for it)."""

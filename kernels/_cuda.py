@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,7 +80,7 @@ def cuda_kernels_unavailable() -> str | None:
 
 
 @functools.cache
-def _module(name: str):
+def _module(name: str) -> Any:  # a cupy.RawModule (CuPy ships no types)
     import cupy
 
     return cupy.RawModule(code=kernel_source(name).read_text(), options=NVRTC_OPTIONS,
@@ -91,7 +92,7 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _check(tensor: torch.Tensor, what: str, dtypes) -> None:
+def _check(tensor: torch.Tensor, what: str, dtypes: tuple[torch.dtype, ...]) -> None:
     if not tensor.is_cuda:
         raise KernelInputError(f"{what} must be a CUDA tensor, got one on {tensor.device}")
     if tensor.dtype not in dtypes:
@@ -101,7 +102,8 @@ def _check(tensor: torch.Tensor, what: str, dtypes) -> None:
         raise KernelInputError(f"{what} must be contiguous (call .contiguous() first)")
 
 
-def _launch(source: str, kernel: str, device: torch.device, grid, block, args) -> None:
+def _launch(source: str, kernel: str, device: torch.device, grid: tuple[int, ...], block: tuple[int, ...],
+            args: tuple[object, ...]) -> None:
     """Launch on ``device``'s current torch stream; tensors are passed as device pointers."""
     import cupy
     import numpy as np
@@ -171,12 +173,12 @@ def _gram_backward(grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 
 class _Gram(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features):
+    def forward(ctx: Any, features: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(features)
         return _gram_forward(features)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (features,) = ctx.saved_tensors
         return _gram_backward(grad, features)
 

@@ -14,7 +14,9 @@ import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ._cuda import KERNELS, NVRTC_OPTIONS, kernel_source, name_expressions
 
@@ -49,7 +51,7 @@ def nvrtc_archs() -> tuple[int, ...]:
     return tuple(_call(nvrtc.nvrtcGetSupportedArchs, "nvrtcGetSupportedArchs"))
 
 
-def _call(function, what: str, *args):
+def _call(function: Callable[..., tuple[Any, ...]], what: str, *args: object) -> Any:
     """Call a cuda.bindings.nvrtc function: check its status, return the rest of its result."""
     from cuda.bindings import nvrtc
 

@@ -12,6 +12,8 @@ transformed kernels (a direct convolution keeps its input for the backward).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -68,13 +70,16 @@ def _winograd(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 class _WinogradFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, forward_kernels, backward_kernels, bias):
+    # ctx is Any, as in torch.autograd.Function: FunctionCtx declares neither the attributes a
+    # forward sets on it nor saved_tensors.
+    def forward(ctx: Any, x: torch.Tensor, forward_kernels: torch.Tensor, backward_kernels: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
         ctx.backward_kernels = backward_kernels
         y = _winograd(x, forward_kernels)
         return y if bias is None else y + bias.view(1, -1, 1, 1)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         grad = grad.contiguous(memory_format=torch.channels_last)
         return _winograd(grad, ctx.backward_kernels), None, None, None
 
