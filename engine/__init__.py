@@ -36,7 +36,8 @@ from ._video_config import VideoConfig
 from ._wait import WaitEvent, report_waits
 
 if TYPE_CHECKING:
-    from . import backends, batch, preview, rendering, video
+    # Re-exported (``as``) although not in __all__: the subpackages are attributes, not star imports.
+    from . import backends as backends, batch as batch, preview as preview, rendering as rendering, video as video
     from ._backbone import VGGFeatures
     from ._colorspace import color_pipeline
     from ._cpu import cpu_flags, measure_bf16, native_bf16, physical_cores, use_physical_cores

@@ -10,6 +10,8 @@ past it is ever computed. Per-tap metadata (channels, stride) follows timm's Fea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +56,10 @@ class VGGFeatures(nn.Module):
 
     forward(image (B, 3, H, W) in [0, 1]) -> {tap: (B, C_tap, H / stride, W / stride)}.
     """
+
+    # Buffers (register_buffer), declared so that they read as tensors rather than Module.__getattr__'s union.
+    mean: torch.Tensor
+    inv_std: torch.Tensor
 
     def __init__(
         self,
@@ -124,11 +130,13 @@ class VGGFeatures(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Random weights for tests: He-normal kernels, zero biases, so activations keep their
         scale through the stack (PyTorch's default init shrinks them ~3x per layer)."""
-        for conv in self.convs.values():
+        for module in self.convs.values():
+            conv = cast(nn.Conv2d, module)  # _make_convs puts only convolutions in the ModuleDict
             fan_in = conv.weight[0].numel()
             with torch.no_grad():
                 conv.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
-                conv.bias.zero_()
+                if conv.bias is not None:
+                    conv.bias.zero_()
 
     def load_conv_weights(self, state: dict[str, torch.Tensor], *, source: str) -> None:
         """Copy `{conv1_1.weight, conv1_1.bias, ...}` into the stack, checking every shape."""

@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 # Only torch-free modules: the command line builds its options and help from this one.
 from ._errors import ConfigError, check_choice
@@ -26,6 +26,9 @@ from ._models import DEFAULT_MODEL, MODELS
 from ._runtime_names import DEVICES, PRECISIONS
 from ._style_losses import registered_entry
 from ._values import coerce, parse_bytes, parse_color, parse_iterations, parse_size
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "ColorManagementConfig",
@@ -124,7 +127,8 @@ class ObjectiveConfig:
                                        "Laplacian keeps the output locally an affine recolouring of the photo); "
                                        "0: off.", show="0 (off)")
     photo: bool = _option(False, "Photorealistic preset: Luan et al.'s matting term, started from the "
-                                 "content, no TV (see README); options given explicitly override it.", flags=("--photo/--no-photo",), show="off")
+                                 "content, no TV (see README); options given explicitly override it.",
+                         flags=("--photo/--no-photo",), show="off")
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -333,7 +337,8 @@ class RuntimeConfig:
                              show="tf32 on CUDA; on a CPU bf16 where it is native and measured faster, else fp32")
     cuda_graphs: bool = _option(False, "Replay the torch backend's passes as CUDA graphs (one capture per input "
                                        "shape: a tiled level has several; a level whose captures would not fit "
-                                       "the memory budget runs eagerly, as --dry-run says).", flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
+                                       "the memory budget runs eagerly, as --dry-run says).",
+                                flags=("--cuda-graphs/--no-cuda-graphs",), show="off")
     torch_compile: bool = _option(False, "torch backend: run the network's forward and image gradient through "
                                          "torch.compile (compiles once per size; see benchmarks/RESULTS.md for "
                                          "when it pays).", flags=("--compile/--no-compile",), show="off")
@@ -384,7 +389,7 @@ class ColorManagementConfig:
             _check(value is None or (value.strip() != "" and "\0" not in value), name, f"must be a name, got {value!r}")
 
 
-_GROUPS: dict[str, type] = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
+_GROUPS: "dict[str, type[DataclassInstance]]" = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
                             "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig,
                             "color_management": ColorManagementConfig}
 #: Flat option name -> (group name, dataclass field).
@@ -557,14 +562,16 @@ def _arch_default_layers(grouped: dict[str, dict[str, Any]]) -> None:
     own layers (its registry entry's ``default_layers``, e.g. NNST's hypercolumns) where the
     style layers are the defaults."""
     model = grouped["runtime"].get("model", DEFAULT_MODEL)
-    arch = MODELS[model].arch if model in MODELS else None
+    if model not in MODELS:
+        return  # an unknown model: RuntimeConfig says so, with the valid list
+    arch = MODELS[model].arch
     for name, layers in ARCH_DEFAULT_LAYERS.get(arch, {}).items():
         group, spec = _FIELDS[name]
         if tuple(grouped[group].get(name, spec.default)) == spec.default:
             grouped[group][name] = layers
     loss = grouped["objective"].get("style_loss", "gram")
     try:
-        own = registered_entry(loss).default_layers if arch is not None else {}
+        own = registered_entry(loss).default_layers
     except ConfigError:
         return  # an unknown loss: ObjectiveConfig says so, with the valid list
     spec = _FIELDS["style_layers"][1]

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -130,7 +131,7 @@ def _machine_key() -> str:
     return f"{model}|{simd}|{torch.__version__}|{torch.get_num_threads()} threads"
 
 
-def _time(step, repeats: int = 3) -> float:
+def _time(step: Callable[[], object], repeats: int = 3) -> float:
     """Median seconds of ``step()`` after one untimed run."""
     step()
     times = []
@@ -230,7 +231,7 @@ def bf16_decision(fp32_seconds: Sequence[float], bf16_seconds: Sequence[float], 
 _MEMO: dict[tuple[str, str], bool] = {}
 
 
-def _read_record() -> dict:
+def _read_record() -> dict[str, Any]:
     try:
         record = json.loads(_choice_file().read_text())
     except (OSError, ValueError):
@@ -238,14 +239,19 @@ def _read_record() -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _measured(name: str, measure, *, retake: bool = False) -> bool:
+#: A measurement: (faster, {figures kept beside the answer in the cache's JSON}).
+Measurement = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def _measured(name: str, measure: Measurement, *, retake: bool = False) -> bool:
     """A yes/no measured once per CPU model, torch version and thread count, kept in the cache:
     ``measure()`` -> (faster, {figures}). ``retake`` measures again and replaces the entry."""
     key = _machine_key()
     if (name, key) in _MEMO and not retake:
         return _MEMO[name, key]
     record = _read_record()
-    entry = record.get(key) if isinstance(record.get(key), dict) else {}
+    stored = record.get(key)
+    entry: dict[str, Any] = stored if isinstance(stored, dict) else {}
     if retake or not isinstance(entry.get(name), bool):
         faster, figures = measure()
         entry = {**entry, name: faster, **figures}
@@ -255,11 +261,11 @@ def _measured(name: str, measure, *, retake: bool = False) -> bool:
             write_json_atomic(_choice_file(), record)
         except OSError:
             pass  # an unwritable cache only means measuring again next time
-    _MEMO[name, key] = entry[name]
-    return entry[name]
+    _MEMO[name, key] = bool(entry[name])
+    return _MEMO[name, key]
 
 
-def _measure_bf16() -> tuple[bool, dict]:
+def _measure_bf16() -> tuple[bool, dict[str, Any]]:
     with waiting("measuring bf16 against fp32 on this CPU (once; styleforge bench --cpu-precision retakes it)"):
         measurement = bf16_decision(*_time_pairs(BF16_PAIRS))
     return measurement.bf16_preferred, {"bf16_measurement": asdict(measurement)}
@@ -279,9 +285,9 @@ def measure_bf16() -> Bf16Measurement | None:
     process only."""
     if not native_bf16():
         return None
-    taken: list[dict] = []
+    taken: list[dict[str, Any]] = []
 
-    def measure() -> tuple[bool, dict]:
+    def measure() -> tuple[bool, dict[str, Any]]:
         preferred, figures = _measure_bf16()
         taken.append(figures["bf16_measurement"])
         return preferred, figures
@@ -294,7 +300,7 @@ def winograd_pays() -> bool:
     """Whether Winograd F(2x2, 3x3) measured faster than the direct (oneDNN) convolution here, on
     a 256-channel layer (the size from which it pays on an AVX2 EPYC), measured once."""
 
-    def measure():
+    def measure() -> tuple[bool, dict[str, Any]]:
         direct = _time_convolutions(None, channels=256, size=48)
         winograd = _time_convolutions(None, channels=256, size=48, winograd=True)
         return winograd < direct, {"direct_256ch_ms": direct * 1e3, "winograd_256ch_ms": winograd * 1e3}

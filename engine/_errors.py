@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the errors load without torch (the CLI reports them before torch is imported)
+    import torch
 
 
 class StyleforgeError(Exception):
@@ -82,7 +86,7 @@ class OutputError(StyleforgeError):
 class RenderInterrupted(StyleforgeError):
     """The render was interrupted (Ctrl-C); carries the image as it stood."""
 
-    def __init__(self, image, iteration: int) -> None:
+    def __init__(self, image: torch.Tensor, iteration: int) -> None:
         super().__init__(f"interrupted at iteration {iteration}")
         self.image = image
         self.iteration = iteration

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -154,7 +155,8 @@ def _icc_to_srgb(path: Path, image: Image.Image, icc: bytes, has_alpha: bool) ->
         out_mode = "RGBA" if image.mode in ("RGBA", "LA") else "RGB"
         if image.mode == "LA":
             image = image.convert("RGBA")
-        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+        # profileToProfile returns None only when it converts in place (inPlace=True), never here.
+        return cast(Image.Image, ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode))
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
         raise ImageError(path, f"embedded ICC profile cannot be applied ({error})") from None
 
@@ -322,6 +324,7 @@ def _encode(hwc: np.ndarray, fmt: str, bit_depth: int, quality: int, text: str |
         return _encode_png16(hwc, text)
     pixels = Image.fromarray(np.round(hwc * 255.0).astype(np.uint8), mode="RGB")
     buffer = io.BytesIO()
+    extra: dict[str, object]
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
         if text is not None:

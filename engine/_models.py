@@ -66,7 +66,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("vgg16-random", "vgg16", "random", TORCHVISION_PREPROCESSING, "random VGG16 (tests only)"),
         ModelSpec(
             "squeezenet1_1", SQUEEZENET, "torchvision", TORCHVISION_PREPROCESSING,
-            "torchvision ImageNet SqueezeNet 1.1 (light: ~1/85 of VGG16's convolution FLOPs)", "squeezenet1_1-b8a52dc0.pth",
+            "torchvision ImageNet SqueezeNet 1.1 (light: ~1/85 of VGG16's convolution FLOPs)",
+            "squeezenet1_1-b8a52dc0.pth",
         ),
         ModelSpec("squeezenet1_1-random", SQUEEZENET, "random", TORCHVISION_PREPROCESSING,
                   "random SqueezeNet 1.1 (tests only)"),

@@ -116,8 +116,9 @@ class Plate:
         scene = self.pipeline.convert(self.restore(image).astype(np.float32), colorspace or self.pipeline.colorspace)
         alpha = _resize(self.exr.alpha[self._crop], height, width) if self.exr.alpha is not None else None
         data, shown = _windows(self.exr, self._crop, height, width)
-        return encode_exr(scene, alpha, pixel_type=pixel_type or self.exr.pixel_type, compression=self.exr.compression,
-                          data_window=data, display_window=shown, attributes={**self.exr.attributes, **(attributes or {})})
+        return encode_exr(scene, alpha, pixel_type=pixel_type or self.exr.pixel_type,
+                          compression=self.exr.compression, data_window=data, display_window=shown,
+                          attributes={**self.exr.attributes, **(attributes or {})})
 
 
 def read_plate(path: str | os.PathLike, *, colorspace: str | None = None, view: str | None = None,
