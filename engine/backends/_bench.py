@@ -33,7 +33,7 @@ def conv_flops(backbone: VGGFeatures, height: int, width: int) -> int:
         # a conv layer is one convolution; a SqueezeNet fire module its squeeze and two expands
         for name, conv in backbone.convs.items():
             if name == info.name or name.startswith(f"{info.name}_"):
-                total += 2 * conv.weight.numel() * positions
+                total += 2 * conv.get_parameter("weight").numel() * positions
     return 2 * total
 
 
@@ -91,10 +91,9 @@ def matrix_tflops(device: torch.device, *, dtype: torch.dtype | str = torch.floa
                   repeats: int = 5, tf32: bool = False) -> float:
     """The device's measured dense matrix-multiply rate (TFLOP/s) at ``dtype`` (a torch dtype or
     its name), fp32 in TF32 when ``tf32``: the yardstick for the convolutions' achieved rate."""
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    resolved: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    a = torch.randn(size, size, device=device, dtype=resolved)
+    b = torch.randn(size, size, device=device, dtype=resolved)
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:

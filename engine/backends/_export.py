@@ -13,6 +13,7 @@ dynamo exporter only generalises to multiples of 16.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -123,11 +124,10 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
         backbone = typed_copy(backbone, EXPORT_DTYPES[dtype])
     mask_layers = saved_mask_layers(backbone)
     strides = {info.name: info.stride for info in backbone.layers}
-    graphs_meta = dict(taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers), strides=strides,
-                       channels={info.name: info.channels for info in backbone.layers})
     if folder is None:
         folder = cache_dir() / "onnx" / _key(model, digest, backbone, opset, dtype)
-    graphs = ExportedGraphs(folder=folder, **graphs_meta)
+    graphs = ExportedGraphs(folder=folder, taps=tuple(backbone.taps), masks=tuple(i.name for i in mask_layers),
+                            strides=strides, channels={info.name: info.channels for info in backbone.layers})
     if not force and _export_is_intact(graphs):
         if _export_loads(onnx, graphs):
             return graphs
@@ -136,7 +136,7 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        staged = ExportedGraphs(folder=scratch, **graphs_meta)
+        staged = dataclasses.replace(graphs, folder=scratch)
         sample = torch.rand(1, 3, 64, 64)
         forward = VGGForwardWithMasks(backbone)
         with torch.no_grad():
@@ -158,7 +158,8 @@ def export_onnx(backbone: VGGFeatures, *, model: str, opset: int = DEFAULT_OPSET
                                   output_names=["image_grad"], dynamic_axes=dynamic_back, do_constant_folding=True)
             for path in (staged.forward_path, staged.backward_path):
                 onnx.checker.check_model(str(path), full_check=True)
-        meta = {"model": model, "opset": opset, "dtype": dtype, "taps": list(backbone.taps), "pooling": backbone.pooling,
+        meta = {"model": model, "opset": opset, "dtype": dtype, "taps": list(backbone.taps),
+                "pooling": backbone.pooling,
                 "sha256": {name: sha256_file(scratch / f"{name}.onnx") for name in ("forward", "backward")}}
         atomic_write(scratch / "meta.json", json.dumps(meta, indent=2).encode())
         _move_into_place(scratch, folder, graphs)

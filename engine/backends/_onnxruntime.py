@@ -8,6 +8,7 @@ TF32 convolutions, switched off for fp32).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from ._export import ExportedGraphs, export_onnx
 __all__ = ["OnnxRuntimeBackend", "cuda_provider_options", "onnxruntime_providers"]
 
 
-def _ort():
+def _ort() -> ModuleType:
     try:
         import onnxruntime
     except ImportError:
@@ -124,7 +125,8 @@ class OnnxRuntimeBackend(Backend):
         return outputs
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        self._image_size = tuple(image.shape[-2:])
+        height, width = image.shape[-2:]
+        self._image_size = (height, width)
         outputs = self._run("forward", {"image": image.float()})
         count = len(self.taps)
         self._masks = outputs[count:]
@@ -140,7 +142,7 @@ class OnnxRuntimeBackend(Backend):
         return grad
 
 
-def _numpy_dtype(dtype: torch.dtype):
+def _numpy_dtype(dtype: torch.dtype) -> type[np.generic]:
     return {torch.float32: np.float32, torch.float16: np.float16, torch.bool: np.bool_}[dtype]
 
 

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -149,10 +150,11 @@ def backend_for(config: RenderConfig, device: torch.device, sizes: Sequence[tupl
     if backbone is None:
         backbone = load_backbone(runtime.model, config.taps, pooling=runtime.pooling, weights_path=runtime.weights,
                                  seed=config.optimization.seed)
+    # Each name's entry is its class or a subclass (tests record the arguments): the constructors differ.
     if name == "torch":
         winograd = device.type == "cpu" and not precision.is_half and winograd_pays()
-        return kind(backbone, device, precision, cuda_graphs=runtime.cuda_graphs, compile=runtime.torch_compile,
-                    winograd=winograd)
+        return cast(type[TorchBackend], kind)(backbone, device, precision, cuda_graphs=runtime.cuda_graphs,
+                                              compile=runtime.torch_compile, winograd=winograd)
     if name == "onnxruntime":
-        return kind(backbone, device, precision, model=runtime.model)
-    return kind(backbone, device, precision, model=runtime.model, sizes=list(sizes))
+        return cast(type[OnnxRuntimeBackend], kind)(backbone, device, precision, model=runtime.model)
+    return cast(type[TensorRTBackend], kind)(backbone, device, precision, model=runtime.model, sizes=list(sizes))

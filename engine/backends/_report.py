@@ -19,7 +19,8 @@ from typing import Any
 from .._errors import InputError
 from .._files import write_json_atomic
 
-__all__ = ["REPORT_FILES", "check_report_folder", "compare_bench_reports", "machine_lines", "read_bench_report", "write_bench_report"]
+__all__ = ["REPORT_FILES", "check_report_folder", "compare_bench_reports", "machine_lines", "read_bench_report",
+           "write_bench_report"]
 
 #: What a report folder holds.
 REPORT_FILES = ("bench.json", "README.md", "seconds_per_iteration.png", "share_of_matrix_rate.png",
@@ -124,7 +125,8 @@ def _summary(report: Mapping[str, Any]) -> str:
     if rates:
         lines += ["", "Measured dense matrix-multiply rate (the yardstick of *of matmul*): "
                   + ", ".join(f"{name} {rate:.2f} TFLOP/s" for name, rate in rates.items()) + "."]
-    lines += ["", "| backend | precision | size | megapixels | ms/iter | images/s | peak memory | TFLOP/s | of matmul |",
+    lines += ["",
+              "| backend | precision | size | megapixels | ms/iter | images/s | peak memory | TFLOP/s | of matmul |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in report["results"]:
         lines.append(f"| {row['backend']} | {row.get('precision', '?')} | {row['width']}x{row['height']} | "
@@ -180,7 +182,8 @@ def compare_bench_reports(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[di
             "ms_a": one["ms_per_iteration"] if one else None, "ms_b": two["ms_per_iteration"] if two else None,
             "share_a": one.get("share_of_matrix_rate") if one else None,
             "share_b": two.get("share_of_matrix_rate") if two else None,
-            "memory_a": one["peak_memory_bytes"] if one else None, "memory_b": two["peak_memory_bytes"] if two else None,
+            "memory_a": one["peak_memory_bytes"] if one else None,
+            "memory_b": two["peak_memory_bytes"] if two else None,
             "speedup": one["ms_per_iteration"] / two["ms_per_iteration"] if one and two else None,
         })
     return rows

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -42,7 +43,7 @@ def tensorrt_available() -> str | None:
     return None
 
 
-def _trt():
+def _trt() -> ModuleType:
     missing = tensorrt_available()
     if missing is not None:
         raise BackendUnavailableError(f"--backend tensorrt: {missing}")
@@ -52,10 +53,14 @@ def _trt():
 
 
 
+#: An optimisation profile: the smallest, the optimal and the largest (height, width).
+_Profile = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
 class _Engine:
     """One deserialized engine with its execution context, run on torch's current stream."""
 
-    def __init__(self, trt, serialized: bytes, logger) -> None:
+    def __init__(self, trt: ModuleType, serialized: bytes, logger: object) -> None:
         self.trt = trt
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(serialized)
@@ -66,7 +71,8 @@ class _Engine:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
-    def __call__(self, inputs: Mapping[str, torch.Tensor], device: torch.device, stream: int) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: Mapping[str, torch.Tensor], device: torch.device,
+                 stream: int) -> dict[str, torch.Tensor]:
         """Run on ``stream`` (a cudaStream_t as an int), outputs allocated on ``device``: the
         backend's own, not whichever GPU and stream happen to be current."""
         # TensorRT reads raw pointers: converted inputs stay referenced until the enqueue below
@@ -91,10 +97,10 @@ class _Engine:
         return outputs
 
 
-_TORCH_DTYPES: dict = {}
+_TORCH_DTYPES: dict[object, torch.dtype] = {}  # tensorrt.DataType -> torch's
 
 
-def _fill_dtypes(trt) -> None:
+def _fill_dtypes(trt: ModuleType) -> None:
     if not _TORCH_DTYPES:
         _TORCH_DTYPES.update({trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                               trt.DataType.BOOL: torch.bool, trt.DataType.INT32: torch.int32,
@@ -141,7 +147,7 @@ class TensorRTBackend(Backend):
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._sizes = list(sizes)
         self._engines: dict[str, _Engine] = {}
-        self._profile: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+        self._profile: _Profile | None = None
         self._masks: dict[str, torch.Tensor] | None = None
         self.engine_paths: list[Path] = []
 
@@ -153,13 +159,13 @@ class TensorRTBackend(Backend):
 
     # --- building ---------------------------------------------------------------------------
 
-    def _profile_for(self, size: tuple[int, int]):
+    def _profile_for(self, size: tuple[int, int]) -> _Profile:
         sizes = self._sizes + [size]
         low = (min(h for h, _ in sizes), min(w for _, w in sizes))
         high = (max(h for h, _ in sizes), max(w for _, w in sizes))
         return low, size, high
 
-    def _engine(self, which: str, onnx_path: Path, profile) -> _Engine:
+    def _engine(self, which: str, onnx_path: Path, profile: _Profile) -> _Engine:
         trt = self.trt
         low, opt, high = profile
         gpu = torch.cuda.get_device_name(self.device)
@@ -181,14 +187,18 @@ class TensorRTBackend(Backend):
         atomic_write(checksum, (sha256_file(path) + "\n").encode())
         return _Engine(trt, serialized, self.logger)
 
-    def _build(self, onnx_path: Path, profile) -> bytes:
+    def _build(self, onnx_path: Path, profile: _Profile) -> bytes:
         trt = self.trt
         builder = trt.Builder(self.logger)
         strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if self.typed and strongly_typed is None:
-            raise BackendUnavailableError(f"--precision {self.precision.name}: TensorRT {trt.__version__} cannot build "
-                                          "strongly typed networks; use --precision fp32 or tf32, or --backend torch")
-        network = builder.create_network(1 << int(strongly_typed) if self.typed else 0)
+        flags = 0
+        if self.typed:
+            if strongly_typed is None:
+                raise BackendUnavailableError(f"--precision {self.precision.name}: TensorRT {trt.__version__} cannot "
+                                              "build strongly typed networks; use --precision fp32 or tf32, or "
+                                              "--backend torch")
+            flags = 1 << int(strongly_typed)
+        network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

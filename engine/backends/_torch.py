@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import cast
 
 import torch
 
@@ -79,8 +80,9 @@ def winograd_network(backbone: VGGFeatures, *, min_channels: int = WINOGRAD_MIN_
     network = copy.copy(backbone)
     network._modules = dict(backbone._modules)
     network.convs = torch.nn.ModuleDict({
-        name: WinogradConv3x3(conv) if conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-        and conv.in_channels >= min_channels else conv for name, conv in backbone.convs.items()})
+        name: WinogradConv3x3(conv) if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1) and conv.in_channels >= min_channels else conv
+        for name, conv in backbone.convs.items()})
     return network
 
 
@@ -105,14 +107,16 @@ class TorchBackend(Backend):
     def __init__(self, backbone: VGGFeatures, device: torch.device, precision: Precision | str = "fp32",
                  cuda_graphs: bool = False, *, compile: bool = False, winograd: bool = False) -> None:
         precision = precision if isinstance(precision, Precision) else Precision(precision)
-        super().__init__(backbone.to(device=device, memory_format=torch.channels_last), device, precision)
+        # Module.to takes memory_format (documented, and done here), but torch's stubs list no such overload.
+        on_device = backbone.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        super().__init__(on_device, device, precision)
         if cuda_graphs and device.type != "cuda":
             raise BackendUnavailableError(f"--cuda-graphs needs a CUDA device, not {device.type}")
         if cuda_graphs and compile:
             raise BackendUnavailableError("--compile and --cuda-graphs: choose one")
         self.cuda_graphs = cuda_graphs
         self.compiled = compile
-        self._network: torch.nn.Module = self.backbone
+        self._network: Callable[[torch.Tensor], dict[str, torch.Tensor]] = self.backbone
         if winograd and device.type == "cpu" and not precision.is_half:
             self._network = winograd_network(self.backbone)
         if compile:
@@ -127,14 +131,14 @@ class TorchBackend(Backend):
 
     def use_graphs(self, shapes: Collection[tuple[int, int]]) -> None:
         """Capture only these (height, width) shapes from now on; free the captures of others."""
-        self._graph_shapes = frozenset(tuple(shape) for shape in shapes)
+        self._graph_shapes = frozenset((height, width) for height, width in shapes)
         stale = [key for key in self._graphs if tuple(key[-2:]) not in self._graph_shapes]
         for key in stale:
             release_graphed(self._graphs.pop(key))
         if stale and self.device.type == "cuda":
             torch.cuda.empty_cache()  # the freed pools go back to the device, for the next level
 
-    def _graphed(self, image: torch.Tensor):
+    def _graphed(self, image: torch.Tensor) -> torch.nn.Module | None:
         """The forward + backward for this input shape captured as CUDA graphs: the shapes the
         memory plan allows (use_graphs), or without a plan the first _MAX_GRAPHS shapes."""
         key = tuple(image.shape)
@@ -145,8 +149,9 @@ class TorchBackend(Backend):
                 return None
             sample = torch.rand(key, device=self.device).contiguous(memory_format=torch.channels_last)
             with self._context(cache=False):
-                self._graphs[key] = torch.cuda.make_graphed_callables(
-                    _TapTuple(self.backbone, self.taps), (sample.requires_grad_(True),))
+                # Given one module (not a tuple of callables), it returns that module, its forward graphed.
+                self._graphs[key] = cast(torch.nn.Module, torch.cuda.make_graphed_callables(
+                    _TapTuple(self.backbone, self.taps), (sample.requires_grad_(True),)))
         return self._graphs[key]
 
     def _context(self, *, autocast: bool = True, cache: bool = True) -> contextlib.ExitStack:

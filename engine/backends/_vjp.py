@@ -26,7 +26,7 @@ __all__ = ["VGGBackward", "VGGForwardWithMasks", "expand_windows", "max_pool_fir
 
 def _compute_dtype(backbone: VGGFeatures) -> torch.dtype:
     """The convolutions' dtype (float32, or a half type in a typed export)."""
-    return next(iter(backbone.convs.values())).weight.dtype
+    return next(backbone.convs.parameters()).dtype  # the first convolution's weight
 
 
 def _edge(compute: torch.dtype) -> torch.dtype:
@@ -143,7 +143,7 @@ class VGGBackward(nn.Module):
                 # The input gradient of a stride-1 3x3 convolution is a convolution with the
                 # kernels transposed (in <-> out) and flipped: written as Conv, not ConvTranspose,
                 # because onnxruntime's CPU ConvTranspose took 1.4x Conv's time for the same FLOPs.
-                weight = backbone.convs[info.name].weight
+                weight = backbone.convs[info.name].get_parameter("weight")
                 grad = F.conv2d(grad, weight.transpose(0, 1).flip([2, 3]), padding=1)
             elif info.kind == "relu":
                 grad = grad * masks[info.name]  # Cast + Mul: onnxruntime's Where took twice as long
@@ -157,7 +157,7 @@ class VGGBackward(nn.Module):
         return grad.flip(1) if pre.channel_order == "BGR" else grad
 
 
-def _pool_backward(grad: torch.Tensor, height, width, max_mask: torch.Tensor | None) -> torch.Tensor:
+def _pool_backward(grad: torch.Tensor, height: int, width: int, max_mask: torch.Tensor | None) -> torch.Tensor:
     """2x2/stride-2 pool backward: each output gradient goes to its window's first maximum (max)
     or a quarter to each element (avg); the dropped row/column of odd sizes gets zero."""
     batch, channels = grad.shape[0], grad.shape[1]
