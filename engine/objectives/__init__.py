@@ -54,7 +54,8 @@ __all__ = [
     "PatchBank", "SlicedTarget", "build_patch_bank", "build_sliced_target", "gaussian_statistics",
     "gram_statistics", "projection_histograms", "random_directions", "style_variants",
     # semantic maps, and regions for the global style terms
-    "REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette", "snapping", "GuidedStyleTerm", "GuidedSlicedTerm",
+    "REGION_SHARE", "semantic_labels", "semantic_palette", "shared_palette", "snapping", "GuidedStyleTerm",
+    "GuidedSlicedTerm",
     "RegionGuide", "guided_moments", "guided_projection_statistics", "normalized_region",
     # functional references
     "content_loss", "style_loss", "total_variation", "wasserstein2_gaussian", "gaussian_fit", "sqrtm_psd",

@@ -78,10 +78,11 @@ class Window:
 
 
 class Statistic(NamedTuple):
-    """The mean of a per-position quantity over ``count`` positions."""
+    """The mean of a per-position quantity over ``positions`` positions. (Not ``count``: that
+    would shadow tuple.count, the method every tuple has.)"""
 
     mean: torch.Tensor
-    count: int
+    positions: int
 
 
 def combine_statistics(parts: Sequence[Mapping[str, Statistic]]) -> dict[str, Statistic]:
@@ -213,7 +214,7 @@ class Objective:
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         window = Window.whole(*image.shape[-2:])
         stats = self.statistics(features, window)
-        constant = {key: Statistic(value.mean.detach(), value.count) for key, value in stats.items()}
+        constant = {key: Statistic(value.mean.detach(), value.positions) for key, value in stats.items()}
         parts = {**self.global_terms(stats), **self.local_terms(features, window, constant),
                  **self.pixel_terms(image)}
         return self.report(parts, image.new_zeros(()))

@@ -71,7 +71,8 @@ class PatchBank:
 
 def _label_patches(labels: torch.Tensor, shape: Sequence[int], patch_size: int, stride: int) -> torch.Tensor:
     """Normalised k x k patches of one-hot labels (1, K, H, W) downsampled to a layer's (H, W)."""
-    small = F.adaptive_avg_pool2d(labels, tuple(shape[-2:]))
+    height, width = shape[-2:]
+    small = F.adaptive_avg_pool2d(labels, (height, width))
     return normalize_patches(extract_patches(small, patch_size, stride))
 
 
@@ -162,7 +163,8 @@ class MRFTerm(Term):
         if key not in self._styled_shares:
             assert self.content_labels is not None
             unstyled = self.content_labels[:, self.unstyled:self.unstyled + 1].float()
-            small = F.adaptive_avg_pool2d(unstyled, tuple(shape[-2:]))
+            height, width = shape[-2:]
+            small = F.adaptive_avg_pool2d(unstyled, (height, width))
             self._styled_shares[key] = 1 - extract_patches(small, self.patch_size, self.synthesis_stride).mean(dim=1)
         return self._styled_shares[key]
 
@@ -212,7 +214,7 @@ class MRFTerm(Term):
             term = share if term is None else term + share
         return term
 
-    def layer_scale(self, layer: str) -> float:
+    def layer_scale(self, layer: str) -> torch.Tensor:
         """A layer's weight over the bank's mean squared patch norm (multiplies the mean distance)."""
         return self._bank_scale[layer] * self.layer_weights[layer]
 
@@ -233,7 +235,8 @@ def _patch_corners(start: int, stop: int, size: int, patch: int, step: int) -> r
     return range(first, min(stop, size - patch + 1), step)
 
 
-def mrf_objective(bank: PatchBank, layer_weights: Mapping[str, float], *, content_targets, content_weight: float,
+def mrf_objective(bank: PatchBank, layer_weights: Mapping[str, float], *,
+                  content_targets: Mapping[str, torch.Tensor] | None, content_weight: float,
                   mrf_weight: float, tv_weight: float, patch_size: int, synthesis_stride: int,
                   strides: Mapping[str, int] | None = None, content_labels: torch.Tensor | None = None,
                   map_scale: float = 0.0, confidence: float | None = None,

@@ -134,16 +134,18 @@ def _style_bank(targets: StyleTargets, layers: Sequence[str],
             shape = (image.shape[-2], image.shape[-1])
             oy, ox = (int(v) for v in torch.randint(0, step, (2,), generator=generator))
 
-            def owned_rows(features: Mapping[str, torch.Tensor], window: Window,
-                           shape: tuple[int, int] = shape, oy: int = oy, ox: int = ox) -> tuple[torch.Tensor, slice, slice]:
-                crop = hypercolumns(features, layers, targets.strides, (window.cy1 - window.cy0, window.cx1 - window.cx0),
-                                    weights)
+            def owned_rows(features: Mapping[str, torch.Tensor], window: Window, shape: tuple[int, int] = shape,
+                           oy: int = oy, ox: int = ox) -> tuple[torch.Tensor, slice, slice]:
+                crop = hypercolumns(features, layers, targets.strides,
+                                    (window.cy1 - window.cy0, window.cx1 - window.cx0), weights)
                 rows_, cols_ = window.interior(HYPERCOLUMN_STRIDE, crop)
                 full_r, full_c = window.full_interior(HYPERCOLUMN_STRIDE, crop)
-                first_r, first_c = -(-(full_r.start - oy) // step) * step + oy, -(-(full_c.start - ox) // step) * step + ox
+                first_r = -(-(full_r.start - oy) // step) * step + oy
+                first_c = -(-(full_c.start - ox) // step) * step + ox
                 picked = crop[0, :, rows_.start + first_r - full_r.start:rows_.stop:step,
                               cols_.start + first_c - full_c.start:cols_.stop:step]
-                return picked.reshape(picked.shape[0], -1).T, slice(first_r, full_r.stop, step), slice(first_c, full_c.stop, step)
+                return (picked.reshape(picked.shape[0], -1).T, slice(first_r, full_r.stop, step),
+                        slice(first_c, full_c.stop, step))
 
             for picked, rs, cs in targets.over_windows(image, owned_rows):
                 rows.append(picked.float())

@@ -37,6 +37,8 @@ rows, each with its 2-row window halo, with the gradient 2 L v computed in the s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ._base import Term
@@ -124,7 +126,7 @@ class _MattingEnergy(torch.autograd.Function):
     """v -> sum_c v_c^T L v_c, whose gradient 2 L v the forward pass computes band by band."""
 
     @staticmethod
-    def forward(ctx, image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, image: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         height, width = offsets.shape[-2:]
         laplacian = torch.zeros_like(image)
         energy = image.new_zeros(())
@@ -138,7 +140,7 @@ class _MattingEnergy(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (laplacian,) = ctx.saved_tensors
         return 2 * grad * laplacian, None
 

@@ -33,6 +33,13 @@ __all__ = ["OverWindows", "StyleLoss", "StyleTargets", "guided_moment_term", "re
 OverWindows = Callable[[torch.Tensor, Callable[[Mapping[str, torch.Tensor], Window], Any]], list[Any]]
 #: statistics(features, window) -> {key: Statistic} over the window's owned positions.
 Statistics = Callable[[Mapping[str, torch.Tensor], Window], dict[str, Statistic]]
+#: statistics(features, window, guide) -> {key: Statistic}, per region of the guide's maps.
+GuidedStatistics = Callable[[Mapping[str, torch.Tensor], Window, RegionGuide], dict[str, Statistic]]
+
+
+def _with_guide(statistics: GuidedStatistics, guide: RegionGuide) -> Statistics:
+    """``statistics`` with its guide bound (a closure per guide, not one late-bound to the last)."""
+    return lambda features, window: statistics(features, window, guide)
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ class StyleTargets:
     ``layer_weights``: the method's style layers; ``strides``/``channels``: each tap's metadata;
     ``cached(compute, *parts)``: ``compute()`` once per style, level and ``parts`` (the loss's
     parameters; the loss's name, the styles and their maps are in the key already);
-    ``over_windows``: the level's target tiles; ``features(image)``: a whole image's taps, no gradient. ``content`` (1, 3, h, w) or None and ``start``
+    ``over_windows``: the level's target tiles; ``features(image)``: a whole image's taps, no gradient.
+    ``content`` (1, 3, h, w) or None and ``start``
     (the level's first image; ``first``: the pyramid's first level) serve losses whose targets
     depend on the content (NNST). With semantic maps, ``content_labels`` (1, K, h, w) and one
     ``style_labels`` per style are set, and ``unstyled`` is the label that gets no style term.
@@ -73,7 +81,8 @@ class StyleTargets:
         return self.content_labels is not None and self.style_labels is not None
 
     def blended_targets(self, statistics: Callable[[Mapping[str, torch.Tensor], Window, Sequence[str],
-                                                    Mapping[str, int]], dict[str, Statistic]]) -> dict[str, torch.Tensor]:
+                                                    Mapping[str, int]], dict[str, Statistic]],
+                        ) -> dict[str, torch.Tensor]:
         """``statistics(features, window, layers, strides)`` of the styles, blended and cached."""
         return self.cached(lambda: self.blended(lambda f, window: statistics(f, window, self.layers, self.strides)),
                            list(self.blend), self.layers)
@@ -95,8 +104,7 @@ class StyleTargets:
         assert self.content_labels is not None
         return RegionGuide(self.content_labels, self.styled)
 
-    def per_region(self, statistics: Callable[[Mapping[str, torch.Tensor], Window, RegionGuide], dict[str, Statistic]],
-                   names: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
+    def per_region(self, statistics: GuidedStatistics, names: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
         """Region -> its guided statistics {"<layer>/<name>": ...}: ``statistics(features, window,
         guide)`` of each style (summed over its windows), normalised by the region's weight and
         blended over the styles whose maps hold the region (weights renormalised over them);
@@ -106,8 +114,7 @@ class StyleTargets:
         per_style = []
         for style, labels in zip(self.styles, self.style_labels, strict=True):
             guide = RegionGuide(labels, styled)
-            per_style.append(combine_statistics(self.over_windows(
-                style, lambda f, window, g=guide: statistics(f, window, g))))
+            per_style.append(combine_statistics(self.over_windows(style, _with_guide(statistics, guide))))
         # A style's map holds a colour where it covers as much of it as the palette asks of a region.
         present = [{r for r in styled if float(labels[0, r].mean()) >= REGION_SHARE} for labels in self.style_labels]
         targets = {}

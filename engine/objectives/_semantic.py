@@ -94,7 +94,8 @@ def shared_palette(content_map: torch.Tensor, style_map: torch.Tensor,
         raise ConfigError(f"colour(s) {_hexes(missing_in_style)} have no region in the style maps", field="content_map")
     missing_in_content = style_colours[distance.min(dim=0).values > _TOLERANCE]
     if missing_in_content.shape[0]:
-        raise ConfigError(f"colour(s) {_hexes(missing_in_content)} have no region in the content map", field="style_map")
+        raise ConfigError(f"colour(s) {_hexes(missing_in_content)} have no region in the content map",
+                          field="style_map")
     if unstyled is not None:
         return torch.cat([style_colours, unstyled[None].to(style_colours)])
     return style_colours

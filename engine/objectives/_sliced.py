@@ -267,7 +267,7 @@ class SlicedStyleTerm(Term):
             histogram = stats[f"{layer}/histogram"]
             projected = _projections(inside, self.target.directions[layer])
             matched = self.transport_targets(layer, projected.detach(), histogram.mean)
-            share = (projected - matched).pow(2).sum() / histogram.count * self._scale[layer]
+            share = (projected - matched).pow(2).sum() / histogram.positions * self._scale[layer]
             term = share if term is None else term + share
         return term
 
@@ -339,7 +339,7 @@ class GuidedSlicedTerm(Term):
                 inner = self.per_region[r]
                 matched = inner.transport_targets(layer, projected.detach(), histogram)
                 pulls = ((projected - matched).pow(2) * mask.pow(2).reshape(1, -1)).sum()
-                share = pulls / (weight.count * weight.mean.clamp_min(EPS)) * inner.layer_scale(layer) * shares[r]
+                share = pulls / (weight.positions * weight.mean.clamp_min(EPS)) * inner.layer_scale(layer) * shares[r]
                 term = share if term is None else term + share
         return term
 

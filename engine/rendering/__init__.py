@@ -15,5 +15,6 @@ __all__ = [
     "evaluate", "features_over_windows", "statistics_over_windows",
     "TargetCache", "build_objective", "with_terms", "ExtraTerms",
     "RenderInputs", "LevelInputs", "prepare_inputs", "level_inputs", "initial_image", "crop_to_frame",
-    "match_luminance_colors", "match_color_histogram", "palette_content", "transfer_style_colors", "rgb_to_yiq", "carry_adam_state",
+    "match_luminance_colors", "match_color_histogram", "palette_content", "transfer_style_colors", "rgb_to_yiq",
+    "carry_adam_state",
 ]

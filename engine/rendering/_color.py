@@ -233,6 +233,7 @@ def palette_content(content: torch.Tensor, styles: Sequence[torch.Tensor], blend
     does not have is not drawn into the start.
     """
     blend = [float(weight) for weight in blend] if blend is not None else [1.0] * len(styles)
+    regions: list[tuple[torch.Tensor | None, list[torch.Tensor | None]]]
     if content_labels is None:
         regions = [(None, [None] * len(styles))]
     else:
@@ -260,7 +261,8 @@ def palette_content(content: torch.Tensor, styles: Sequence[torch.Tensor], blend
         if shares is None:
             result[:, chunk] = mapped[0].to(result.dtype)
         else:
-            result[:, chunk] = sum(share[chunk].double() * image for share, image in zip(shares, mapped)).to(result.dtype)
+            blended = sum(share[chunk].double() * image for share, image in zip(shares, mapped))
+            result[:, chunk] = blended.to(result.dtype)
     return result.reshape(content.shape)
 
 

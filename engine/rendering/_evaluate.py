@@ -18,7 +18,7 @@ so the sum over tiles is the untiled gradient up to floating-point summation ord
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -59,7 +59,9 @@ def evaluate(backend: Backend, objective: Objective, image: torch.Tensor,
     return _evaluate_tiled(backend, objective, image, windows)
 
 
-def statistics_over_windows(backend: Backend, statistics, image: torch.Tensor,
+def statistics_over_windows(backend: Backend,
+                            statistics: Callable[[Mapping[str, torch.Tensor], Window], dict[str, Statistic]],
+                            image: torch.Tensor,
                             windows: Sequence[Window]) -> dict[str, Statistic]:
     """``statistics(features, window)`` of the whole ``image``, summed over its windows'
     interiors (no gradients kept): pass 1, and style targets too large to run whole."""
@@ -91,12 +93,12 @@ def _evaluate_tiled(backend: Backend, objective: Objective, image: torch.Tensor,
                     windows: Sequence[Window]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     zero = image.new_zeros(())
     stats = statistics_over_windows(backend, objective.statistics, image, windows)
-    leaves = {key: Statistic(value.mean.detach().requires_grad_(True), value.count) for key, value in stats.items()}
+    leaves = {key: Statistic(value.mean.detach().requires_grad_(True), value.positions) for key, value in stats.items()}
     with torch.enable_grad():
         global_terms = objective.global_terms(leaves)
         weighted = objective.total(global_terms) if global_terms else zero
         stat_grads = dict(zip(leaves, _grads(weighted, [leaf.mean for leaf in leaves.values()])))
-    constant = {key: Statistic(value.mean.detach(), value.count) for key, value in stats.items()}
+    constant = {key: Statistic(value.mean.detach(), value.positions) for key, value in stats.items()}
 
     local_sums: dict[str, torch.Tensor] = {}
     image_grad = torch.zeros_like(image)
@@ -105,7 +107,7 @@ def _evaluate_tiled(backend: Backend, objective: Objective, image: torch.Tensor,
         with torch.enable_grad():
             surrogate = zero
             for key, (mean, count) in objective.statistics(features, window).items():
-                surrogate = surrogate + (stat_grads[key] * mean).sum() * (count / stats[key].count)
+                surrogate = surrogate + (stat_grads[key] * mean).sum() * (count / stats[key].positions)
             local = objective.local_terms(features, window, constant)
             if local:
                 surrogate = surrogate + objective.total(local)

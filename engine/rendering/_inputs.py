@@ -14,7 +14,7 @@ from .._backbone import VGGFeatures
 from .._config import INITS, RenderConfig
 from .._errors import ConfigError, StyleforgeWarning
 from .._image import load_image, resize_long_side, resize_to
-from .._maps import flat_map, is_color, parse_color
+from .._maps import flat_map, parse_color
 from .._values import frame_crop
 from ..objectives import semantic_labels, shared_palette, snapping, style_loss_for
 from ._color import palette_content, transfer_style_colors
@@ -89,23 +89,25 @@ def prepare_inputs(config: RenderConfig, content: torch.Tensor | None, styles: S
             raise ConfigError("names a colour of the content map: give --content-map and --style-map",
                               field="unstyled_color")
     else:
-        if style_maps is not None:  # a flat "#rrggbb" for a one-region style
-            style_maps = [flat_map(m, style) if is_color(m) else m for m, style in zip(style_maps, styles)] + list(
-                style_maps[len(styles):])
-        _check_maps(config, content, styles, content_map, style_maps)
+        if content_map is None or style_maps is None:
+            raise ConfigError("semantic maps come in pairs: give both a content map and style maps",
+                              field="content_map")
+        if len(style_maps) != len(styles):
+            raise ConfigError(f"{len(style_maps)} maps for {len(styles)} style images", field="style_map")
+        # A string is a flat "#rrggbb" for a one-region style; flat_map refuses any other with a ConfigError.
+        maps = [flat_map(m, style) if isinstance(m, str) else m for m, style in zip(style_maps, styles, strict=True)]
+        _check_map_sizes(content, styles, content_map, maps)
         if style_loss_for(config).guided is None:
             raise ConfigError(f"style loss {style_loss_for(config).name!r} has no guided variant: semantic maps "
                               "cannot be used with it", field="style_loss")
-        assert content_map is not None and style_maps is not None
         unstyled = objective.unstyled_color
         exempt = None if unstyled is None else torch.tensor(parse_color(unstyled, field="unstyled_color"))
-        inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in style_maps], dim=2),
-                                        exempt)
+        inputs.palette = shared_palette(content_map, torch.cat([m.reshape(3, 1, -1) for m in maps], dim=2), exempt)
         inputs.unstyled = None if unstyled is None else inputs.palette.shape[0] - 1
         _report_snapping([("content map", content_map)] + [(f"style map {i}", m) for i, m in
-                                                           enumerate(style_maps, start=1)], inputs.palette)
+                                                           enumerate(maps, start=1)], inputs.palette)
         inputs.content_map = crop_to_frame(content_map, config)
-        inputs.style_maps = list(style_maps)
+        inputs.style_maps = maps
     init = config.optimization.init
     if init_image is None and init not in INITS:
         init_image = load_image(init)
@@ -132,11 +134,8 @@ def _hexes(colours: torch.Tensor) -> str:
     return ", ".join("#" + "".join(f"{round(c * 255):02x}" for c in colour.tolist()) for colour in colours)
 
 
-def _check_maps(config, content, styles, content_map, style_maps) -> None:
-    if content_map is None or style_maps is None:
-        raise ConfigError("semantic maps come in pairs: give both a content map and style maps", field="content_map")
-    if len(style_maps) != len(styles):
-        raise ConfigError(f"{len(style_maps)} maps for {len(styles)} style images", field="style_map")
+def _check_map_sizes(content: torch.Tensor | None, styles: Sequence[torch.Tensor], content_map: torch.Tensor,
+                     style_maps: Sequence[torch.Tensor]) -> None:
     for index, (style, style_map) in enumerate(zip(styles, style_maps)):
         if style_map.shape[-2:] != style.shape[-2:]:
             raise ConfigError(f"map {index + 1} is {style_map.shape[-1]}x{style_map.shape[-2]}, its style image "

@@ -100,7 +100,8 @@ class LevelState:
 def plan_for(config: RenderConfig, reference: torch.Tensor | None, device: torch.device) -> RenderPlan:
     """The memory plan of every level (raises ConfigError, with the figures, when one cannot fit);
     ``reference`` gives the output's aspect (the content, or its map)."""
-    shapes = config.pyramid.level_shapes(None if reference is None else tuple(reference.shape[-2:]))
+    aspect = None if reference is None else (reference.shape[-2], reference.shape[-1])
+    shapes = config.pyramid.level_shapes(aspect)
     return plan_render(config, shapes, device, config.memory.budget_bytes)
 
 
@@ -272,19 +273,19 @@ def _optimize(config: RenderConfig, backend: Backend, objective: Objective, star
             # One L-BFGS iteration is one evaluation here (no line search), as in neural-style;
             # zero tolerances: the render runs the iterations it was asked for. step() returns
             # early when the direction stops descending; go on with the evaluations left.
-            optimizer = torch.optim.LBFGS(
+            lbfgs = torch.optim.LBFGS(
                 [image], lr=optimization.resolved_learning_rate, max_iter=iterations,
                 max_eval=iterations, tolerance_grad=0.0, tolerance_change=0.0,
                 history_size=level_plan.lbfgs_history, line_search_fn=None,
             )
             while (remaining := iterations - (clock.evaluations - done_before)) > 0:
-                optimizer.param_groups[0].update(max_iter=remaining, max_eval=remaining)
-                optimizer.step(closure)
+                lbfgs.param_groups[0].update(max_iter=remaining, max_eval=remaining)
+                lbfgs.step(closure)
             carried = None
         else:
             optimizer = torch.optim.Adam([image], lr=optimization.resolved_learning_rate)
             if carried is not None:
-                optimizer.state[image] = carry_adam_state(carried, tuple(image.shape[-2:]))
+                optimizer.state[image] = carry_adam_state(carried, (image.shape[-2], image.shape[-1]))
             for _ in range(iterations):
                 optimizer.step(closure)
                 with torch.no_grad():
@@ -353,23 +354,22 @@ def _check_divergence(image: torch.Tensor, start_pinned: float, first: torch.Ten
     if pinned > _PINNED_SHARE >= start_pinned:
         raise RenderError(f"the render diverged: {pinned:.1%} of the image is pinned at 0 or 1 {how}; {remedy}",
                           field="learning_rate")
-    if _exploded(first, last, weights):
-        start, end = float(first), float(last)  # type: ignore[arg-type]  (_exploded checked both)
+    if first is None or last is None:
+        return
+    start, end = float(first), float(last)
+    if _exploded(start, end, weights):
         raise RenderError(f"the render diverged: the loss rose from {start:.4g} to {end:.4g} {how}; {remedy}",
                               field="learning_rate")
 
 
-def _exploded(first: torch.Tensor | None, last: torch.Tensor | None, weights: float = 0.0) -> bool:
-    """Whether a level's loss rose from ``first`` to ``last`` as a too-large step makes it: many
+def _exploded(start: float, end: float, weights: float = 0.0) -> bool:
+    """Whether a level's loss rose from ``start`` to ``end`` as a too-large step makes it: many
     times over, and by more than a negligible amount. Negligible is measured against the terms'
     ``weights`` (their sum): every term is a relative error, so 1e-5 of the weights is a change
     no one could see. A start at the loss's floor (a one-colour image in a style of its colour:
     3e-9 in fp32) otherwise "exploded" when L-BFGS's first step, scaled by the inverse of a
     near-zero gradient, took it to 1e-3; in bf16 that gradient rounds to exactly 0 and no step
     is taken, which is why only fp32 failed."""
-    if first is None or last is None:
-        return False
-    start, end = float(first), float(last)
     return end > _EXPLODED_RATIO * max(start, 0.0) and end > max(_NEGLIGIBLE_LOSS, _NEGLIGIBLE_SHARE * weights)
 
 

@@ -74,7 +74,8 @@ def _windows(backend: Backend, image: torch.Tensor, tile_size: int) -> list[Wind
     """Tiles for computing an image's targets (no objective extent: features only)."""
     if not tile_size:
         return [Window.whole(*image.shape[-2:])]
-    return plan_tiles(*image.shape[-2:], tile_size, receptive_radius(backend.backbone.layers))
+    height, width = image.shape[-2:]
+    return plan_tiles(height, width, tile_size, receptive_radius(backend.backbone.layers))
 
 
 def _over_windows(backend: Backend, tile_size: int) -> Callable[[torch.Tensor, Callable[..., Any]], list[Any]]:
@@ -104,7 +105,10 @@ def build_objective(config: RenderConfig, backend: Backend, level: LevelInputs, 
     (for losses whose targets depend on them: NNST)."""
     objective = _method_objective(config, backend, level, cache, tile_size, start, first)
     photo = config.objective.photo_weight  # control: photorealism
-    return with_terms(objective, [(PhotorealismTerm(level.content), photo)] if photo > 0 else [])
+    if photo <= 0:
+        return objective
+    assert level.content is not None, "prepare_inputs refuses the photorealism term without a content photo"
+    return with_terms(objective, [(PhotorealismTerm(level.content), photo)])
 
 
 def _method_objective(config: RenderConfig, backend: Backend, level: LevelInputs, cache: TargetCache | None,

@@ -46,7 +46,7 @@ def test_guided_moments_match_a_hand_computation():
                 f = features[0, :, y, x]
                 gram += weight[y, x] * torch.outer(f, f)
                 mean += weight[y, x] * f
-        assert stats[f"a/{r}/weight"].count == 6
+        assert stats[f"a/{r}/weight"].positions == 6
         assert stats[f"a/{r}/weight"].mean.item() == pytest.approx(weight.mean().item(), rel=1e-12)
         # Guided Gram G_r = sum m^2 F F^T / sum m^2 (Gatys et al. 2017), from the mean statistics.
         guided = stats[f"a/{r}/second"].mean[0] / stats[f"a/{r}/weight"].mean
