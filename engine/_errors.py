@@ -84,9 +84,10 @@ class OutputError(StyleforgeError):
 
 
 class RenderInterrupted(StyleforgeError):
-    """The render was interrupted (Ctrl-C); carries the image as it stood."""
+    """The render was interrupted (Ctrl-C); carries the image as it stood (None from a video shot,
+    whose finished frames are on disk: see ShotInterrupted)."""
 
-    def __init__(self, image: torch.Tensor, iteration: int) -> None:
+    def __init__(self, image: torch.Tensor | None, iteration: int) -> None:
         super().__init__(f"interrupted at iteration {iteration}")
         self.image = image
         self.iteration = iteration

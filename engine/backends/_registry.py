@@ -89,7 +89,7 @@ def auto_backend(device: torch.device, precision: Precision) -> str:
     return "tensorrt" if "tensorrt" in present else "torch"
 
 
-def backend_key(config: RenderConfig, device: torch.device) -> tuple:
+def backend_key(config: RenderConfig, device: torch.device) -> tuple[object, ...]:
     """What decides a built backend: the runtime group, the taps, the device, and the seed of
     random test weights. Derived from the config, never listed beside it."""
     random_seed = config.optimization.seed if MODELS[config.runtime.model].source == "random" else None

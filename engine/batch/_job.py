@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .._device import resolve_device
-from .._errors import ImageError, RenderInterrupted, StyleforgeError
+from .._config import RenderConfig
+from .._errors import ConfigError, ImageError, RenderInterrupted, StyleforgeError
 from .._files import probe_writable, remove_stale_temporaries, sha256_file, write_json_atomic
 from .._image import DEFAULT_MAX_PIXELS, load_image, read_metadata, save_image
 from .._plate import Plate, read_plate
@@ -27,8 +28,9 @@ from ..rendering import TargetCache, crop_to_frame, plan_for, render
 from ..video import frame_store, open_frames, render_shot
 from ._manifest import BatchJob
 
-__all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "PreparedJob", "RenderedJob", "complete_outcomes",
-           "guarded", "job_hash", "read_job", "render_job", "run_job", "summarize", "write_job", "write_report"]
+__all__ = ["STATUSES", "BackendPool", "BatchInterrupted", "JobOutcome", "PreparedJob", "RenderedJob",
+           "complete_outcomes", "guarded", "job_hash", "read_job", "render_job", "run_job", "summarize", "write_job",
+           "write_report"]
 
 _HASH_KEY = "job_hash"
 
@@ -37,7 +39,7 @@ def job_hash(job: BatchJob) -> str:
     """sha256 of everything that decides the job's pixels: options (``--precision auto`` as the
     precision it runs in here, so a machine that resolves it otherwise does not take another's
     output for its own) and input file bytes."""
-    spec = {
+    spec: dict[str, object] = {
         "config": resolve_precision(job.config, resolve_device(job.config.runtime.device)).hashed(),
         "inputs": {role: sha256_file(path) if path is not None else None for role, path in (
             ("content", job.content), ("content_map", job.content_map))},
@@ -56,9 +58,9 @@ class BackendPool:
     config's runtime group, taps and device), so a job never runs on a backend built for
     another precision, graph mode or model."""
 
-    backends: dict[tuple, Backend] = field(default_factory=dict)
+    backends: dict[tuple[object, ...], Backend] = field(default_factory=dict)
 
-    def get(self, config, device: torch.device, sizes) -> Backend:
+    def get(self, config: RenderConfig, device: torch.device, sizes: Sequence[tuple[int, int]]) -> Backend:
         key = backend_key(config, device)
         if key not in self.backends:
             self.backends[key] = backend_for(config, device, sizes)
@@ -89,7 +91,8 @@ class BatchInterrupted(StyleforgeError):
         super().__init__(f"interrupted after {finished} of {len(outcomes)} jobs")
 
 
-def complete_outcomes(jobs, outcomes: dict[int, JobOutcome], missing: str = "not run") -> list[JobOutcome]:
+def complete_outcomes(jobs: Sequence[BatchJob], outcomes: dict[int, JobOutcome],
+                      missing: str = "not run") -> list[JobOutcome]:
     """One outcome per job in the jobs' order, ``missing`` for those without one."""
     return [outcomes.get(index) or JobOutcome(job.line, str(job.output), missing) for index, job in enumerate(jobs)]
 
@@ -226,6 +229,8 @@ def _run_shot(job: BatchJob, *, overwrite: bool, cache: TargetCache | None, back
     video were finished by an earlier run). ``callback`` gets each frame's RenderEvents."""
     config = job.config
     store = frame_store(job.output)
+    if job.content is None:  # load_manifest refuses such a job; one built in Python may not have been
+        raise ConfigError("a video job needs a content: a video, a folder or a glob of frames", field="content")
     # The shot's own frames are not its input; a manifest's frames key picks a range of a sequence.
     source = open_frames(job.content, exclude=store.owns, frames=job.frames)
     colors = config.color_management  # an EXR style is read as a still job reads it

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.queues
 import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from multiprocessing.synchronize import Event
 from typing import Any
 
 import torch
@@ -46,7 +48,7 @@ def _check_devices(devices: Sequence[int]) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(devices, threads: int, stop) -> None:
+def _init_worker(devices: multiprocessing.queues.Queue[int] | None, threads: int, stop: Event) -> None:
     # Idle, a worker ignores Ctrl-C (a traceback from its queue wait would be noise): the batch
     # stops it through ``stop`` and a SIGINT while a job runs, which ends that render.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -106,12 +108,17 @@ def run_batch(
     return _run_in_workers(jobs, outcomes, overwrite, workers, devices, on_outcome)
 
 
-def _follow(on_event, job: BatchJob):
+#: on_outcome(outcome) and on_event(job, event): what run_batch reports to its caller.
+OnOutcome = Callable[[JobOutcome], None]
+OnEvent = Callable[[BatchJob, Any], None]
+
+
+def _follow(on_event: OnEvent | None, job: BatchJob) -> Callable[[Any], None] | None:
     return (lambda event: on_event(job, event)) if on_event is not None else None
 
 
-def _run_in_turn(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cache: TargetCache, on_outcome,
-                 on_event) -> list[JobOutcome]:
+def _run_in_turn(jobs: Sequence[BatchJob], outcomes: dict[int, JobOutcome], overwrite: bool, cache: TargetCache,
+                 on_outcome: OnOutcome | None, on_event: OnEvent | None) -> list[JobOutcome]:
     backends = BackendPool()
     index = 0
     try:
@@ -127,15 +134,15 @@ def _run_in_turn(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cache: 
     return complete_outcomes(jobs, outcomes)
 
 
-def _run_overlapped(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cache: TargetCache, on_outcome,
-                    on_event) -> list[JobOutcome]:
+def _run_overlapped(jobs: Sequence[BatchJob], outcomes: dict[int, JobOutcome], overwrite: bool,
+                    cache: TargetCache, on_outcome: OnOutcome | None, on_event: OnEvent | None) -> list[JobOutcome]:
     """One job after another in this process, with the I/O beside the renders: while job i
     renders, a reader thread decodes and hashes job i + 1's inputs and a writer thread encodes
     and writes job i - 1's output (image codecs and hashing release the GIL). A job's outcome is
     reported once its output is written; Ctrl-C waits for a write under way (a finished render
     is never lost), then stops the batch."""
     backends = BackendPool()
-    writing: tuple[int, Future] | None = None
+    writing: tuple[int, Future[JobOutcome]] | None = None
 
     def read(job: BatchJob) -> Any:
         return guarded(job, lambda: read_job(job, overwrite=overwrite)) if job.kind != "video" else None
@@ -156,6 +163,7 @@ def _run_overlapped(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cach
         reading = reader.submit(read, jobs[0]) if jobs else None
         try:
             for index, job in enumerate(jobs):
+                assert reading is not None  # submitted for this job on the turn before
                 prepared = reading.result()
                 reading = reader.submit(read, jobs[index + 1]) if index + 1 < len(jobs) else None
                 follow = _follow(on_event, job)
@@ -182,10 +190,10 @@ def _run_overlapped(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, cach
     return complete_outcomes(jobs, outcomes)
 
 
-def _run_in_workers(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, workers: int,
-                    devices: Sequence[int] | None, on_outcome) -> list[JobOutcome]:
+def _run_in_workers(jobs: Sequence[BatchJob], outcomes: dict[int, JobOutcome], overwrite: bool, workers: int,
+                    devices: Sequence[int] | None, on_outcome: OnOutcome | None) -> list[JobOutcome]:
     context = multiprocessing.get_context("spawn")  # CUDA cannot follow a fork
-    queue = None
+    queue: multiprocessing.queues.Queue[int] | None = None
     count = workers
     if devices is not None:
         queue = context.Queue()
@@ -196,7 +204,7 @@ def _run_in_workers(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, work
     threads = max(1, (os.cpu_count() or 1) // count)
     pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_init_worker,
                                initargs=(queue, threads, stop))
-    futures: dict[Future, int] = {}
+    futures: dict[Future[JobOutcome], int] = {}
     killed = False
     try:
         futures = {pool.submit(_worker_job, job, overwrite): index for index, job in enumerate(jobs)}
@@ -213,7 +221,7 @@ def _run_in_workers(jobs, outcomes: dict[int, JobOutcome], overwrite: bool, work
     return complete_outcomes(jobs, outcomes)
 
 
-def _collect(future: Future, job: BatchJob, when_lost: str) -> JobOutcome:
+def _collect(future: Future[JobOutcome], job: BatchJob, when_lost: str) -> JobOutcome:
     """A finished future's outcome; a worker that died (or was stopped) loses its job."""
     try:
         return future.result()
@@ -224,8 +232,8 @@ def _collect(future: Future, job: BatchJob, when_lost: str) -> JobOutcome:
         return JobOutcome(job.line, str(job.output), when_lost, reason)
 
 
-def _stop_workers(pool: ProcessPoolExecutor, futures: dict[Future, int], jobs, outcomes: dict[int, JobOutcome],
-                  stop) -> bool:
+def _stop_workers(pool: ProcessPoolExecutor, futures: dict[Future[JobOutcome], int], jobs: Sequence[BatchJob],
+                  outcomes: dict[int, JobOutcome], stop: Event) -> bool:
     """After a first Ctrl-C: no new job starts, running renders are interrupted (a Ctrl-C from a
     terminal reached them already; one sent to this process alone did not) and their outcomes
     are awaited. A second Ctrl-C kills the workers at once (returns True then)."""

@@ -94,6 +94,10 @@ class BatchJob:
         return [path for _, path in self.input_roles()]
 
 
+#: A manifest's job: its line number and its options, or why the line cannot be read.
+_Entry = tuple[int, dict[str, Any] | str]
+
+
 def _resolve(value: str, base: Path) -> Path:
     """A manifest's path: ``~`` expanded, relative to ``base``."""
     path = Path(value)
@@ -137,9 +141,11 @@ def _build_job(line: int, entry: dict[str, Any], defaults: dict[str, Any], base:
     if kind == "video":
         video = VideoConfig(**{key: options.pop(key) for key in _VIDEO_FIELDS if key in options})
         frame_store(output)  # a video or a frame pattern
-        if content is not None and is_sequence(content):
+        if content is None:  # a content_map alone: the error named no file ("None: no such video")
+            raise ConfigError("a video job needs a content: a video, a folder or a glob of frames", field="content")
+        if is_sequence(content):
             find_sequence(content, frames)  # missing frames named by number, before any work
-        elif content is None or not (content.exists() or globbing.has_magic(str(content))):
+        elif not (content.exists() or globbing.has_magic(str(content))):
             raise ImageError(content, "no such video, folder or frames")
     init = options.get("init")
     if isinstance(init, str) and init not in INITS and "\0" not in init:
@@ -169,9 +175,9 @@ def _frame_range(value: Any, kind: str, content: Path | None) -> tuple[int, int]
     return frames
 
 
-def _parse_jsonl(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
+def _parse_jsonl(text: str) -> tuple[dict[str, Any], list[_Entry]]:
     defaults: dict = {}
-    entries: list[tuple[int, dict | str]] = []
+    entries: list[_Entry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
@@ -200,7 +206,7 @@ def _read_toml_value(text: str) -> Any:
         raise ValueError(text) from None
 
 
-def _parse_csv(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
+def _parse_csv(text: str) -> tuple[dict[str, Any], list[_Entry]]:
     defaults: dict = {}
     lines = text.splitlines()
     start = 0
@@ -213,7 +219,7 @@ def _parse_csv(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
                 defaults[match.group(1)] = match.group(2)
         start += 1
     reader = csv.DictReader(io.StringIO("\n".join(lines[start:])))
-    entries: list[tuple[int, dict | str]] = []
+    entries: list[_Entry] = []
     for row in reader:
         number = start + reader.line_num
         if None in row:
@@ -234,7 +240,7 @@ def parse_option_value(text: str | None) -> Any:
         return text
 
 
-def _parse_toml(text: str) -> tuple[dict, list[tuple[int, dict | str]]]:
+def _parse_toml(text: str) -> tuple[dict[str, Any], list[_Entry]]:
     data = tomllib.loads(text)
     unknown = sorted(set(data) - {"defaults", "job"})
     if unknown:
@@ -328,7 +334,7 @@ def glob_jobs(pattern: str, *, styles: Sequence[str], output: str, options: dict
         numbers = list(range(1, len(matches) + 1))
     if not matches:
         raise ConfigError(f"no file matches {pattern!r}", field="glob")
-    entries = []
+    entries: list[_Entry] = []
     for index, (match, number) in enumerate(zip(matches, numbers, strict=True), start=1):
         source = Path(match)
         target = output.format(stem=source.stem, name=source.name, index=index, frame=number)
@@ -341,9 +347,10 @@ def glob_jobs(pattern: str, *, styles: Sequence[str], output: str, options: dict
                      confine=output_root is not None and not allow_outside)
 
 
-def _validate(source: str, entries, defaults: dict[str, Any], base: Path, output_base: Path, *,
+def _validate(source: str, entries: Sequence[_Entry], defaults: dict[str, Any], base: Path, output_base: Path, *,
               confine: bool) -> list[BatchJob]:
-    jobs, problems = [], []
+    jobs: list[BatchJob] = []
+    problems: list[tuple[int, str]] = []
     for number, entry in entries:
         if isinstance(entry, str):
             problems.append((number, entry))
@@ -381,14 +388,14 @@ def _output_problems(jobs: list[BatchJob], root: Path, confine: bool) -> list[tu
     for job in jobs:
         try:
             resolved = job.output.resolve()
-            status = job.output.stat() if job.output.exists() else None
+            written = job.output.stat() if job.output.exists() else None
         except (OSError, RuntimeError) as error:
             problems.append((job.line, f"output {job.output}: {error}"))
             continue
         if resolved in seen:
             problems.append((job.line, f"output {job.output} is also written by line {seen[resolved]}"))
         seen.setdefault(resolved, job.line)
-        reader = inputs.get(resolved) or (inputs.get((status.st_dev, status.st_ino)) if status else None)
+        reader = inputs.get(resolved) or (inputs.get((written.st_dev, written.st_ino)) if written else None)
         if reader is not None:
             problems.append((job.line, f"output {job.output} is an input of line {reader[0]} ({reader[1]}); "
                                        "choose another output"))

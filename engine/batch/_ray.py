@@ -10,6 +10,7 @@ node fetches it instead of computing it again (and recomputes if the owner has g
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from .._errors import BackendUnavailableError, RenderInterrupted
@@ -22,7 +23,7 @@ __all__ = ["run_on_ray"]
 _MAX_RETRIES = 3
 
 
-def _ray():
+def _ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -33,7 +34,7 @@ def _ray():
 class _SharedTargets(TargetCache):
     """A TargetCache whose misses are looked up in, and published to, the object store."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: Any) -> None:  # a handle on _make_registry's actor
         super().__init__()
         self.registry = registry
 
@@ -55,17 +56,21 @@ class _SharedTargets(TargetCache):
         return self.entries[key]
 
 
-def _make_registry(ray):
+def _make_registry(ray: ModuleType) -> Any:
+    """The registry's actor class, made by ray.remote when a batch runs. Any, as are the handles
+    on it: typed as ActorHandle[Any], mypy read a call of ``registry.lookup.remote`` as never
+    returning and the code after it as unreachable."""
+
     @ray.remote(num_cpus=0)
     class TargetRegistry:
         def __init__(self) -> None:
-            self.refs: dict[str, list] = {}
+            self.refs: dict[str, list[Any]] = {}  # key -> [ObjectRef] (a list keeps it unresolved)
             self.computed = 0
 
-        def lookup(self, key: str):
+        def lookup(self, key: str) -> list[Any] | None:
             return self.refs.get(key)
 
-        def publish(self, key: str, ref: list) -> None:
+        def publish(self, key: str, ref: list[Any]) -> None:
             if key not in self.refs:
                 self.refs[key] = ref
                 self.computed += 1
@@ -76,14 +81,14 @@ def _make_registry(ray):
     return TargetRegistry
 
 
-def _task(job: BatchJob, overwrite: bool, registry, runner: Callable[..., JobOutcome]) -> JobOutcome:
+def _task(job: BatchJob, overwrite: bool, registry: Any, runner: Callable[..., JobOutcome]) -> JobOutcome:
     try:
         return runner(job, overwrite=overwrite, cache=_SharedTargets(registry), backends=BackendPool())
     except (KeyboardInterrupt, RenderInterrupted):  # ray.cancel interrupts a running task
         return JobOutcome(job.line, str(job.output), "interrupted")
 
 
-def _connect(ray, address: str) -> bool:
+def _connect(ray: ModuleType, address: str) -> bool:
     """Join the cluster at ``address`` ("auto": a running one, else a local instance); True
     when the instance was started here."""
     try:

@@ -47,7 +47,8 @@ svg { width: 100%; height: 140px; background: #1d2027; border-radius: 4px; }
 .empty { color: #777; padding: 40px; border: 1px dashed #444; }
 </style></head>
 <body><main>
-<div id="picture"><img id="image" alt="the current image" hidden><div id="noimage" class="empty">no picture yet</div></div>
+<div id="picture"><img id="image" alt="the current image" hidden>
+<div id="noimage" class="empty">no picture yet</div></div>
 <div id="side"><h1 id="title"></h1><div id="status"></div>
 <table id="figures"></table>
 <div class="caption">loss, log scale</div>

@@ -14,8 +14,8 @@ from .._files import atomic_write
 from .._video_config import CODECS, CRF_RANGES, check_fps, frame_rate
 from ._deps import require
 
-__all__ = ["CODECS", "CONTAINERS", "CRF_RANGES", "check_codec", "check_encoding", "check_fps", "encode_video", "encoding_mark",
-           "frame_rate", "video_digest"]
+__all__ = ["CODECS", "CONTAINERS", "CRF_RANGES", "check_codec", "check_encoding", "check_fps", "encode_video",
+           "encoding_mark", "frame_rate", "video_digest"]
 
 #: The container comment that marks a video as a shot's, with its last frame's hash.
 _MARK = "styleforge frame_hash "
@@ -44,9 +44,9 @@ def check_encoding(output: Path, codec: str | None, crf: int, fps: float | None)
     """Before any work: the codec for ``output`` (see check_codec), a ``crf`` on that codec's
     scale, and an ``fps`` the container can store (``check_fps``). Returns the codec."""
     codec = check_codec(output, codec)
-    low, high = CRF_RANGES.get(codec, (None, None))
-    if low is not None and not low <= crf <= high:
-        raise ConfigError(f"{codec}'s scale is {low} to {high}, got {crf}", field="crf")
+    crf_range = CRF_RANGES.get(codec)
+    if crf_range is not None and not crf_range[0] <= crf <= crf_range[1]:
+        raise ConfigError(f"{codec}'s scale is {crf_range[0]} to {crf_range[1]}, got {crf}", field="crf")
     if fps is not None:
         check_fps(fps)
     return codec

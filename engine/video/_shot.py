@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .._backbone import VGGFeatures
 from .._colorspace import color_pipeline
 from .._config import RenderConfig
 from .._device import resolve_device
@@ -129,7 +130,8 @@ def check_shot(source: FrameSource, store: FrameStore, digests: Sequence[str], *
 
 def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torch.Tensor], store: FrameStore, *,
                 video: VideoConfig | None = None, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
-                callback: Callable[[VideoEvent], None] | None = None, backbone=None, backend: Backend | None = None,
+                callback: Callable[[VideoEvent], None] | None = None,
+                backbone: VGGFeatures | None = None, backend: Backend | None = None,
                 target_cache: TargetCache | None = None, inputs: Mapping[str, str | Path] | None = None) -> ShotResult:
     """Render every frame of ``source`` in the style of ``styles`` into ``store`` (resuming at the
     first unfinished frame), then encode ``store.video`` if it has one.
@@ -165,8 +167,9 @@ def render_shot(config: RenderConfig, source: FrameSource, styles: Sequence[torc
 
 def _render_frames(config: RenderConfig, source: FrameSource, styles: Sequence[torch.Tensor], store: FrameStore,
                    video: VideoConfig, digests: Sequence[str], first: int, started: float, *, overwrite: bool,
-                   metadata: Mapping[str, Any] | None, callback: Callable[[VideoEvent], None] | None, backbone,
-                   backend: Backend | None, target_cache: TargetCache | None) -> ShotResult:
+                   metadata: Mapping[str, Any] | None, callback: Callable[[VideoEvent], None] | None,
+                   backbone: VGGFeatures | None, backend: Backend | None,
+                   target_cache: TargetCache | None) -> ShotResult:
     """render_shot's work, under its lock: the frames from ``first`` on, then the video."""
     device = resolve_device(config.runtime.device)
     reference = torch.empty((3, source.height, source.width))
@@ -254,7 +257,8 @@ def _warped_previous(previous_input: torch.Tensor, current: torch.Tensor, previo
     return warped, consistency_mask(forward, backward)
 
 
-def _temporal_terms(warped: torch.Tensor, mask: torch.Tensor, weight: float):
+def _temporal_terms(warped: torch.Tensor, mask: torch.Tensor,
+                    weight: float) -> Callable[[tuple[int, int], torch.device], list[tuple[TemporalTerm, float]]]:
     """The render's extra terms: the temporal term at each level's size and device."""
 
     def build(shape: tuple[int, int], device: torch.device) -> list[tuple[TemporalTerm, float]]:
