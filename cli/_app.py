@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import typer
 from rich.console import Console
@@ -41,8 +41,9 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 _MAIN_THREAD = threading.current_thread() is threading.main_thread()  # only it may set handlers
 _PREVIOUS_SIGINT = signal.signal(signal.SIGINT, _interrupted_while_starting) if _MAIN_THREAD else None
 
-from styleforge import engine
-from styleforge.engine import (
+# After the handler above, on purpose (hence noqa E402): the engine's names load while it is set.
+from styleforge import engine  # noqa: E402
+from styleforge.engine import (  # noqa: E402
     BackendUnavailableError,
     ConfigError,
     ImageError,
@@ -54,8 +55,8 @@ from styleforge.engine import (
     WeightsError,
 )
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "HelpCommand", "app", "check_json_output", "fail", "one_line",
-           "run_guarded", "say", "stderr"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "HelpCommand", "app", "check_json_output", "fail",
+           "one_line", "run_guarded", "say", "stderr"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -64,6 +65,14 @@ EXIT_INTERRUPTED = 130
 stderr = Console(stderr=True)
 #: click's exception base, wherever this typer keeps click (recent ones vendor it).
 _CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _ClickError(Protocol):
+    """What is read of a ClickException (its class is found at run time, above)."""
+
+    exit_code: int
+
+    def format_message(self) -> str: ...
 
 
 def one_line(text: object) -> str:
@@ -86,11 +95,14 @@ class _OneLineErrors(TyperGroup):
     missing value) as one ``error:`` line and exit 2, instead of a boxed usage screen."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
             code = result if isinstance(result, int) else 0
-        except _CLICK_EXCEPTION as error:
+        except _CLICK_EXCEPTION as caught:
+            error = cast(_ClickError, caught)  # what _CLICK_EXCEPTION is, read through the protocol
             context = getattr(error, "ctx", None)
             if type(error).__name__ == "NoArgsIsHelpError":  # no arguments: typer has shown the help
                 return self._exit(error.exit_code, standalone_mode)
@@ -173,7 +185,8 @@ def _tidy(param: Any) -> None:
     param._tidied = True
     if isinstance(param, TyperArgument):
         param.metavar = param.metavar or param.name.upper()
-        param.display_type_rich = lambda ctx: None  # its name already says what it is (CONTENT)
+        # Its name already says what it is (CONTENT). Set on this instance: typer makes the arguments.
+        setattr(param, "display_type_rich", lambda ctx: None)
     elif isinstance(param, TyperOption):
         if param.is_flag:
             param.metavar = ""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -19,6 +20,9 @@ from ._app import EXIT_FAILED, EXIT_INTERRUPTED, HelpCommand, app, check_json_ou
 from ._options import with_render_options
 from ._preview import PreviewOption, with_preview
 from ._render import command_options, split_config_file
+
+if TYPE_CHECKING:  # the preview's server loads only with --preview
+    from styleforge.engine.preview import PreviewFeed
 
 #: Options of the batch command that are not render options but may be set in a config file,
 #: with the types a file's value may have.
@@ -73,12 +77,12 @@ def batch(
 
 
 def _from_config(config_path: Path | None, given: dict[str, Any], option: list[str] | None,
-                 render_options: dict[str, Any], *, preview_feed: Any = None) -> int:
+                 render_options: dict[str, Any], *, preview_feed: PreviewFeed | None = None) -> int:
     """The batch with a config file's options under the command line's (its render options
     also under the manifest's)."""
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
     values = {**command_options(file_own, str(config_path), _COMMAND_OPTIONS), **given}
-    paths = {key: Path(values[key]) for key in ("manifest", "output_root", "report") if key in values}
+    paths: dict[str, Path] = {key: Path(values[key]) for key in ("manifest", "output_root", "report") if key in values}
     values |= paths
     if config_path is not None:
         # The file's render options are checked now, naming the file, before any job is read.
@@ -100,7 +104,7 @@ def _parse_devices(text: str) -> list[int]:
     return [int(part) for part in parts]
 
 
-def _check_report(path: Path, jobs, *, beside_outputs: bool) -> None:
+def _check_report(path: Path, jobs: Sequence[engine.BatchJob], *, beside_outputs: bool) -> None:
     """Before any work: the report can be written, is no job's output, and replaces nothing but
     an earlier report. A report beside the outputs gets their folder made now (the jobs would
     make it anyway), once every job has been checked."""
@@ -130,8 +134,10 @@ def _parse_options(option: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_outside, render_options, base,
-          frames=None):
+def _jobs(manifest: Path | None, glob: str | None, style: Sequence[str | Path] | None,
+          style_map: Sequence[str | Path] | None, output: str | None, option: list[str] | None,
+          output_root: Path | None, allow_outside: bool, render_options: dict[str, Any], base: dict[str, Any],
+          frames: str | None = None) -> tuple[list[engine.BatchJob], Path]:
     overrides = {**_parse_options(option), **render_options}
     if (manifest is None) == (glob is None):
         raise ConfigError("give either a MANIFEST or --glob PATTERN", field="glob")
@@ -141,6 +147,7 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
         jobs = engine.load_manifest(manifest, overrides=overrides, output_root=output_root,
                                     allow_outside=allow_outside, base=base)
         return jobs, manifest.with_name(manifest.stem + ".report.json")
+    assert glob is not None  # a MANIFEST or --glob, checked above
     if not style or not output:
         raise ConfigError("needs --style and --output (a template such as out/{stem}.png)", field="glob")
     jobs = engine.glob_jobs(glob, styles=[str(s) for s in style], output=output, options={**base, **overrides},
@@ -152,9 +159,12 @@ def _jobs(manifest, glob, style, style_map, output, option, output_root, allow_o
     return jobs, folder / "batch-report.json"
 
 
-def _batch(manifest, glob, style, style_map, output, option, output_root, allow_outside, workers, devices, ray,
-           report, overwrite, verbose, render_options, *, quiet=False, base=None, frames=None,
-           preview_feed=None) -> int:
+def _batch(manifest: Path | None, glob: str | None, style: Sequence[str | Path] | None,
+           style_map: Sequence[str | Path] | None, output: str | None, option: list[str] | None,
+           output_root: Path | None, allow_outside: bool, workers: int, devices: str | None, ray: str | None,
+           report: Path | None, overwrite: bool, verbose: bool, render_options: dict[str, Any], *,
+           quiet: bool = False, base: dict[str, Any] | None = None, frames: str | None = None,
+           preview_feed: PreviewFeed | None = None) -> int:
     if workers < 1:
         raise ConfigError(f"must be at least 1, got {workers}", field="workers")
     device_list = _parse_devices(devices) if devices else None
@@ -189,7 +199,7 @@ def _batch(manifest, glob, style, style_map, output, option, output_root, allow_
             reason = f": {one_line(outcome.reason)}" if outcome.reason else ""
             say(f"line {outcome.line}: {outcome.status} {outcome.output}{reason}")
 
-    def on_event(job, event) -> None:
+    def on_event(job: engine.BatchJob, event: engine.RenderEvent) -> None:  # a shot's come per frame
         if preview_feed is not None:
             preview_feed.job_event(job, event)
             if not verbose:

@@ -54,7 +54,7 @@ def _parameter(name: str) -> inspect.Parameter:
     declarations = spec.get("flags") or (RenderConfig.flag(name), *((spec["short"],) if "short" in spec else ()))
     option = typer.Option(*declarations, help=spec["help"], show_default=show, metavar=_METAVARS.get(name),
                           rich_help_panel=_PANELS[spec["group"]])
-    annotation = Annotated[_cli_type(spec["type"]) | None, option]
+    annotation: object = Annotated[_cli_type(spec["type"]) | None, option]  # built at run time, for typer
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
@@ -75,6 +75,7 @@ def with_render_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(render_options=given, **kwargs)
 
     parameters = own + [_parameter(name) for name in RENDER_OPTIONS]
+    # inspect honours __signature__ on any callable; typeshed declares it on no function type.
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     del wrapper.__wrapped__  # typer must read the signature above, not the command's

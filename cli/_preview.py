@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from styleforge import engine
 
 from ._app import say
+
+if TYPE_CHECKING:  # the preview's server loads only with --preview
+    from styleforge.engine.preview import PreviewFeed
 
 __all__ = ["PreviewOption", "with_preview"]
 
@@ -22,7 +25,7 @@ PreviewOption = Annotated[str | None, typer.Option(
     show_default="off")]
 
 
-def with_preview(address: str | None, kind: str, body: Callable[[Any], T]) -> T:
+def with_preview(address: str | None, kind: str, body: Callable[[PreviewFeed | None], T]) -> T:
     """``body(feed)``, with the preview served around it when ``address`` is given (else
     ``body(None)``). A missing extra or a bad address fails here, before any work."""
     if address is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,6 +17,14 @@ from styleforge.engine import ConfigError, RenderConfig, RenderInterrupted, Styl
 from ._app import EXIT_INTERRUPTED, HelpCommand, app, one_line, run_guarded, say, stderr
 from ._options import with_render_options
 from ._preview import PreviewOption, with_preview
+
+if TYPE_CHECKING:  # the command line loads torch only when a command runs
+    import torch
+
+    from styleforge.engine.preview import PreviewFeed
+
+    #: The loaded inputs: content, styles, content map, style maps.
+    _Inputs = tuple[torch.Tensor | None, list[torch.Tensor], torch.Tensor | None, list[torch.Tensor] | None]
 
 #: Options of the render command that are not RenderConfig fields but may be set in a config
 #: file, with the type a file's value must have.
@@ -102,7 +110,7 @@ def render(
 
 
 def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, Any], *, quiet: bool,
-            dry_run: bool = False, preview_feed: Any = None) -> None:
+            dry_run: bool = False, preview_feed: PreviewFeed | None = None) -> None:
     started = time.monotonic()  # the whole command: the elapsed time printed at the end covers it
     file_options, file_own = split_config_file(config_path, set(_COMMAND_OPTIONS))
     cli = {**command_options(file_own, str(config_path)), **given}
@@ -147,7 +155,7 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
                               max_pixels=max_pixels, size=config.pyramid.size) \
         if content_path and Path(content_path).suffix.lower() == ".exr" else None
 
-    def load(path: Any) -> Any:
+    def load(path: str) -> torch.Tensor:
         return engine.load_image(path, max_pixels=max_pixels, colorspace=colors.input_colorspace, view=colors.view)
 
     content = plate.display if plate is not None else load(content_path) if content_path else None
@@ -185,9 +193,8 @@ def _render(config_path: Path | None, given: dict[str, Any], flags: dict[str, An
             f"rendering{waited})")
 
 
-def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, plate: Any, preview_feed: Any,
-                  output: Path,
-                  progress: Progress,
+def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: _Inputs, plate: engine.Plate | None,
+                  preview_feed: PreviewFeed | None, output: Path, progress: Progress,
                   waits: _WaitLine, quiet: bool, live: bool, overwrite: bool, bit_depth: int, save_every: int,
                   total: int) -> engine.RenderResult:
     """The render with its progress bar, intermediates and output (``config`` resolved: its
@@ -206,7 +213,7 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, p
         "config": config.to_dict(),
     }
 
-    def write(image, path: Path, **extra: Any) -> None:
+    def write(image: torch.Tensor, path: Path, **extra: Any) -> None:
         # A write that fails keeps the image in the cache and says where (OutputError).
         engine.save_image(image, path, metadata={**metadata, **extra}, bit_depth=bit_depth, overwrite=overwrite,
                           recover=True, make_folders=True, plate=plate,
@@ -221,13 +228,12 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, p
     def on_event(event: engine.RenderEvent) -> None:
         if preview_feed is not None:  # the preview page: a non-blocking hand-off
             preview_feed.render_event(event)
-        fields_ = {}
         now = time.monotonic()
         if live and (now - last_shown[0] > 0.25 or event.iteration == event.iterations):
-            fields_["loss"] = f"loss {event.loss:.4g}"  # reads the loss back: only a few times a second
-            fields_["left"] = _time_left(event.remaining)
+            # Reads the loss back: only a few times a second.
+            progress.update(task, loss=f"loss {event.loss:.4g}", left=_time_left(event.remaining))
             last_shown[0] = now
-        progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}", **fields_)
+        progress.update(task, completed=event.progress, step=f"{event.iteration}/{event.iterations}")
         if not live and not quiet and (event.iteration % log_every == 0 or event.iteration == 1):
             left = f", {_time_left(event.remaining)}" if event.remaining is not None else ""
             say(f"render {event.iteration}/{event.iterations} (level {event.level + 1}/{event.levels}) "
@@ -244,6 +250,8 @@ def _render_image(config: RenderConfig, cli: dict[str, Any], *, inputs: tuple, p
                                style_maps=style_maps, on_wait=waits.on_wait)
     except RenderInterrupted as interrupted:
         progress.stop()
+        if interrupted.image is None:  # render's carry the image; only a video shot's has none
+            raise
         write(interrupted.image, output, iterations_done=interrupted.iteration, interrupted=True)
         say(f"interrupted at iteration {interrupted.iteration}; wrote {output}")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from styleforge.engine import BackendUnavailableError, ConfigError, RenderConfig
 
 from ._app import HelpCommand, app, check_json_output, run_guarded, say
 from ._report import print_comparison
+
+if TYPE_CHECKING:  # the engine's backends load torch: not for --help
+    from styleforge.engine.backends import TensorRTBackend
 
 _DEFAULTS = RenderConfig()
 
@@ -76,7 +79,8 @@ def export(
         missing = engine.backends.tensorrt_available()
         if missing is not None:
             raise BackendUnavailableError(f"--format tensorrt: {missing}")
-        built = engine.backend_for(config, engine.resolve_device("cuda"), sizes, backbone=backbone)
+        built = cast("TensorRTBackend",  # the config above asks for backend tensorrt
+                     engine.backend_for(config, engine.resolve_device("cuda"), sizes, backbone=backbone))
         for path in built.build():
             print(path)
 
@@ -134,7 +138,8 @@ def bench(
         table = Table("backend", "precision", "size", "ms/iter", "images/s", "peak memory", "TFLOP/s", "of matmul")
         for column in table.columns:  # narrow terminals wrap the headers instead of cutting them
             column.overflow = "fold"
-        rows, by_backend = [], {}
+        rows: list[dict[str, Any]] = []
+        by_backend: dict[str, list[float]] = {}
         for name in names:
             for option in options:
                 config = RenderConfig(model=model, backend=name, precision=option, device=str(target))

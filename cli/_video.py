@@ -4,7 +4,7 @@ frame with temporal consistency, resumable, into a video or a frame pattern."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,6 +17,9 @@ from ._app import EXIT_INTERRUPTED, HelpCommand, app, run_guarded, say, stderr
 from ._options import with_render_options
 from ._preview import PreviewOption, with_preview
 from ._render import options_to_config, split_config_file
+
+if TYPE_CHECKING:  # the preview's server loads only with --preview
+    from styleforge.engine.preview import PreviewFeed
 
 
 def _duration(seconds: float | None) -> str:
@@ -64,7 +67,7 @@ def video(
 
 def _video(source: str, styles: list[Path] | None, output: str | None, options: dict[str, Any],
            max_pixels: int | None, config_path: Path | None, overwrite: bool, quiet: bool,
-           flags: dict[str, Any], preview_feed: Any = None, *, frames: str | None = None,
+           flags: dict[str, Any], preview_feed: PreviewFeed | None = None, *, frames: str | None = None,
            allow_short: bool = False) -> None:
     file_options, _ = split_config_file(config_path, set())
     config = options_to_config(file_options, config_path, flags)
