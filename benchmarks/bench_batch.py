@@ -70,7 +70,8 @@ def main() -> None:
                    "targets_computed": cache.computed}
             rows.append(row)
             print(row, flush=True)
-    write_report(args.output, "styleforge batch, jobs per hour", rows, settings=vars(args) | {"output": str(args.output)})
+    write_report(args.output, "styleforge batch, jobs per hour", rows,
+                 settings=vars(args) | {"output": str(args.output)})
 
 
 if __name__ == "__main__":

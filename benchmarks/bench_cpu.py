@@ -139,7 +139,8 @@ def baseline_run(height: int, width: int, evaluations: int) -> list[float]:
 # --- styleforge ------------------------------------------------------------------------------
 
 
-def styleforge_config(size: int, evaluations: int, *, precision: str, compile: bool, model: str = MODEL) -> RenderConfig:
+def styleforge_config(size: int, evaluations: int, *, precision: str, compile: bool,
+                      model: str = MODEL) -> RenderConfig:
     """The same layers as the baseline for vgg16; another model (``--model``) takes its own defaults."""
     options = dict(size=size, levels=1, iterations=evaluations, model=model, device="cpu", backend="torch",
                    precision=precision, torch_compile=compile)

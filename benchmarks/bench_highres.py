@@ -31,8 +31,6 @@ from _report import write_report  # noqa: E402
 
 def _one(args: argparse.Namespace) -> dict:
     """One render in this process; returns its row."""
-    import torch
-
     from styleforge import engine
     from styleforge.engine.backends import conv_flops, matrix_tflops
     from styleforge.engine.rendering import crop_to_frame

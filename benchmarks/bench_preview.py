@@ -119,12 +119,15 @@ def main() -> None:
     hand_off = [_hand_off_ms(side) for side in (512, 1920, 3840)]
     for row in hand_off:
         print(f"hand-off at {row['width']}x{row['height']}: {row['ms_with_picture']:.2f} ms with a picture, "
-              f"{row['ms_without_picture'] * 1e3:.1f} us without; at 2 pictures/s {row['share_at_2_pictures_per_s']:.2%}")
-    write_report(args.output, "preview", [{"plain_seconds": plain, "preview_seconds": watched, "plain_cpu_seconds": plain_cpu,
+              f"{row['ms_without_picture'] * 1e3:.1f} us without; "
+              f"at 2 pictures/s {row['share_at_2_pictures_per_s']:.2%}")
+    write_report(args.output, "preview", [{"plain_seconds": plain, "preview_seconds": watched,
+                                           "plain_cpu_seconds": plain_cpu,
                                            "preview_cpu_seconds": watched_cpu, "pictures": pictures,
                                            "overhead": overhead, "cpu_overhead": cpu_overhead,
-                                           "preview_cpu_share": preview_cpu, "load_average": os.getloadavg()[0]}], size=args.size, iterations=args.iterations,
-                 model=args.model, threads=torch.get_num_threads(), hand_off=hand_off)
+                                           "preview_cpu_share": preview_cpu, "load_average": os.getloadavg()[0]}],
+                 size=args.size, iterations=args.iterations, model=args.model, threads=torch.get_num_threads(),
+                 hand_off=hand_off)
 
 
 if __name__ == "__main__":

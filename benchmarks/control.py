@@ -117,7 +117,8 @@ def _term_cost(content: torch.Tensor, shape: tuple[int, int], repeats: int = 20)
     started = time.perf_counter()
     for _ in range(repeats):
         torch.autograd.grad(term.pixel_value(image), image)
-    return {"build_seconds": round(build, 4), "seconds_per_evaluation": round((time.perf_counter() - started) / repeats, 4)}
+    return {"build_seconds": round(build, 4),
+            "seconds_per_evaluation": round((time.perf_counter() - started) / repeats, 4)}
 
 
 def photo(size: int, out: Path) -> None:

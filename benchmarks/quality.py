@@ -54,7 +54,8 @@ PAIRS = {
                            "reference/neural-style_golden_gate_starry.png", "gram", None),
     "portrait_picasso_mrf": ("content/cnnmrf_portrait.jpg", "style/cnnmrf_picasso.jpg",
                              "reference/cnnmrf_portrait_picasso.png", "mrf", None),
-    "coastline_monet_doodle": (None, "doodle/Monet.jpg", None, "mrf", ("doodle/Coastline_sem.png", "doodle/Monet_sem.png")),
+    "coastline_monet_doodle": (None, "doodle/Monet.jpg", None, "mrf",
+                               ("doodle/Coastline_sem.png", "doodle/Monet_sem.png")),
 }
 _THUMB = 256  # height of each picture on a sheet
 
@@ -108,7 +109,8 @@ def _render_pair(name: str, label: str, options: dict, size: int | None) -> tupl
     return result.image, row
 
 
-def _kept_render(path: Path, name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict] | None:
+def _kept_render(path: Path, name: str, label: str, options: dict,
+                 size: int | None) -> tuple[torch.Tensor, dict] | None:
     """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
     row = read_metadata(path) if path.is_file() else None
     method = PAIRS[name][3]

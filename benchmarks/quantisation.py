@@ -104,7 +104,8 @@ def gram_differences(quantised: Path, perturbed: Path, content: torch.Tensor, st
 
     reference = grams(quantised, content)
     out = {"quantised vs perturbed": relative(reference, grams(perturbed, content)),
-           "one-pixel shift (quantised)": relative(grams(quantised, content[..., 1:]), grams(quantised, content[..., :-1])),
+           "one-pixel shift (quantised)": relative(grams(quantised, content[..., 1:]),
+                                                   grams(quantised, content[..., :-1])),
            "content vs style (quantised)": relative(reference, grams(quantised, style))}
     with torch.no_grad():
         fq = engine.load_backbone(MODEL, ["relu4_2"], weights_path=quantised)(content[None])["relu4_2"]

@@ -389,9 +389,9 @@ class ColorManagementConfig:
             _check(value is None or (value.strip() != "" and "\0" not in value), name, f"must be a name, got {value!r}")
 
 
-_GROUPS: "dict[str, type[DataclassInstance]]" = {"objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig,
-                            "optimization": OptimizationConfig, "runtime": RuntimeConfig, "memory": MemoryConfig,
-                            "color_management": ColorManagementConfig}
+_GROUPS: "dict[str, type[DataclassInstance]]" = {
+    "objective": ObjectiveConfig, "mrf": MRFConfig, "pyramid": PyramidConfig, "optimization": OptimizationConfig,
+    "runtime": RuntimeConfig, "memory": MemoryConfig, "color_management": ColorManagementConfig}
 #: Flat option name -> (group name, dataclass field).
 _FIELDS: dict[str, tuple[str, dataclasses.Field]] = {
     f.name: (group, f) for group, cls in _GROUPS.items() for f in fields(cls)}

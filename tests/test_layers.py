@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Installed name -> folder (pyproject's package-dir).
-PACKAGES = {"styleforge.engine": ROOT / "engine", "styleforge.kernels": ROOT / "kernels", "styleforge.cli": ROOT / "cli"}
+PACKAGES = {"styleforge.engine": ROOT / "engine", "styleforge.kernels": ROOT / "kernels",
+            "styleforge.cli": ROOT / "cli"}
 #: Higher layers may import lower ones, never the reverse; equal layers may not import each other.
 LAYERS = {
     "styleforge.cli": 5,
@@ -42,8 +43,8 @@ def _modules() -> dict[str, Path]:
 
 def _layer(module: str) -> tuple[str, int]:
     """The layer a module belongs to (the engine's own private modules are its core)."""
-    for prefix in ("styleforge.engine.preview", "styleforge.engine.batch", "styleforge.engine.video", "styleforge.engine.rendering", "styleforge.engine.objectives",
-                   "styleforge.engine.backends"):
+    for prefix in ("styleforge.engine.preview", "styleforge.engine.batch", "styleforge.engine.video",
+                   "styleforge.engine.rendering", "styleforge.engine.objectives", "styleforge.engine.backends"):
         if module == prefix or module.startswith(prefix + "."):
             return prefix, LAYERS[prefix]
     if module == "styleforge.engine":

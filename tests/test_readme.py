@@ -35,3 +35,9 @@ def test_the_cpu_commands_ask_for_the_cpu_build_of_torch():
         assert "-c cpu-constraints.txt" in command
     assert "-o out/" in render  # written where git ignores it, never into the repository's root
     assert "/out/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_test_command_lints_and_type_checks_before_the_tests():
+    (tests,) = _readme_commands("Install the dev extras and run the tests")
+    steps = [step.strip() for step in tests.split("&&")]
+    assert steps[1:] == ["ruff check", "mypy", "pytest"], "lint, then types, then the tests"

@@ -65,7 +65,8 @@ def _sheet(images: list[torch.Tensor], path: Path) -> None:
     save_image(row, path)
 
 
-_OPS = {"in": lambda value, allowed: value in allowed, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+_OPS = {"in": lambda value, allowed: value in allowed, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+        ">=": operator.ge, "==": operator.eq}
 
 
 def _limit(label: str, value, op: str, threshold) -> dict:
@@ -356,7 +357,8 @@ def per_iteration(args) -> None:
                     "share_of_matrix_rate": r["share_of_matrix_rate"], "peak_memory_bytes": r["peak_memory_bytes"]}
                    for r in rows]
     engine.write_bench_report(report_rows, engine.describe_machine(device), args.out / "bench-report",
-                              model="vgg16-random", matmul_tflops=rates, source="benchmarks/gpu/checks.py per-iteration")
+                              model="vgg16-random", matmul_tflops=rates,
+                              source="benchmarks/gpu/checks.py per-iteration")
     smallest = rows[0]["size"]
     best = min((r for r in rows if r["size"] == smallest), key=lambda r: r["s_per_iteration"])
     _write(args, "per-iteration", f"{smallest} best {best['s_per_iteration']} s/iteration ({best['precision']}, "
@@ -508,7 +510,8 @@ def mrf_doodle(args) -> None:
     portrait = shared / "content" / "cnnmrf_portrait.jpg"
     picasso = shared / "style" / "cnnmrf_picasso.jpg"
     if not portrait.exists():
-        portrait, picasso = ROOT / "tests" / "data" / "cnnmrf_portrait.jpg", ROOT / "tests" / "data" / "cnnmrf_picasso.jpg"
+        portrait = ROOT / "tests" / "data" / "cnnmrf_portrait.jpg"
+        picasso = ROOT / "tests" / "data" / "cnnmrf_picasso.jpg"
     size, iterations = (128, 3) if args.dry else (384, 100)
     config = RenderConfig.mrf_defaults(size=size, iterations=iterations, model=model, device=device.type)
     rows = []
@@ -522,7 +525,8 @@ def mrf_doodle(args) -> None:
     if doodle.exists():
         _sync(device)
         started = time.perf_counter()
-        result = render(config, None, [load_image(doodle / "Monet.jpg")], content_map=load_image(doodle / "Coastline_sem.png"),
+        result = render(config, None, [load_image(doodle / "Monet.jpg")],
+                        content_map=load_image(doodle / "Coastline_sem.png"),
                         style_maps=[load_image(doodle / "Monet_sem.png")])
         _sync(device)
         rows.append({"render": "doodle Coastline x Monet", "seconds": round(time.perf_counter() - started, 2)})

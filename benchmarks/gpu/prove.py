@@ -154,14 +154,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for figures, logs and summary.md")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="folder (or file) with vgg16-hed-fp16.safetensors (pack_weights.py) or vgg16-hed.safetensors")
+                        help="folder (or file) with vgg16-hed-fp16.safetensors (pack_weights.py) or "
+                             "vgg16-hed.safetensors")
     parser.add_argument("--call", default="all", choices=(*CALLS, "all"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these steps")
     parser.add_argument("--dry", action="store_true", help="toy sizes on the CPU: what CI runs")
     parser.add_argument("--budget", type=float, default=330, help="seconds for the whole call (GPU runs)")
     parser.add_argument("--step-timeout", type=int, default=None, help="cap on every step's time limit (s)")
     parser.add_argument("--pack", type=Path, default=None, help="folder for summary.md + one tarball, after every step")
-    parser.add_argument("--plant", default=None, help="make this check's thresholds impossible (CI: a failure must fail)")
+    parser.add_argument("--plant", default=None,
+                        help="make this check's thresholds impossible (CI: a failure must fail)")
     args = parser.parse_args()
 
     started = time.monotonic()

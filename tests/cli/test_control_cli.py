@@ -64,8 +64,8 @@ def test_color_transfer_from_a_config_file(tmp_path, inputs):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--content-map", "{content_map}", "--style-map", "#ff0000"], "--content-map: colour(s) #000000 have no region "
-                                                                     "in the style maps"),
+        (["--content-map", "{content_map}", "--style-map", "#ff0000"],
+         "--content-map: colour(s) #000000 have no region in the style maps"),
         (["--content-map", "{content_map}", "--style-map", "{small_map}"], "must be the same size"),
         (["--color-transfer", "histo"], "--color-transfer: unknown value 'histo' (did you mean 'histogram'?)"),
         (["--color-transfer", "histogram", "--original-colors"], "--color-transfer: histogram contradicts "

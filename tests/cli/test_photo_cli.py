@@ -19,7 +19,8 @@ FAST = ["--model", "vgg19-random", "--device", "cpu", "--quiet", "--size", "32",
 def photos(tmp_path):
     generator = torch.Generator().manual_seed(0)
     for name in ("content", "style"):
-        Image.fromarray((torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()).save(tmp_path / f"{name}.png")
+        pixels = (torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
     return tmp_path
 
 

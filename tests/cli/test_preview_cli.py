@@ -37,7 +37,8 @@ def _images(tmp_path, count=2):
     folder = tmp_path / "frames"
     folder.mkdir()
     for index in range(count):
-        Image.fromarray((torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()).save(folder / f"{index:03d}.png")
+        pixels = (torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
     Image.fromarray((torch.rand(32, 32, 3, generator=generator) * 255).byte().numpy()).save(tmp_path / "s.png")
     return folder
 
@@ -95,5 +96,6 @@ def test_without_the_extra_preview_fails_at_once_naming_it(tmp_path, monkeypatch
 
 
 def test_a_bad_address_is_one_line_and_exit_2(tmp_path):
-    result = runner.invoke(app, ["render", "x.png", "-s", "s.png", "-o", str(tmp_path / "o.png"), "--preview", "1.2.3.4"])
+    result = runner.invoke(app, ["render", "x.png", "-s", "s.png", "-o", str(tmp_path / "o.png"),
+                                 "--preview", "1.2.3.4"])
     assert result.exit_code == 2 and "error: --preview: expected [HOST:]PORT" in result.output

@@ -75,7 +75,8 @@ def test_1_a_second_video_into_the_same_output_exits_2_and_changes_nothing(photo
     for index in range(2):
         Image.open(photos / "c.png").save(photos / "shot" / f"{index}.png")
     output = photos / "out.mp4"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom styleforge.engine.video import frame_store\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from styleforge.engine.video import frame_store\n"
                                f"with frame_store({str(output)!r}).lock():\n    print('held', flush=True)\n"
                                "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:

@@ -132,7 +132,8 @@ def test_a_missing_output_folder_is_made_when_the_image_is_written_and_not_befor
 def test_intermediate_names_are_checked_before_any_work(tmp_path, small_inputs):
     (tmp_path / "out_2.png").write_bytes(b"keep me")
     result = runner.invoke(app, ["render", str(small_inputs["content"]), "-s", str(small_inputs["style"]),
-                                 "-o", str(tmp_path / "out.png"), "-n", "4", "--size", "64", "--save-every", "2", *FAST])
+                                 "-o", str(tmp_path / "out.png"), "-n", "4", "--size", "64", "--save-every", "2",
+                                 *FAST])
     assert result.exit_code == 2 and "out_2.png" in result.output
     assert not (tmp_path / "out.png").exists()
 
@@ -287,7 +288,8 @@ def test_style_loss_is_an_option_and_a_bad_value_is_one_line(tmp_path, small_inp
     bad = runner.invoke(app, [*args, "--style-loss", "slised", "--overwrite"])
     lines = bad.output.strip().splitlines()
     assert bad.exit_code == 2 and len(lines) == 1, bad.output
-    assert "--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced, nnst" in lines[0]
+    assert ("--style-loss: unknown value 'slised' (did you mean 'sliced'?); choose one of gram, w2, sliced, nnst"
+            in lines[0])
 
 
 def test_auto_precision_is_recorded_as_what_ran_and_reproduces_the_render(tmp_path, small_inputs, monkeypatch):

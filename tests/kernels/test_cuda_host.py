@@ -38,7 +38,8 @@ def _build(name: str, folder: Path, flags: list[str], source: Path | None = None
     if source is not None:
         defines = [f'-DPATCH_MATCH_CU="{source}"']
     binary = folder / f"{name}_harness"
-    command = [COMPILER, "-std=c++20", "-pthread", f"-I{HOST}", *defines, *flags, str(HOST / harness), "-o", str(binary)]
+    command = [COMPILER, "-std=c++20", "-pthread", f"-I{HOST}", *defines, *flags, str(HOST / harness),
+               "-o", str(binary)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return binary

@@ -27,8 +27,8 @@ from styleforge.kernels._cuda import KERNELS, NVRTC_OPTIONS, name_expressions
 needs_nvrtc = pytest.mark.skipif(_nvrtc.nvrtc_unavailable() is not None, reason=str(_nvrtc.nvrtc_unavailable()))
 def gpu(test):
     """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
-    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None,
-                                              reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")(test))
+    reason = f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}"
+    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None, reason=reason)(test))
 
 
 @needs_nvrtc

@@ -19,8 +19,8 @@ from styleforge.kernels._cuda import (
 HOST = Path(__file__).parent / "cuda_host"
 def gpu(test):
     """A GPU test: marked ``gpu`` (the GPU proof runs ``pytest -m gpu``), skipped with a reason here."""
-    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None,
-                                              reason=f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}")(test))
+    reason = f"CUDA kernels cannot run here: {cuda_kernels_unavailable()}"
+    return pytest.mark.gpu(pytest.mark.skipif(cuda_kernels_unavailable() is not None, reason=reason)(test))
 
 
 def test_launch_constants_match_the_source():

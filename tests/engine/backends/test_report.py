@@ -46,7 +46,8 @@ def test_the_machine_is_described_with_the_flags_that_matter():
 
 def test_two_reports_side_by_side(tmp_path):
     write_bench_report(ROWS, {"cpu": "A"}, tmp_path / "a")
-    write_bench_report([_row("torch", "fp32", 256, 50), _row("tensorrt", "fp16", 512, 10)], {"gpu": "B"}, tmp_path / "b")
+    write_bench_report([_row("torch", "fp32", 256, 50), _row("tensorrt", "fp16", 512, 10)], {"gpu": "B"},
+                       tmp_path / "b")
     rows = compare_bench_reports(read_bench_report(tmp_path / "a"), read_bench_report(tmp_path / "b" / "bench.json"))
     by_key = {(row["backend"], row["precision"], row["width"]): row for row in rows}
     assert by_key[("torch", "fp32", 256)]["speedup"] == 2.0

@@ -139,8 +139,8 @@ def test_a_corrupt_input_fails_alone(tmp_path, images):
 
 
 def test_glob_jobs_fill_the_output_template(tmp_path, images):
-    jobs = glob_jobs(str(tmp_path / "[ab].png"), styles=[str(images["s1"])], output=str(tmp_path / "o" / "{stem}_x.png"),
-                     options=FAST)
+    jobs = glob_jobs(str(tmp_path / "[ab].png"), styles=[str(images["s1"])],
+                     output=str(tmp_path / "o" / "{stem}_x.png"), options=FAST)
     assert [job.output.name for job in jobs] == ["a_x.png", "b_x.png"]
     with pytest.raises(Exception, match="no file matches"):
         glob_jobs(str(tmp_path / "*.jpeg"), styles=[str(images["s1"])], output="{stem}.png")

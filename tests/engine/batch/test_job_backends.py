@@ -43,7 +43,8 @@ def test_manifest_options_reach_the_backend(tmp_path, monkeypatch):
     _Recorded.built = []
     generator = torch.Generator().manual_seed(0)
     for name in ("a", "s"):
-        Image.fromarray((torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()).save(tmp_path / f"{name}.png")
+        pixels = (torch.rand(24, 32, 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
     jobs = [
         {"defaults": {"model": "vgg19-random", "device": "cpu", "iterations": 1, "levels": 1}},
         {"content": "a.png", "style": "s.png", "output": "1.png", "size": 32, "backend": "torch",

@@ -7,7 +7,8 @@ import torch
 from torch.autograd import gradcheck
 
 from styleforge.engine import ConfigError, RenderConfig, load_image, render
-from styleforge.engine.objectives import build_patch_bank, mrf_objective, semantic_labels, shared_palette, style_variants
+from styleforge.engine.objectives import (build_patch_bank, mrf_objective, semantic_labels, shared_palette,
+                                          style_variants)
 from styleforge.kernels import extract_patches
 
 RED, BLUE, GREEN = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)
@@ -62,7 +63,9 @@ def test_mrf_loss_is_zero_on_the_style_itself(rng):
 def test_semantic_maps_confine_matches_to_the_same_region(rng):
     """Style: region RED on the left, BLUE on the right. Output map: the other way round.
     With the maps, every output patch must match a style patch of its own colour."""
-    features = lambda x: {"a": x}  # identity encoder: the patches are the pixels themselves
+    def features(x):  # identity encoder: the patches are the pixels themselves
+        return {"a": x}
+
     style = torch.rand(1, 3, 12, 12, generator=rng)
     style_map = _two_region_map(12, 12, RED, BLUE)
     content_map = _two_region_map(12, 12, BLUE, RED)
@@ -137,7 +140,8 @@ def test_doodle_from_maps_alone(random_vgg19, rng):
 )
 def test_bad_maps_are_refused(random_vgg19, rng, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        render(RenderConfig.mrf_defaults(**FAST), None, [torch.rand(3, 40, 40, generator=rng)], backbone=random_vgg19, **kwargs)
+        render(RenderConfig.mrf_defaults(**FAST), None, [torch.rand(3, 40, 40, generator=rng)], backbone=random_vgg19,
+               **kwargs)
 
 
 def test_maps_serve_the_gram_method_too(random_vgg19, rng):

@@ -151,7 +151,8 @@ def test_the_server_is_loopback_read_only_and_serves_nothing_but_the_preview():
         status, body = _get(server.url)
         assert status == 200 and b"styleforge" in body
         assert _get(server.url + "preview.jpg")[0] == 404  # no picture yet
-        for path in ["/etc/passwd", "/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/preview.jpg/../../pyproject.toml",
+        for path in ["/etc/passwd", "/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+                     "/preview.jpg/../../pyproject.toml",
                      "/..%2f..%2fpyproject.toml", "//etc/passwd", "/static/index.html", "/engine/preview/_page.py",
                      "/pyproject.toml", "/events/../../../etc/passwd", "/preview.jpg%00.png"]:
             assert _raw(server.url, "GET", path) == 404, path
@@ -219,7 +220,8 @@ def test_chromium_shows_the_image_and_the_figures_during_a_render(test_images, t
             browsed.set()
             worker.join(120)
     assert 'data-loaded="yes"' in dom  # the <img> loaded /preview.jpg
-    for figure in ["<td>iteration</td><td>8 of 12</td>", "<td>level</td><td>1 of 1</td>", "<td>size</td><td>64 x 48</td>",
+    for figure in ["<td>iteration</td><td>8 of 12</td>", "<td>level</td><td>1 of 1</td>",
+                   "<td>size</td><td>64 x 48</td>",
                    "<td>loss</td>", "<td>time left</td>", "<td>peak memory</td>", "<polyline"]:
         assert figure in dom, figure
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)

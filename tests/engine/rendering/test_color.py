@@ -74,7 +74,8 @@ def test_luminance_transfer_is_original_colors_by_either_name(random_vgg19):
     ("options", "message"),
     [
         ({"color_transfer": "histo"}, "color_transfer: unknown value 'histo' (did you mean 'histogram'?)"),
-        ({"color_transfer": "histogram", "original_colors": True}, "color_transfer: histogram contradicts original_colors"),
+        ({"color_transfer": "histogram", "original_colors": True},
+         "color_transfer: histogram contradicts original_colors"),
         ({"unstyled_color": "black"}, "unstyled_color: must be a colour written #rrggbb, got 'black'"),
     ],
 )

@@ -42,7 +42,8 @@ def test_tiled_regions_equal_untiled_in_float64(style_loss):
     styles = [torch.rand(1, 3, 80, 96, generator=generator, dtype=D) for _ in range(2)]
     image = torch.rand(1, 3, 96, 128, generator=generator, dtype=D)
     palette = [RED, BLUE, BLACK]  # black: unstyled
-    level = LevelInputs(content, styles, (96, 128), content_labels=_labels(_stripes(96, 128, RED, BLUE, BLACK), palette),
+    level = LevelInputs(content, styles, (96, 128),
+                        content_labels=_labels(_stripes(96, 128, RED, BLUE, BLACK), palette),
                         style_labels=[_labels(_stripes(80, 96, RED, BLUE), palette),
                                       _labels(_stripes(80, 96, BLUE), palette)], unstyled=2)
     config = RenderConfig(style_loss=style_loss, model="vgg16-random", style_layers=SHALLOW_LAYERS,
@@ -83,7 +84,8 @@ def test_a_tiled_render_with_maps_and_an_unstyled_region_matches_the_untiled_one
 def test_the_unstyled_region_keeps_the_content():
     generator = torch.Generator().manual_seed(13)
     content = torch.rand(3, 48, 96, generator=generator)
-    result = render(RenderConfig(**FAST, unstyled_color="#000000", optimizer="adam", learning_rate=0.05), content, [torch.rand(3, 40, 40, generator=generator)],
+    config = RenderConfig(**FAST, unstyled_color="#000000", optimizer="adam", learning_rate=0.05)
+    result = render(config, content, [torch.rand(3, 40, 40, generator=generator)],
                     content_map=_stripes(48, 96, RED, BLACK), style_maps=["#ff0000"]).image
     expected = resize_to(content[None], *result.shape[-2:])[0]
     # Beyond the soft border (two blurs of 1 px radius at 64 px) the content is kept exactly;
@@ -145,7 +147,8 @@ def test_mrf_with_an_unstyled_colour_pulls_no_patch_there_and_tiles_exactly():
     content = torch.rand(1, 3, 96, 128, generator=generator, dtype=D)
     style = torch.rand(1, 3, 80, 96, generator=generator, dtype=D)
     palette = [RED, BLUE, BLACK]
-    level = LevelInputs(content, [style], (96, 128), content_labels=_labels(_stripes(96, 128, RED, BLUE, BLACK), palette),
+    level = LevelInputs(content, [style], (96, 128),
+                        content_labels=_labels(_stripes(96, 128, RED, BLUE, BLACK), palette),
                         style_labels=[_labels(_stripes(80, 96, RED, BLUE), palette)], unstyled=2)
     config = RenderConfig.mrf_defaults(model="vgg16-random", mrf_layers=layers, content_layers=("relu3_1",))
     objective = build_objective(config, backend, level)
