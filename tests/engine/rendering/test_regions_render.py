@@ -128,6 +128,9 @@ def test_flat_colour_style_maps_bind_each_style_to_its_region():
         ({"unstyled_color": "#000000"}, {}, "unstyled_color: names a colour of the content map"),
         ({"unstyled_color": "#00ff00"}, dict(content_map=_stripes(32, 32, RED), style_maps=["#ff0000"]),
          "unstyled_color: #00ff00 is not a colour of the content map"),
+        # A string map is a flat colour; any other string is refused (it failed later, on .shape).
+        ({}, dict(content_map=_stripes(32, 32, RED), style_maps=["red"]),
+         "style_map: must be a colour written #rrggbb, got 'red'"),
     ],
 )
 def test_bad_maps_are_one_error_naming_the_option(options, maps, message):

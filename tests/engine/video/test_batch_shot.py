@@ -56,11 +56,13 @@ def test_bad_video_jobs_are_reported_with_their_lines_before_any_work(manifest_f
                      {"kind": "film", "content": "shot", "style": "s.png", "output": "o.mp4"},
                      {"kind": "video", "content": "shot", "style": "s.png", "output": "o2.mp4", "crf": 99},
                      {"kind": "video", "content": "shot", "style": "s.png", "output": "o3.mp4",
-                      "temporal_weight": "lots"})
+                      "temporal_weight": "lots"},
+                     {"kind": "video", "content_map": "s.png", "style": "s.png", "output": "o4.mp4"})
     with pytest.raises(ManifestError) as caught:
         load_manifest(path)
     lines = dict(caught.value.problems)
     assert "frame pattern" in lines[2] and "no such video" in lines[3]
     assert "unknown value 'film'" in lines[4] and "crf" in lines[5]
     assert "temporal_weight: must be a number, got 'lots'" in lines[6]
+    assert "a video job needs a content" in lines[7] and "None" not in lines[7]
     assert not (manifest_folder / "out").exists()
