@@ -114,7 +114,9 @@ def _kept_render(path: Path, name: str, label: str, options: dict,
     """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
     row = read_metadata(path) if path.is_file() else None
     method = PAIRS[name][3]
-    if not row or row.get("options") != options or row.get("size") != _config(method, size, _with_neural_style(options, None, None, size)).pyramid.size:
+    if not row or row.get("options") != options:
+        return None
+    if row.get("size") != _config(method, size, _with_neural_style(options, None, None, size)).pyramid.size:
         return None
     print(f"{name:24s} {label:10s} reused {path}", flush=True)
     return load_image(path), row

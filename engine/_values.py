@@ -12,8 +12,8 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "coerce", "coerce_path", "coerce_paths", "frame_crop", "frame_shape", "is_color", "parse_bytes",
-           "parse_color", "parse_iterations", "parse_size"]
+__all__ = ["DEFAULT_MAX_PIXELS", "coerce", "coerce_path", "coerce_paths", "frame_crop", "frame_shape", "is_color",
+           "parse_bytes", "parse_color", "parse_iterations", "parse_size"]
 
 #: Refuse inputs larger than this many pixels (decompression bombs); 16K x 16K by default.
 DEFAULT_MAX_PIXELS = 16384 * 16384

@@ -28,7 +28,7 @@ def crop_to_frame(image: torch.Tensor, config: RenderConfig) -> torch.Tensor:
     size = config.pyramid.size
     if not isinstance(size, tuple):
         return image
-    rows, columns = frame_crop(*image.shape[-2:], size)
+    rows, columns = frame_crop(image.shape[-2], image.shape[-1], size)
     return image[..., rows, columns]
 
 
