@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from ._errors import ImageError, InputError, OutputError
 from ._exr import read_exr_metadata
@@ -367,10 +367,10 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
         return read_exr_metadata(path, METADATA_KEY)
     try:
         with Image.open(path) as image:
-            if image.format == "PNG":
-                text = image.text.get(METADATA_KEY)  # type: ignore[attr-defined]
-            elif image.format == "TIFF":
-                text = image.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)  # type: ignore[attr-defined]
+            if isinstance(image, PngImagePlugin.PngImageFile):
+                text = image.text.get(METADATA_KEY)
+            elif isinstance(image, TiffImagePlugin.TiffImageFile):
+                text = image.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)
             else:
                 comment = image.info.get("comment")
                 text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment

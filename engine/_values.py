@@ -191,4 +191,5 @@ def parse_color(text: str, *, field: str) -> tuple[float, float, float]:
     """``#rrggbb`` -> (r, g, b) in [0, 1]; anything else is a ConfigError naming ``field``."""
     if not is_color(text):
         raise ConfigError(f"must be a colour written #rrggbb, got {text!r}", field=field)
-    return tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[return-value]
+    red, green, blue = (int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return red, green, blue
