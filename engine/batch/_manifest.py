@@ -169,9 +169,9 @@ def _frame_range(value: Any, kind: str, content: Path | None) -> tuple[int, int]
                           "frame", field="frames")
     frames = parse_frame_range(str(value))
     assert frames is not None
-    if content is None or not is_sequence(content):
-        raise ConfigError(f"{content}: a range of frames needs a numbered sequence (plate.####.exr or "
-                          "plate.%04d.exr)", field="frames")
+    if content is None or not is_sequence(content):  # no content: say so, not "None: ..."
+        raise ConfigError(f"{content or 'a job without a content'}: a range of frames needs a numbered sequence "
+                          "(plate.####.exr or plate.%04d.exr)", field="frames")
     return frames
 
 
