@@ -81,7 +81,7 @@ def styleforge_run(content: str, style: str, size: int, iterations: int, precisi
     events: list[int] = []
     result = engine.render(config, engine.load_image(content), [engine.load_image(style)],
                            callback=lambda event: events.append(event.iteration))
-    engine.save_image(result.image, picture)
+    engine.save_image(result.image, picture, overwrite=True)  # an earlier round's picture of this run
     return len(events)
 
 
