@@ -175,10 +175,12 @@ def main() -> None:
             tiles.append(_tile(load_image(SHARED / reference), "reference"))
         method = PAIRS[name][3]
         for label, options in variants:
-            if label != "default" and (method not in args.variant_methods
-                                       or (not options.get("neural_style")
-                                           and _config(method, args.size, options) == _config(method, args.size, {}))):
-                print(f"{name:24s} {label:10s} not a variant of this pair's method: skipped", flush=True)
+            # A variant that is the default is skipped when the default is on the sheet anyway.
+            same_as_default = (not args.skip_default and not options.get("neural_style")
+                               and _config(method, args.size, options) == _config(method, args.size, {}))
+            if label != "default" and (method not in args.variant_methods or same_as_default):
+                print(f"{name:24s} {label:10s} not a variant of this pair's method or the default: skipped",
+                      flush=True)
                 continue
             kept = args.out / f"{name}_{label}.png"
             reused = _kept_render(kept, name, label, options, args.size) if args.reuse else None
