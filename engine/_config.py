@@ -400,9 +400,13 @@ _LATER_OPTIONS = tuple(f.name for f in fields(ColorManagementConfig))
 #: CNNMRF's defaults (Li & Wand's example): 3x3 patches, strides 2, content relu4_2, 3 resolutions x
 #: 100 iterations, 384 px; weights re-tuned for the normalised losses. CNNMRF starts from the
 #: content; the palette start (the default init) gave its portrait the painting's ochre background
-#: where the photo's blue-grey came through as streaks (benchmarks/RESULTS.md, Quality).
+#: where the photo's blue-grey came through as streaks (benchmarks/RESULTS.md, Quality). On the
+#: original VGG19 (CNNMRF's own network), as the MRF sheets favour: on both MRF pairs of the quality
+#: benchmark far better than vgg16-hed (the portrait's eyes and contours, the doodle's rock and sea;
+#: RESULTS.md, "Quality on the original VGG19"). Gram keeps vgg16-hed until VGG19 is as good on every
+#: Gram pair (its seated-nude lost the left half's houses to facets).
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
-                     content_weight=0.5, tv_weight=2.0, level_start="upsample")
+                     content_weight=0.5, tv_weight=2.0, level_start="upsample", model="vgg19-oxford-8bit")
 #: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
 #: al.'s matting-Laplacian term, started from the content, no TV (the term smooths only where the
 #: photo is smooth). Chosen by looking at tubingen in the look of a night photo at 256 px

@@ -154,3 +154,13 @@ def test_errors_name_the_field_and_the_file_a_value_came_from():
     assert (caught.value.field, caught.value.source) == ("style_weight", "job.toml")
     assert str(caught.value) == "job.toml: style_weight: must be a finite number >= 0, got -1.0"
     assert caught.value.describe("--style-weight") == "job.toml: --style-weight: must be a finite number >= 0, got -1.0"
+
+
+def test_the_mrf_method_defaults_to_the_original_vgg19_and_an_explicit_model_wins():
+    """The MRF sheets favour vgg19-oxford-8bit; Gram keeps vgg16-hed. Every way in (the API's
+    preset, options as the CLI, TOML and manifests give them) agrees, and --model overrides."""
+    assert RenderConfig().runtime.model == "vgg16-hed"
+    assert RenderConfig.mrf_defaults().runtime.model == "vgg19-oxford-8bit"
+    assert RenderConfig.from_options({"method": "mrf"}).runtime.model == "vgg19-oxford-8bit"
+    assert RenderConfig.from_options({"method": "mrf", "model": "vgg16-hed"}).runtime.model == "vgg16-hed"
+    assert RenderConfig.from_options({"method": "gram"}).runtime.model == "vgg16-hed"
