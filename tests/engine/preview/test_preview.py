@@ -101,6 +101,26 @@ def test_the_render_thread_takes_pictures_only_while_a_page_watches_and_at_most_
     assert figures["size"] == [64, 64]  # the render's size, not the picture's
 
 
+def test_the_server_thread_runs_no_torch_computation():
+    """A torch op on the CPU from the server's thread starts a second OpenMP team on the render's
+    cores: that cost a 256 px render 7% of its wall clock on 2 cores (benchmarks/RESULTS.md). The
+    snapshot (losses read, picture encoded) runs no aten computation, and the JPEG is the picture."""
+    feed = PreviewFeed(long_side=16)
+    feed.watchers = 1
+    ramp = torch.linspace(0, 1, 16)
+    smooth = torch.stack([ramp[None].expand(16, 16), ramp[:, None].expand(16, 16), torch.full((16, 16), 0.5)])
+    feed.render_event(dataclasses.replace(_event(1, size=16), image=smooth))  # JPEG keeps a smooth picture
+    picture = feed._picture.clone()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        snapshot = feed.snapshot()
+    computed = {event.name for event in profile.events()} - {"aten::detach", "detach", "aten::to", "aten::item",
+                                                               "aten::_local_scalar_dense", "aten::lift_fresh",
+                                                               "aten::resolve_conj", "aten::resolve_neg"}
+    assert not computed, computed
+    decoded = np.asarray(Image.open(io.BytesIO(snapshot.jpeg)), dtype=np.float64) / 255
+    assert np.abs(decoded - picture.permute(1, 2, 0).numpy()).mean() < 0.02  # JPEG's loss at quality 85
+
+
 def test_a_picture_is_an_area_reduced_copy_not_the_live_image():
     image = torch.rand(3, 100, 200)
     small = reduce_image(image, 50)
