@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from styleforge import engine
+from styleforge.kernels import gram
 
 #: neural-style's defaults (content_weight, style_weight, tv_weight, content and style layers).
 CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 5.0, 100.0, 1e-3
@@ -42,10 +43,9 @@ def mapped_weights(model: str, content: torch.Tensor, style: torch.Tensor, size:
     content_coefficient = CONTENT_WEIGHT * target.double().pow(2).mean().item()
     layer_weights = []
     for layer in STYLE_LAYERS:
-        f = features[layer][0].double().flatten(1)  # (C, H W)
-        channels, positions = f.shape
-        gram = f @ f.T / positions
-        layer_weights.append(STYLE_WEIGHT * gram.pow(2).sum().item() / channels**4 / content_coefficient)
+        style_gram = gram(features[layer].double())  # styleforge's own S = F F^T / (H W), as the term sees it
+        channels = style_gram.shape[-1]
+        layer_weights.append(STYLE_WEIGHT * style_gram.pow(2).sum().item() / channels**4 / content_coefficient)
     height, width = content.shape[-2:]
     tv = TV_WEIGHT / 2 * 255.0**2 * 3 * height * width / content_coefficient
     return {"init": "gray", "levels": 1, "iterations": 1000, "content_layers": list(CONTENT_LAYERS),

@@ -15,6 +15,7 @@ A variant is NAME:option=value,option=value (render options as the CLI and TOML 
 settings, its weights mapped onto ours for that pair (benchmarks/_neural_style.py):
 
     python benchmarks/quality.py --variant-methods gram --variant ns:model=vgg19-oxford-8bit,neural_style=1
+
 Reads ../shared/images beside the checkout.
 """
 
@@ -75,19 +76,17 @@ def _config(method: str, size: int | None, options: dict) -> RenderConfig:
     base = RenderConfig.mrf_defaults() if method == "mrf" else RenderConfig()
     if size is not None:
         base = base.replace({"size": size})
-    return base.replace(options)
+    return base.replace({key: value for key, value in options.items() if key != "neural_style"})
 
 
-def _with_neural_style(options: dict, content: torch.Tensor | None, style: torch.Tensor | None,
-                       size: int | None) -> dict:
+def _with_neural_style(options: dict, content: torch.Tensor | None, style: torch.Tensor, size: int | None) -> dict:
     """``neural_style=1``: neural-style's settings for this pair (one level of 1000 iterations from
     its gray start, its layers, its weights mapped onto ours: benchmarks/_neural_style.py); the
     variant's other options override them (``neural_style=1,iterations=300`` while exploring)."""
-    rest = {key: value for key, value in options.items() if key != "neural_style"}
     if not options.get("neural_style") or content is None:
-        return rest
-    model = rest.get("model", RenderConfig().runtime.model)
-    return {**mapped_weights(model, content, style, size or RenderConfig().pyramid.size), **rest}
+        return options  # _config drops the neural_style key
+    model = options.get("model", RenderConfig().runtime.model)
+    return {**mapped_weights(model, content, style, size or RenderConfig().pyramid.size), **options}
 
 
 def _render_pair(name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict]:
@@ -114,9 +113,7 @@ def _kept_render(path: Path, name: str, label: str, options: dict,
     """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
     row = read_metadata(path) if path.is_file() else None
     method = PAIRS[name][3]
-    if not row or row.get("options") != options:
-        return None
-    if row.get("size") != _config(method, size, _with_neural_style(options, None, None, size)).pyramid.size:
+    if not row or row.get("options") != options or row.get("size") != _config(method, size, options).pyramid.size:
         return None
     print(f"{name:24s} {label:10s} reused {path}", flush=True)
     return load_image(path), row

@@ -288,8 +288,8 @@ class OptimizationConfig:
     # skies and walls take the painting's colours at their luminance, as neural-style's references
     # have them. Chosen by looking at every pair of the quality benchmark (benchmarks/RESULTS.md).
     init: str = _option("palette", "content, palette (the content in the styles' colours; with --color-transfer "
-                                   "luminance or histogram, the content), noise (uniform), gray (ImageNet's mean "
-                                   "colour: neural-style's near-flat random start), style or an image path.")
+                                   "luminance or histogram, the content), noise (uniform), gray (the network's mean "
+                                   "pixel: neural-style's near-flat random start), style or an image path.")
     seed: int = _option(0, "Seed of the noise and gray inits (and of random test weights).")
 
     def __post_init__(self) -> None:

@@ -58,6 +58,12 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # in channel_order
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+    @property
+    def mean_pixel(self) -> tuple[float, float, float]:
+        """The sRGB [0, 1] pixel, in RGB order, that the network sees as zero: its mean pixel."""
+        first, second, third = (value / self.scale for value in self.mean)
+        return (first, second, third) if self.channel_order == "RGB" else (third, second, first)
+
 
 #: torchvision's ImageNet preprocessing.
 TORCHVISION_PREPROCESSING = Preprocessing()

@@ -15,6 +15,7 @@ from .._config import INITS, RenderConfig
 from .._errors import ConfigError, StyleforgeWarning
 from .._image import load_image, resize_long_side, resize_to
 from .._maps import flat_map, parse_color
+from .._models import MODELS
 from .._values import frame_crop
 from ..objectives import semantic_labels, shared_palette, snapping, style_loss_for
 from ._color import palette_content, transfer_style_colors
@@ -188,11 +189,6 @@ def level_inputs(config: RenderConfig, inputs: RenderInputs, shape: tuple[int, i
     return level
 
 
-#: ImageNet's mean colour (sRGB, [0, 1]): the pixel every VGG release subtracts (the Caffe and
-#: torchvision means agree to 0.003), so the gray start is the network's zero input.
-IMAGENET_MEAN = (0.485, 0.458, 0.408)
-
-
 def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs) -> torch.Tensor:
     """The first level's start (1, 3, h, w): an --init image, the content (in the styles'
     palette with ``palette``), the style, noise or the flat mean colour ``gray`` (noise also for content
@@ -208,5 +204,5 @@ def initial_image(config: RenderConfig, inputs: RenderInputs, level: LevelInputs
     generator = torch.Generator().manual_seed(config.optimization.seed)
     if init == "gray":  # neural-style's -init random: the network's mean pixel plus noise of 0.001 of a level
         noise = torch.randn((1, 3, height, width), generator=generator) * (0.001 / 255)
-        return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) + noise
+        return torch.tensor(MODELS[config.runtime.model].preprocessing.mean_pixel).view(1, 3, 1, 1) + noise
     return torch.rand((1, 3, height, width), generator=generator)

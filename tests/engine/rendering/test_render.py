@@ -18,7 +18,8 @@ from styleforge.engine import (
 )
 from styleforge.engine.objectives import Objective, Statistic, blend_statistics
 from styleforge.engine.rendering import match_luminance_colors
-from styleforge.engine.rendering._inputs import IMAGENET_MEAN, initial_image
+from styleforge.engine._models import MODELS
+from styleforge.engine.rendering._inputs import initial_image
 from styleforge.engine.rendering import rgb_to_yiq as _rgb_to_yiq
 from styleforge.kernels import gram
 
@@ -90,11 +91,22 @@ def test_the_gray_start_is_neural_styles_flat_mean_pixel():
     level = SimpleNamespace(shape=(20, 30))
     start = initial_image(config, SimpleNamespace(init_image=None), level)
     assert start.shape == (1, 3, 20, 30)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    mean = torch.tensor(MODELS["vgg19-random"].preprocessing.mean_pixel).view(1, 3, 1, 1)
     assert (start - mean).abs().max() < 1e-4 and 1e-7 < (start - mean).std() < 1e-5
     assert torch.equal(start, initial_image(config, SimpleNamespace(init_image=None), level))
     assert not torch.equal(start, initial_image(RenderConfig(**FAST, init="gray", seed=4),
                                                 SimpleNamespace(init_image=None), level))
+
+
+def test_the_mean_pixel_is_what_each_preprocessing_maps_to_zero():
+    oxford = MODELS["vgg19-oxford-8bit"].preprocessing  # BGR, 0-255: neural-style's mean pixel, in RGB
+    assert oxford.mean_pixel == pytest.approx((123.68 / 255, 116.779 / 255, 103.939 / 255))
+    for spec in MODELS.values():
+        pre = spec.preprocessing
+        pixel = torch.tensor(pre.mean_pixel).view(1, 3, 1, 1)
+        order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
+        centred = pixel[:, order] * pre.scale - torch.tensor(pre.mean).view(1, 3, 1, 1)
+        assert (centred / torch.tensor(pre.std).view(1, 3, 1, 1)).abs().max() < 1e-5, spec.name
 
 
 def test_style_blend_weights_the_target_grams(random_vgg19, rng):
