@@ -45,7 +45,7 @@ def _one(args: argparse.Namespace) -> dict:
         options["cuda_graphs"] = True
     if args.iterations:
         options.update(levels=1, iterations=args.iterations)
-    config = engine.RenderConfig().replace(options)
+    config = engine.RenderConfig.from_options(options)
     device = engine.resolve_device(config.runtime.device)
     plan = engine.plan_for(config, crop_to_frame(content, config), device)
     print(plan.describe(), file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ tubingen in the look of a night photo (hoovertowernight, used as the style), pla
 the photorealistic preset (``photo = true``: Luan et al.'s matting-Laplacian term), with the
 term's own cost per evaluation. Each sheet is labelled (256-colour PNG); control.json (regions,
 colour) and photo.json beside them hold each render's time. Reads ../shared/images beside the
-checkout; renders with the default weights (vgg16-hed) and otherwise default options.
+checkout; renders with the default model and otherwise default options.
 """
 
 from __future__ import annotations

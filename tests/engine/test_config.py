@@ -9,7 +9,7 @@ from styleforge.engine import ConfigError, RenderConfig, load_config_file
 
 def test_defaults_are_valid_and_round_trip_through_a_dict():
     config = RenderConfig()
-    assert config.runtime.model == "vgg16-hed" and config.optimization.optimizer == "lbfgs"
+    assert config.runtime.model == "vgg19-oxford-8bit" and config.optimization.optimizer == "lbfgs"
     assert RenderConfig.from_options(config.to_dict()) == config
 
 
@@ -156,11 +156,34 @@ def test_errors_name_the_field_and_the_file_a_value_came_from():
     assert caught.value.describe("--style-weight") == "job.toml: --style-weight: must be a finite number >= 0, got -1.0"
 
 
-def test_the_mrf_method_defaults_to_the_original_vgg19_and_an_explicit_model_wins():
-    """The MRF sheets favour vgg19-oxford-8bit; Gram keeps vgg16-hed. Every way in (the API's
+def test_both_methods_default_to_the_original_vgg19_and_an_explicit_model_wins():
+    """The quality sheets favour vgg19-oxford-8bit for Gram and MRF. Every way in (the API's
     preset, options as the CLI, TOML and manifests give them) agrees, and --model overrides."""
-    assert RenderConfig().runtime.model == "vgg16-hed"
+    assert RenderConfig().runtime.model == "vgg19-oxford-8bit"
     assert RenderConfig.mrf_defaults().runtime.model == "vgg19-oxford-8bit"
     assert RenderConfig.from_options({"method": "mrf"}).runtime.model == "vgg19-oxford-8bit"
     assert RenderConfig.from_options({"method": "mrf", "model": "vgg16-hed"}).runtime.model == "vgg16-hed"
-    assert RenderConfig.from_options({"method": "gram"}).runtime.model == "vgg16-hed"
+    assert RenderConfig.from_options({"method": "gram"}).runtime.model == "vgg19-oxford-8bit"
+
+
+def test_the_style_weight_where_none_is_given_is_the_one_chosen_for_the_model_and_loss():
+    """Gram on the original VGG19 was judged at 200, everything else at 1e3 (vgg16-hed's tuning,
+    NNST on VGG19): the API, from_options (CLI, TOML, manifests) and a changed model agree, and a
+    weight given explicitly always wins, even one equal to another model's default."""
+    assert RenderConfig().objective.style_weight == 200
+    assert RenderConfig(model="vgg16-hed").objective.style_weight == 1e3
+    assert RenderConfig(style_loss="nnst").objective.style_weight == 1e3
+    for options, weight in [({}, 200), ({"model": "vgg16-hed"}, 1e3), ({"style-loss": "nnst"}, 1e3),
+                            ({"style_loss": "w2"}, 1e3), ({"model": "vgg16-hed", "style_weight": 200}, 200),
+                            ({"style_weight": 1e3}, 1e3), ({"photo": True}, 1e4), ({"method": "mrf"}, 1e3)]:
+        assert RenderConfig.from_options(options).objective.style_weight == weight, options
+    # the groups' own default is the default render's
+    assert RenderConfig(objective=RenderConfig().objective).objective.style_weight == 200
+
+
+def test_outputs_made_with_the_old_default_model_are_matched_by_naming_it():
+    """Batch and video outputs carry a hash of every option, defaults included. Until 2026-12-06
+    the default was vgg16-hed at style weight 1e3: naming the model in a manifest's defaults gives
+    exactly those options back (README, Batch jobs), so a rerun recognises what was made then."""
+    old = RenderConfig.from_options({"model": "vgg16-hed"}).hashed()
+    assert old == RenderConfig().hashed() | {"model": "vgg16-hed", "style_weight": 1e3}

