@@ -1,6 +1,6 @@
 """The GPU proof's checks and timings, one per invocation (prove.py runs each in its own process).
 
-    python benchmarks/gpu/checks.py NAME --out DIR [--model vgg16-hed] [--dry]
+    python benchmarks/gpu/checks.py NAME --out DIR [--model MODEL] [--dry]
 
 Each writes DIR/NAME.json ({"summary": one line, "checks": [{figure, threshold, passed}],
 "passed": all of them, ...figures}) and, where there is a picture to look at, PNGs beside it;
@@ -10,6 +10,9 @@ on a GPU so does any kernel fallback to torch (kernels.kernel_fallbacks()). ``--
 same code on the CPU at toy sizes (CI), where the figures mean nothing and GPU-only comparisons
 record why they were skipped. STYLEFORGE_PROOF_PLANT=NAME makes check NAME's thresholds
 impossible to meet: how CI shows that a failing check fails the proof.
+``--model`` (default: the default render's, vgg19-oxford-8bit) is what the checks that need real
+weights render with; the others, and every check in a dry run, use the seeded random model of its
+architecture (vgg19-random): their figures depend on the network's shape, not its weights.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from styleforge.engine.backends import TorchBackend, conv_flops, matrix_tflops
 from styleforge.engine.batch import BatchJob, run_batch
 from styleforge.engine.rendering import build_objective, evaluate, level_inputs, plan_render, prepare_inputs
 from styleforge.kernels import cuda_kernels_unavailable, gram_cuda, gram_reference, kernel_fallbacks
+
+from pack_weights import MODEL, random_model
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -149,7 +154,7 @@ def _images(size: int):
 def render_parity(args) -> None:
     """A fixed-seed render on the GPU against the same render on the CPU (fp32 both)."""
     size, iterations = (48, 5) if args.dry else (256, 20)
-    model = "vgg16-random" if args.dry else args.model
+    model = random_model(args.model) if args.dry else args.model
     content, style = _images(size)
     results = {}
     for where in ("cpu", "cpu" if args.dry else "cuda"):
@@ -169,7 +174,7 @@ def tiled(args) -> None:
     """Tiled equals untiled on the device: loss terms and image gradient (fp32)."""
     device = _device(args.dry)
     height, width = (96, 128) if args.dry else (768, 1024)
-    config = RenderConfig(size=width, levels=1, model="vgg16-random", device=device.type, precision="fp32")
+    config = RenderConfig(size=width, levels=1, model=random_model(args.model), device=device.type, precision="fp32")
     backend = backend_for(config, device)
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(3, height, width, generator=generator)
@@ -194,7 +199,7 @@ def precision(args) -> None:
     """fp32, tf32, bf16, fp16 renders of the same pair: time, final loss, PSNR against fp32."""
     device = _device(args.dry)
     size, iterations = (48, 5) if args.dry else (512, 100)
-    model = "vgg16-random" if args.dry else args.model
+    model = random_model(args.model) if args.dry else args.model
     content, style = _images(size)
     names = ("fp32", "bf16") if args.dry else ("fp32", "tf32", "bf16", "fp16")
     rows, images = [], []
@@ -223,7 +228,7 @@ def cuda_graphs(args) -> None:
         return
     device = torch.device("cuda")
     taps = RenderConfig().taps
-    backbone = load_backbone("vgg16-random", taps)
+    backbone = load_backbone(random_model(args.model), taps)
     image = torch.rand(1, 3, 384, 512, device=device)
     rows = []
     for name in ("fp32", "bf16"):
@@ -253,7 +258,7 @@ def batch_devices(args) -> None:
     size = 48 if args.dry else 256
     folder = args.out / "batch-devices"
     folder.mkdir(parents=True, exist_ok=True)
-    config = RenderConfig(size=size, levels=1, iterations=10, model="vgg16-random", device=device.type,
+    config = RenderConfig(size=size, levels=1, iterations=10, model=random_model(args.model), device=device.type,
                           precision="fp32", backend="torch")
     output = folder / "job.png"
     if output.exists():
@@ -274,7 +279,7 @@ def planner_memory(args) -> None:
     sizes = ["64", "96"] if args.dry else ["1024", "3840x2160"]
     rows = []
     for size in sizes:
-        config = RenderConfig(size=size, levels=1, iterations=2, model="vgg16-random", device=device.type)
+        config = RenderConfig(size=size, levels=1, iterations=2, model=random_model(args.model), device=device.type)
         content, style = _images(256)
         plan = engine.plan_for(config, engine.rendering.crop_to_frame(content, config), device)
         if device.type == "cuda":
@@ -312,7 +317,7 @@ def per_iteration(args) -> None:
     rows = []
     for size in sizes:
         height, width = engine.frame_shape(engine.parse_size(size))
-        config = RenderConfig(size=size, levels=1, model="vgg16-random", device=device.type, precision="fp32")
+        config = RenderConfig(size=size, levels=1, model=random_model(args.model), device=device.type, precision="fp32")
         reference = backend_for(config, device)
         inputs = prepare_inputs(config, torch.rand(3, height, width, generator=generator),
                                 [torch.rand(3, min(height, 1024), min(width, 1024), generator=generator)])
@@ -357,7 +362,7 @@ def per_iteration(args) -> None:
                     "share_of_matrix_rate": r["share_of_matrix_rate"], "peak_memory_bytes": r["peak_memory_bytes"]}
                    for r in rows]
     engine.write_bench_report(report_rows, engine.describe_machine(device), args.out / "bench-report",
-                              model="vgg16-random", matmul_tflops=rates,
+                              model=random_model(args.model), matmul_tflops=rates,
                               source="benchmarks/gpu/checks.py per-iteration")
     smallest = rows[0]["size"]
     best = min((r for r in rows if r["size"] == smallest), key=lambda r: r["s_per_iteration"])
@@ -420,7 +425,7 @@ def renders(args) -> None:
     """Whole renders against the targets, start-up excluded: one small render first (CUDA and
     cuDNN initialisation, NVRTC compiles), then each render timed alone, each row written at once."""
     device = _device(args.dry)
-    model = "vgg16-random" if args.dry else args.model
+    model = random_model(args.model) if args.dry else args.model
     content, style = _images(64 if args.dry else 1024)
     warm = RenderConfig(size=64 if args.dry else 256, levels=1, iterations=2, model=model, device=device.type,
                         precision="bf16" if not args.dry else "fp32")
@@ -505,7 +510,7 @@ def sanitize(args) -> None:
 def mrf_doodle(args) -> None:
     """MRF at CNNMRF's benchmark size (384 px, 3 levels x 100) and neural-doodle's coast."""
     device = _device(args.dry)
-    model = "vgg16-random" if args.dry else args.model
+    model = random_model(args.model) if args.dry else args.model
     shared = ROOT.parent / "shared" / "images"
     portrait = shared / "content" / "cnnmrf_portrait.jpg"
     picasso = shared / "style" / "cnnmrf_picasso.jpg"
@@ -537,7 +542,7 @@ def mrf_doodle(args) -> None:
 def batch_rate(args) -> None:
     """Jobs per hour at 512 px (the default schedule) on one GPU, style targets shared."""
     device = _device(args.dry)
-    model = "vgg16-random" if args.dry else args.model
+    model = random_model(args.model) if args.dry else args.model
     count, size = (2, 48) if args.dry else (8, 512)
     folder = args.out / "batch-rate"
     folder.mkdir(parents=True, exist_ok=True)
@@ -563,7 +568,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("check", choices=sorted(CHECKS))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--model", default="vgg16-hed")
+    parser.add_argument("--model", default=MODEL)
     parser.add_argument("--dry", action="store_true")
     args = parser.parse_args()
     CHECKS[args.check](args)

