@@ -31,7 +31,8 @@ def models() -> None:
         table = Table("model", "weights", "location", "description")
         table.columns[2].overflow = "fold"
         for row in engine.model_status():
-            table.add_row(row.name, "present" if row.present else "absent", row.location, row.description)
+            name = f"{row.name} (default)" if row.name == _DEFAULTS.runtime.model else row.name
+            table.add_row(name, "present" if row.present else "absent", row.location, row.description)
         Console().print(table)
 
     run_guarded(False, body)  # as every command: errors as one line, Ctrl-C as an interrupt once work starts

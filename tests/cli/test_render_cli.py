@@ -173,11 +173,13 @@ def test_console_script_exit_code_and_debug_traceback(tmp_path):
     assert loud.returncode == 2 and "Traceback" in loud.stderr
 
 
-def test_models_lists_every_model():
-    result = runner.invoke(app, ["models"])
+def test_models_lists_every_model_and_marks_the_default():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for name in engine.MODELS:
         assert name in result.output
+    marked = [line for line in result.output.splitlines() if "(default)" in line]
+    assert len(marked) == 1 and "vgg19-oxford-8bit (default)" in marked[0]
 
 
 def test_mrf_render_through_the_cli_lowers_the_mrf_loss(tmp_path, small_inputs):
