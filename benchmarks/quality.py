@@ -99,20 +99,29 @@ def _with_neural_style(options: dict, content: torch.Tensor | None, style: torch
     return {**mapped_weights(model, content, style, size or RenderConfig().pyramid.size), **options}
 
 
-def _render_pair(name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict]:
-    content_path, style_path, _, method, maps = PAIRS[name]
+def _pair_config(name: str, options: dict, size: int | None) -> tuple[RenderConfig, torch.Tensor | None,
+                                                                       torch.Tensor]:
+    """The pair's config for a variant's options, with its content and style images."""
+    content_path, style_path, _, method, _ = PAIRS[name]
     content = load_image(SHARED / content_path) if content_path else None
-    config = _config(method, size, _with_neural_style(options, content, load_image(SHARED / style_path), size))
+    style = load_image(SHARED / style_path)
+    return _config(method, size, _with_neural_style(options, content, style, size)), content, style
+
+
+def _render_pair(name: str, label: str, options: dict, size: int | None) -> tuple[torch.Tensor, dict]:
+    config, content, style = _pair_config(name, options, size)
+    maps = PAIRS[name][4]
     extra = {}
     if maps is not None:
         extra = {"content_map": load_image(SHARED / maps[0]), "style_maps": [load_image(SHARED / maps[1])]}
     events = []
     started = time.perf_counter()
-    result = render(config, content, [load_image(SHARED / style_path)], callback=lambda e: events.append(e), **extra)
+    result = render(config, content, [style], callback=lambda e: events.append(e), **extra)
     seconds = time.perf_counter() - started
     terms = events[-1].loss_terms() if events else {}
     row = {"pair": name, "variant": label, "options": options, "size": config.pyramid.size,
-           "seconds": round(seconds, 1), "iterations": result.iterations, "losses": terms}
+           "seconds": round(seconds, 1), "iterations": result.iterations, "losses": terms,
+           "config": config.to_dict()}
     print(f"{name:24s} {label:10s} {seconds:7.1f} s  {result.iterations} iterations  "
           f"total {terms.get('total', float('nan')):.4g}", flush=True)
     return result.image, row
@@ -120,10 +129,13 @@ def _render_pair(name: str, label: str, options: dict, size: int | None) -> tupl
 
 def _kept_render(path: Path, name: str, label: str, options: dict,
                  size: int | None) -> tuple[torch.Tensor, dict] | None:
-    """A render kept by an earlier --keep-renders run of the same pair, variant, options and size."""
+    """A render kept by an earlier --keep-renders run of the same pair and variant, with the same
+    resolved options: the same variant options mean another render once a default they leave
+    open has changed, so a kept render without its resolved options is not reused."""
     row = read_metadata(path) if path.is_file() else None
-    method = PAIRS[name][3]
-    if not row or row.get("options") != options or row.get("size") != _config(method, size, options).pyramid.size:
+    if not row or row.get("config") is None:
+        return None
+    if row["config"] != _pair_config(name, options, size)[0].to_dict():
         return None
     print(f"{name:24s} {label:10s} reused {path}", flush=True)
     return load_image(path), row
@@ -165,7 +177,8 @@ def main() -> None:
     parser.add_argument("--keep-renders", action="store_true", help="also save each render as a full-size PNG")
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep-renders: a variant whose full-size render is kept in --out with the same "
-                             "options and size is read back, not rendered again (a sheet can grow run by run)")
+                             "resolved options (the variant's on today's defaults, size included) is read back, not "
+                             "rendered again (a sheet can grow run by run)")
     args = parser.parse_args()
     args.pairs = [pair for name in args.pairs for pair in (UNSEEN if name == "unseen" else [name])]
     if not SHARED.is_dir():
