@@ -1,6 +1,7 @@
 """Fewer evaluations: how low each optimiser setting takes the loss for the same work.
 
-Each variant renders the quality benchmark's Gatys pairs (default weights, vgg16-hed) and records
+Each variant renders the quality benchmark's Gatys pairs (``--model``, vgg16-hed unless given: the
+default model when these figures were taken) and records
 the loss after every evaluation. Work is counted in full-size evaluations: an evaluation at a
 pyramid level of a quarter of the pixels counts a quarter, so a pyramid and a single level get
 the same budget. Reported per variant: the final loss (at the output size: the same objective
@@ -79,7 +80,7 @@ def _options(text: str, budget: int, size: int) -> tuple[dict, bool]:
 
 def run_variant(content, style, size: int, text: str, budget: int, model: str) -> dict:
     values, wolfe = _options(text, budget, size)
-    config = RenderConfig(size=size, model=model, device="cpu", backend="torch").replace(values)
+    config = RenderConfig.from_options({"size": size, "model": model, "device": "cpu", "backend": "torch", **values})
     areas = [h * w for h, w in config.pyramid.level_shapes(tuple(content.shape[-2:]))]
     work, trace = [0.0], []
 

@@ -11,7 +11,8 @@ style, content and total-variation losses, and the gradient with respect to the 
   backend, channels-last, Winograd where it measured faster, freed memory kept, ``--compile``
   when asked), timed from its own per-evaluation events.
 
-Same architecture (vgg16, the default vgg16-hed's), same seeded random weights (timing does not
+Same architecture (vgg16, vgg16-hed's: the default model when these figures were taken; the default is
+VGG19 since 2026-12-06), same seeded random weights (timing does not
 depend on them), same layers and image size. Each (side, round) runs in a fresh process so its
 peak RSS is its own, and the sides alternate round by round, so a neighbour's load falls on both.
 

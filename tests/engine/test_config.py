@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from styleforge.engine import ConfigError, RenderConfig, load_config_file
@@ -187,3 +190,14 @@ def test_outputs_made_with_the_old_default_model_are_matched_by_naming_it():
     exactly those options back (README, Batch jobs), so a rerun recognises what was made then."""
     old = RenderConfig.from_options({"model": "vgg16-hed"}).hashed()
     assert old == RenderConfig().hashed() | {"model": "vgg16-hed", "style_weight": 1e3}
+    # The old default's options, hashed by the code of 2026-12-05 (commit f1d8a3d). When another
+    # default changes, this fails: README's advice on matching old outputs needs that change too.
+    digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert digest == "084fb34f8fcfe5ec5be618e3b298015d281d870bac0edc5e39b1b90beb29ab5d"
+
+
+def test_replace_keeps_the_style_weight_and_from_options_chooses_it():
+    """replace() is a copy with the given values: a new model keeps the weight it had (documented);
+    from_options, what the CLI, TOML and manifests use, chooses the model's own."""
+    assert RenderConfig().replace({"model": "vgg16-hed"}).objective.style_weight == 200
+    assert RenderConfig.from_options({"model": "vgg16-hed"}).objective.style_weight == 1e3
