@@ -2,7 +2,7 @@
 examples/starry_night.jpg, paused at a share of its work while headless Chromium (Debian's
 ``chromium``) photographs the page.
 
-    python benchmarks/preview_screenshot.py                      # 256 px, vgg16-hed (as README shows) -> results/preview.png
+    python benchmarks/preview_screenshot.py              # 256 px, vgg16-hed (README's picture) -> results/preview.png
     python benchmarks/preview_screenshot.py --size 96 --model vgg16-random --at 0.3   # a quick look
 """
 
