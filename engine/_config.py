@@ -123,8 +123,8 @@ class ObjectiveConfig:
     content_weight: float = _option(1.0, "Weight of the content term.")
     style_weight: float = _option(default_style_weight(DEFAULT_MODEL, "gram", "gram"),
                                   "Weight of the style term (gram, w2, sliced or nnst).",
-                                  show=f"{GRAM_VGG19_STYLE_WEIGHT:g} for gram on {DEFAULT_MODEL}, else "
-                                       f"{STYLE_WEIGHT:g}")
+                                  show=f"{GRAM_VGG19_STYLE_WEIGHT:g} for the gram loss on {DEFAULT_MODEL}, "
+                                       f"10000 with --photo, else {STYLE_WEIGHT:g}")
     tv_weight: float = _option(2.0, "Total-variation smoothing.")
     content_layers: tuple[str, ...] = _option(("relu4_2",), "Content layers (comma-separated).")
     style_layers: tuple[str, ...] = _option(DEFAULT_STYLE_LAYERS, "Style layers of gram, w2, sliced and nnst "

@@ -201,3 +201,12 @@ def test_replace_keeps_the_style_weight_and_from_options_chooses_it():
     from_options, what the CLI, TOML and manifests use, chooses the model's own."""
     assert RenderConfig().replace({"model": "vgg16-hed"}).objective.style_weight == 200
     assert RenderConfig.from_options({"model": "vgg16-hed"}).objective.style_weight == 1e3
+
+
+def test_the_style_weight_help_states_every_default_it_can_have():
+    from styleforge.engine import PHOTO_PRESET
+
+    show = RenderConfig.field_help("style_weight")["show"]
+    for weight in (RenderConfig().objective.style_weight, RenderConfig(model="vgg16-hed").objective.style_weight,
+                   PHOTO_PRESET["style_weight"]):
+        assert f"{weight:g}" in show, weight
