@@ -151,10 +151,15 @@ def _images(size: int):
     return engine.resize_long_side(load_image(CONTENT), size * 2), engine.resize_long_side(load_image(STYLE), size * 2)
 
 
+def _model(args) -> str:
+    """The model of a check that wants real weights: ``--model``, or its random twin in a dry run."""
+    return random_model(args.model) if args.dry else args.model
+
+
 def render_parity(args) -> None:
     """A fixed-seed render on the GPU against the same render on the CPU (fp32 both)."""
     size, iterations = (48, 5) if args.dry else (256, 20)
-    model = random_model(args.model) if args.dry else args.model
+    model = _model(args)
     content, style = _images(size)
     results = {}
     for where in ("cpu", "cpu" if args.dry else "cuda"):
@@ -199,7 +204,7 @@ def precision(args) -> None:
     """fp32, tf32, bf16, fp16 renders of the same pair: time, final loss, PSNR against fp32."""
     device = _device(args.dry)
     size, iterations = (48, 5) if args.dry else (512, 100)
-    model = random_model(args.model) if args.dry else args.model
+    model = _model(args)
     content, style = _images(size)
     names = ("fp32", "bf16") if args.dry else ("fp32", "tf32", "bf16", "fp16")
     rows, images = [], []
@@ -425,7 +430,7 @@ def renders(args) -> None:
     """Whole renders against the targets, start-up excluded: one small render first (CUDA and
     cuDNN initialisation, NVRTC compiles), then each render timed alone, each row written at once."""
     device = _device(args.dry)
-    model = random_model(args.model) if args.dry else args.model
+    model = _model(args)
     content, style = _images(64 if args.dry else 1024)
     warm = RenderConfig(size=64 if args.dry else 256, levels=1, iterations=2, model=model, device=device.type,
                         precision="bf16" if not args.dry else "fp32")
@@ -510,7 +515,7 @@ def sanitize(args) -> None:
 def mrf_doodle(args) -> None:
     """MRF at CNNMRF's benchmark size (384 px, 3 levels x 100) and neural-doodle's coast."""
     device = _device(args.dry)
-    model = random_model(args.model) if args.dry else args.model
+    model = _model(args)
     shared = ROOT.parent / "shared" / "images"
     portrait = shared / "content" / "cnnmrf_portrait.jpg"
     picasso = shared / "style" / "cnnmrf_picasso.jpg"
@@ -542,7 +547,7 @@ def mrf_doodle(args) -> None:
 def batch_rate(args) -> None:
     """Jobs per hour at 512 px (the default schedule) on one GPU, style targets shared."""
     device = _device(args.dry)
-    model = random_model(args.model) if args.dry else args.model
+    model = _model(args)
     count, size = (2, 48) if args.dry else (8, 512)
     folder = args.out / "batch-rate"
     folder.mkdir(parents=True, exist_ok=True)
